@@ -1,0 +1,182 @@
+"""The seed's Encoder, Decoder and Seq2Seq (../shared/seed_skeleton.py), completed in NumPy.
+
+Same positional signatures, same attribute names — so the same state-dict keys
+(``encoder.embedding.weight``, ``encoder.rnn.weight_ih_l0``, ..., ``decoder.fc_out.bias``) — and
+the same time-first layout. Extras are keywords: ``dropout`` (on embeddings and between layers),
+``cell`` ("lstm", "gru" or "rnn"), ``dtype``.
+
+Flow of one batch (S source steps, T target steps, B batch, V target vocabulary):
+
+    src (S, B) -> Encoder -> (hidden, cell) each (L, B, H)
+    for t in 1..T-1:   input_t = trg[t-1] (teacher forcing) or argmax of the previous output
+        Decoder(input_t, hidden, cell) -> prediction (B, V), hidden, cell
+    outputs (T, B, V), outputs[0] = 0 (trg[0] is <sos>, never predicted)
+
+Backward walks the same steps in reverse: each decoder step returns the gradient of its
+incoming (hidden, cell), the last of which is the gradient of the encoder's final state.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minis2s.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, is_grad_enabled
+from minis2s.validate import check_float_array, check_ids, check_lengths, check_probability
+
+RNN_TYPES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+
+
+def _rnn_class(cell: str):
+    if cell not in RNN_TYPES:
+        raise ValueError(f"cell must be one of {sorted(RNN_TYPES)}, got {cell!r}")
+    return RNN_TYPES[cell]
+
+
+class Encoder(Module):
+    """Embeds the source and runs it through the RNN; its final state is the context."""
+
+    def __init__(self, input_dim, hidden_dim, embedding_dim, num_layers, *, dropout=0.0,
+                 cell="lstm", dtype=None):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.cell_type = cell
+        self.embedding = Embedding(input_dim, embedding_dim, dtype=dtype)
+        self.rnn = _rnn_class(cell)(embedding_dim, hidden_dim, num_layers, dropout=dropout, dtype=dtype)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, src, src_lengths=None):
+        """src: (S, B) ids; src_lengths: (B,) or None -> hidden (L, B, H), cell (L, B, H) or None.
+
+        With ``src_lengths`` each row's final state is taken at its own length.
+        """
+        src = check_ids("src", src, self.embedding.num_embeddings, ndim=2)
+        embedded = self.dropout(self.embedding(src))  # (S, B, E)
+        _, state = self.rnn(embedded, lengths=src_lengths)
+        return state if self.cell_type == "lstm" else (state, None)
+
+    def backward(self, dhidden, dcell=None):
+        """Gradients of the final (hidden, cell) -> accumulates into every parameter."""
+        dout = None  # the encoder's outputs are not used by the seed's model: no gradient
+        if self.cell_type == "lstm":
+            demb = self.rnn.backward(dout, dhidden, dcell)
+        else:
+            demb = self.rnn.backward(dout, dhidden)
+        self.embedding.backward(self.dropout.backward(demb))
+
+
+class Decoder(Module):
+    """One step: the previous token and state -> a prediction over the target vocabulary."""
+
+    def __init__(self, output_dim, hidden_dim, embedding_dim, num_layers, *, dropout=0.0,
+                 cell="lstm", dtype=None):
+        super().__init__()
+        self.output_dim = output_dim
+        self.hidden_dim = hidden_dim
+        self.cell_type = cell
+        self.embedding = Embedding(output_dim, embedding_dim, dtype=dtype)
+        self.rnn = _rnn_class(cell)(embedding_dim, hidden_dim, num_layers, dropout=dropout, dtype=dtype)
+        self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, input, hidden, cell=None):
+        """input: (B,) ids; hidden, cell: (L, B, H) -> prediction (B, V), hidden, cell."""
+        input = check_ids("input", input, self.output_dim, ndim=1)
+        embedded = self.dropout(self.embedding(input[None]))  # (1, B, E)
+        if self.cell_type == "lstm":
+            output, (hidden, cell) = self.rnn(embedded, (hidden, cell))
+        else:
+            output, hidden = self.rnn(embedded, hidden)
+        prediction = self.fc_out(output[0])  # (B, V)
+        return prediction, hidden, cell
+
+    def backward(self, dprediction, dhidden=None, dcell=None):
+        """dprediction: (B, V); dhidden, dcell: gradients of the returned state.
+
+        Returns (dhidden, dcell) of the incoming state (dcell None for GRU/RNN).
+        """
+        doutput = self.fc_out.backward(dprediction)[None]  # (1, B, H)
+        if self.cell_type == "lstm":
+            demb, (dh, dc) = self.rnn.backward(doutput, dhidden, dcell, return_state_grads=True)
+        else:
+            demb, dh = self.rnn.backward(doutput, dhidden, return_state_grads=True)
+            dc = None
+        self.embedding.backward(self.dropout.backward(demb))
+        return dh, dc
+
+
+class Seq2Seq(Module):
+    """Encoder + decoder with teacher forcing: the seed's empty ``forward`` written out."""
+
+    def __init__(self, encoder, decoder, device="cpu"):
+        super().__init__()
+        if not isinstance(encoder, Encoder) or not isinstance(decoder, Decoder):
+            raise TypeError("Seq2Seq(encoder, decoder, device) needs a minis2s Encoder and Decoder")
+        if encoder.hidden_dim != decoder.hidden_dim:
+            raise ValueError(
+                f"encoder hidden_dim {encoder.hidden_dim} != decoder hidden_dim {decoder.hidden_dim}"
+            )
+        if encoder.rnn.num_layers != decoder.rnn.num_layers:
+            raise ValueError(
+                f"encoder num_layers {encoder.rnn.num_layers} != decoder num_layers {decoder.rnn.num_layers}"
+            )
+        if encoder.cell_type != decoder.cell_type:
+            raise ValueError(f"encoder cell {encoder.cell_type!r} != decoder cell {decoder.cell_type!r}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.device = device
+        self.teacher_forcing_flips: list[bool] = []
+        self.to(device=device)
+
+    def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None):
+        """src: (S, B), trg: (T, B) integer ids, trg[0] the start token.
+
+        At step t the decoder reads ``trg[t-1]`` if the coin flip of step t-1 says "teach"
+        (probability ``teacher_forcing_ratio``), else the argmax of its previous prediction.
+        One flip per step for the whole batch, drawn from ``generator`` (a
+        ``numpy.random.Generator``; a fresh unseeded one if None) and kept in
+        ``self.teacher_forcing_flips`` so the same forward can be replayed.
+
+        Returns outputs (T, B, V) with outputs[0] all zeros.
+        """
+        teacher_forcing_ratio = check_probability("teacher_forcing_ratio", teacher_forcing_ratio)
+        src = check_ids("src", src, self.encoder.embedding.num_embeddings, ndim=2)
+        trg = check_ids("trg", trg, self.decoder.output_dim, ndim=2)
+        if src.shape[1] != trg.shape[1]:
+            raise ValueError(f"src has batch {src.shape[1]} but trg has batch {trg.shape[1]}")
+        if src_lengths is not None:
+            src_lengths = check_lengths("src_lengths", src_lengths, src.shape[1], src.shape[0])
+        if generator is None:
+            generator = np.random.default_rng()
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
+        self.clear_tape()  # a previous forward that was never backpropagated
+        xp = self.xp
+        T, B = trg.shape
+        outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
+        hidden, cell = self.encoder(src, src_lengths)
+        flips = []
+        input = trg[0]  # (B,) <sos>
+        for t in range(1, T):
+            output, hidden, cell = self.decoder(input, hidden, cell)
+            outputs[t] = output
+            teacher_force = bool(generator.random() < teacher_forcing_ratio)
+            flips.append(teacher_force)
+            input = trg[t] if teacher_force else output.argmax(axis=1)
+        self.teacher_forcing_flips = flips
+        self._steps = T - 1
+        self._shape = outputs.shape if is_grad_enabled() else None
+        return outputs
+
+    def backward(self, doutputs):
+        """doutputs: (T, B, V), the gradient of the loss w.r.t. ``outputs`` (row 0 is unused).
+
+        Accumulates gradients into every parameter; the argmax feedback is not differentiable
+        and gets none.
+        """
+        if getattr(self, "_shape", None) is None:
+            raise RuntimeError("Seq2Seq.backward called without a matching forward")
+        check_float_array("doutputs", doutputs, ndim=3, shape=self._shape)
+        dhidden = dcell = None
+        for t in reversed(range(1, self._steps + 1)):
+            dhidden, dcell = self.decoder.backward(doutputs[t], dhidden, dcell)
+        self.encoder.backward(dhidden, dcell)
+        self._shape = None  # one backward per forward: the caches are used up

@@ -1,0 +1,116 @@
+"""Embedding, Linear, Dropout and the loss as Modules: thin owners of parameters that call the
+pure ops in minis2s/ops and keep their caches on the tape (see module.py)."""
+from __future__ import annotations
+
+import math
+
+from minis2s import ops
+from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
+from minis2s.random import default_rng
+from minis2s.validate import check_float_array, check_ids, check_positive_int, check_probability
+
+
+class Embedding(Module):
+    """``weight`` (num_embeddings, embedding_dim) ~ N(0, 1), as torch.nn.Embedding."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype=None, rng=None):
+        super().__init__()
+        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        rng = rng or default_rng()
+        dtype = default_dtype(dtype)
+        self.weight = Parameter(rng.standard_normal((num_embeddings, embedding_dim)).astype(dtype))
+
+    def forward(self, ids):
+        """ids: integer array (...) -> (..., E)."""
+        ids = check_ids("ids", ids, self.num_embeddings)
+        out, cache = ops.embedding_forward(ids, self.weight.data)
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        self.weight.accumulate(ops.embedding_backward(dout, self._pop()))
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class Linear(Module):
+    """y = x Wᵀ + b; W, b ~ U(-1/√in, 1/√in) as torch.nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, dtype=None, rng=None):
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        rng = rng or default_rng()
+        dtype = default_dtype(dtype)
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = Parameter(init_uniform(rng, (out_features, in_features), bound, dtype))
+        self.bias = Parameter(init_uniform(rng, (out_features,), bound, dtype)) if bias else None
+
+    def forward(self, x):
+        """x: (..., in) -> (..., out)."""
+        check_float_array("x", x, dtype=self.weight.data.dtype)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x has {x.shape[-1]} features in its last axis, expected {self.in_features}")
+        y, cache = ops.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        self._push(cache)
+        return y
+
+    def backward(self, dy):
+        """dy: (..., out) -> dx (..., in)."""
+        dx, dw, db = ops.linear_backward(dy, self._pop())
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Dropout(Module):
+    """Inverted dropout in training mode, identity in eval mode."""
+
+    def __init__(self, p: float = 0.5, *, rng=None):
+        super().__init__()
+        self.p = check_probability("p", p, closed_right=False)
+        self.rng = rng
+
+    def forward(self, x):
+        p = self.p if self.training else 0.0
+        out, cache = ops.dropout_forward(x, p, self.rng or default_rng())
+        self._push(cache)
+        return out
+
+    def backward(self, dout):
+        return ops.dropout_backward(dout, self._pop())
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class CrossEntropyLoss(Module):
+    """Mean softmax cross-entropy over the targets that are not ``ignore_index``."""
+
+    def __init__(self, ignore_index: int = -100):
+        super().__init__()
+        self.ignore_index = int(ignore_index)
+
+    def forward(self, logits, targets):
+        """logits: (N, V) float, targets: (N,) int -> scalar loss."""
+        check_float_array("logits", logits, ndim=2)
+        if not hasattr(targets, "dtype") or targets.dtype.kind not in "iu":
+            raise TypeError(f"targets must be an integer array, got {getattr(targets, 'dtype', type(targets).__name__)}")
+        if targets.shape != logits.shape[:1]:
+            raise ValueError(f"targets has shape {tuple(targets.shape)}, expected ({logits.shape[0]},)")
+        valid = targets != self.ignore_index
+        V = logits.shape[1]
+        if valid.any() and (targets[valid].min() < 0 or targets[valid].max() >= V):
+            raise ValueError(f"targets must be in [0, {V}) or equal ignore_index={self.ignore_index}")
+        loss, cache = ops.cross_entropy_forward(logits, targets, self.ignore_index)
+        self._push(cache)
+        return float(loss)
+
+    def backward(self, dloss: float = 1.0):
+        return ops.cross_entropy_backward(dloss, self._pop())

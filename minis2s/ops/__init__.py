@@ -1,0 +1,24 @@
+"""Pure forward/backward functions: the float64-exact reference of every op in minis2s.
+
+Each ``*_forward`` returns ``(output, cache)``; each ``*_backward`` takes the upstream gradient
+and that cache and returns gradients. No op keeps state between calls. Shape legend used in
+every file: T time, B batch, I input features, E embedding, H hidden, G gates*H, V vocabulary.
+"""
+from minis2s.ops.activations import sigmoid
+from minis2s.ops.dropout import dropout_backward, dropout_forward
+from minis2s.ops.embedding import embedding_backward, embedding_forward
+from minis2s.ops.gru import gru_cell_backward, gru_cell_forward, gru_step_backward, gru_step_forward
+from minis2s.ops.linear import linear_backward, linear_forward
+from minis2s.ops.losses import cross_entropy_backward, cross_entropy_forward, log_softmax
+from minis2s.ops.lstm import (
+    lstm_backward,
+    lstm_cell_backward,
+    lstm_cell_forward,
+    lstm_forward,
+    lstm_step_backward,
+    lstm_step_forward,
+)
+from minis2s.ops.recurrent import CELLS, recurrent_backward, recurrent_forward
+from minis2s.ops.rnn import rnn_cell_backward, rnn_cell_forward, rnn_step_backward, rnn_step_forward
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,135 @@
+"""SGD, Adam and gradient-norm clipping, step for step as torch.optim / torch.nn.utils.
+
+Parameters with ``.grad is None`` are skipped, as in PyTorch. ``state_dict()`` /
+``load_state_dict()`` hold plain arrays and numbers, so a checkpoint can store them.
+"""
+from __future__ import annotations
+
+import math
+
+from minis2s.backend import array_module, to_numpy
+from minis2s.validate import check_probability
+
+
+class Optimizer:
+    def __init__(self, params, lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("params is empty: the optimiser has nothing to update")
+        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        self.lr = float(lr)
+        self.state: list[dict] = [{} for _ in self.params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        return {
+            "lr": self.lr,
+            "state": [{k: (to_numpy(v) if hasattr(v, "shape") else v) for k, v in s.items()} for s in self.state],
+        }
+
+    def load_state_dict(self, sd: dict):
+        if len(sd["state"]) != len(self.params):
+            raise ValueError(f"optimiser state has {len(sd['state'])} entries for {len(self.params)} parameters")
+        self.lr = float(sd["lr"])
+        for p, src, dst in zip(self.params, sd["state"], self.state):
+            dst.clear()
+            xp = array_module(p.data)
+            for k, v in src.items():
+                dst[k] = xp.asarray(v, dtype=p.data.dtype) if hasattr(v, "shape") else v
+
+
+class SGD(Optimizer):
+    """v = μ·v + (g + λθ) (v = g on the first step); θ -= lr·v  (torch: dampening 0)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False):
+        super().__init__(params, lr)
+        self.momentum = check_probability("momentum", momentum)
+        self.weight_decay = float(weight_decay)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        self.nesterov = nesterov
+
+    def step(self):
+        for p, st in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+            if self.momentum:
+                if "momentum_buffer" not in st:
+                    st["momentum_buffer"] = g.copy()
+                else:
+                    st["momentum_buffer"] *= self.momentum
+                    st["momentum_buffer"] += g
+                buf = st["momentum_buffer"]
+                g = g + self.momentum * buf if self.nesterov else buf
+            p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam (L2 ``weight_decay`` added to the gradient, not AdamW):
+
+        m = β1·m + (1-β1)·g;   v = β2·v + (1-β2)·g²
+        θ -= lr/(1-β1^t) · m / (√v/√(1-β2^t) + eps)
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        self.betas = (check_probability("betas[0]", b1, closed_right=False),
+                      check_probability("betas[1]", b2, closed_right=False))
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def step(self):
+        b1, b2 = self.betas
+        for p, st in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            xp = array_module(p.data)
+            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+            if not st:
+                st["step"] = 0
+                st["exp_avg"] = xp.zeros_like(p.data)
+                st["exp_avg_sq"] = xp.zeros_like(p.data)
+            st["step"] += 1
+            t = st["step"]
+            m, v = st["exp_avg"], st["exp_avg_sq"]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            bias1 = 1 - b1**t
+            bias2_sqrt = math.sqrt(1 - b2**t)
+            denom = xp.sqrt(v) / bias2_sqrt + self.eps
+            p.data -= (self.lr / bias1) * (m / denom)
+
+
+def clip_grad_norm_(params, max_norm: float, norm_type: float = 2.0) -> float:
+    """Scale all gradients by min(1, max_norm / (total_norm + 1e-6)); return total_norm.
+
+    total_norm is the norm of all gradients together (torch.nn.utils.clip_grad_norm_).
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    xp = array_module(grads[0])
+    if norm_type == math.inf:
+        total = max(float(xp.abs(g).max()) for g in grads)
+    else:
+        total = float(sum(float((xp.abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type))
+    coef = min(max_norm / (total + 1e-6), 1.0)
+    for g in grads:
+        g *= coef
+    return total
