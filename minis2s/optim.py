@@ -6,9 +6,30 @@ Parameters with ``.grad is None`` are skipped, as in PyTorch. ``state_dict()`` /
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
 
 from minis2s.backend import array_module, to_numpy
+from minis2s.nn.module import Parameter
 from minis2s.validate import check_probability
+
+
+def check_positive_real(name: str, x) -> float:
+    """A finite real number > 0 (bools refused: ``lr=True`` is a bug, not 1.0)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    if not (x > 0 and math.isfinite(x)):
+        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
+    return float(x)
+
+
+def check_weight_decay(weight_decay) -> float:
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real):
+        raise TypeError(f"weight_decay must be a real number, got {type(weight_decay).__name__}")
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    return float(weight_decay)
 
 
 class Optimizer:
@@ -16,9 +37,10 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("params is empty: the optimiser has nothing to update")
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        self.lr = float(lr)
+        for k, p in enumerate(self.params):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"params[{k}] must be a minis2s Parameter, got {type(p).__name__}")
+        self.lr = check_positive_real("lr", lr)
         self.state: list[dict] = [{} for _ in self.params]
 
     def zero_grad(self):
@@ -26,20 +48,35 @@ class Optimizer:
             p.grad = None
 
     def state_dict(self) -> dict:
+        """A snapshot: NumPy copies of the buffers, so stepping on does not change it."""
         return {
             "lr": self.lr,
-            "state": [{k: (to_numpy(v) if hasattr(v, "shape") else v) for k, v in s.items()} for s in self.state],
+            "state": [{k: (to_numpy(v).copy() if hasattr(v, "shape") else v) for k, v in s.items()}
+                      for s in self.state],
         }
 
     def load_state_dict(self, sd: dict):
+        """Copy a ``state_dict()`` in. Checks everything first, so a bad one changes nothing."""
+        if not hasattr(sd, "keys") or "lr" not in sd or "state" not in sd:
+            raise KeyError("optimiser state_dict must be a mapping with keys 'lr' and 'state'")
+        lr = check_positive_real("state_dict['lr']", sd["lr"])
         if len(sd["state"]) != len(self.params):
             raise ValueError(f"optimiser state has {len(sd['state'])} entries for {len(self.params)} parameters")
-        self.lr = float(sd["lr"])
+        for i, (p, src) in enumerate(zip(self.params, sd["state"])):
+            for k, v in src.items():
+                if not hasattr(v, "shape"):
+                    continue
+                if tuple(v.shape) != tuple(p.data.shape):
+                    raise ValueError(f"state_dict['state'][{i}][{k!r}] has shape {tuple(v.shape)}, "
+                                     f"expected {tuple(p.data.shape)}")
+                if not np.all(np.isfinite(to_numpy(v))):
+                    raise ValueError(f"state_dict['state'][{i}][{k!r}] contains NaN or infinite values")
+        self.lr = lr
         for p, src, dst in zip(self.params, sd["state"], self.state):
             dst.clear()
             xp = array_module(p.data)
-            for k, v in src.items():
-                dst[k] = xp.asarray(v, dtype=p.data.dtype) if hasattr(v, "shape") else v
+            for k, v in src.items():  # copies: the loaded optimiser must not share buffers with sd
+                dst[k] = xp.array(to_numpy(v), dtype=p.data.dtype) if hasattr(v, "shape") else v
 
 
 class SGD(Optimizer):
@@ -49,9 +86,7 @@ class SGD(Optimizer):
                  nesterov: bool = False):
         super().__init__(params, lr)
         self.momentum = check_probability("momentum", momentum)
-        self.weight_decay = float(weight_decay)
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.weight_decay = check_weight_decay(weight_decay)
         if nesterov and momentum == 0:
             raise ValueError("nesterov needs momentum > 0")
         self.nesterov = nesterov
@@ -82,13 +117,13 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         b1, b2 = betas
         self.betas = (check_probability("betas[0]", b1, closed_right=False),
                       check_probability("betas[1]", b2, closed_right=False))
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        self.eps = check_positive_real("eps", eps)
+        self.weight_decay = check_weight_decay(weight_decay)
 
     def step(self):
         b1, b2 = self.betas
@@ -119,8 +154,7 @@ def clip_grad_norm_(params, max_norm: float, norm_type: float = 2.0) -> float:
 
     total_norm is the norm of all gradients together (torch.nn.utils.clip_grad_norm_).
     """
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    max_norm = check_positive_real("max_norm", max_norm)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0

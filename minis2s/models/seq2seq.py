@@ -77,23 +77,28 @@ class Decoder(Module):
         self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype)
         self.dropout = Dropout(dropout)
 
-    def forward(self, input, hidden, cell=None):
-        """input: (B,) ids; hidden, cell: (L, B, H) -> prediction (B, V), hidden, cell."""
-        input = check_ids("input", input, self.output_dim, ndim=1)
-        embedded = self.dropout(self.embedding(input[None]))  # (1, B, E)
+    def forward_sequence(self, inputs, hidden, cell=None):
+        """inputs: (T, B) ids, all known in advance (teacher forcing at every step);
+        hidden, cell: (L, B, H) -> predictions (T, B, V), hidden, cell.
+
+        The same math as T calls of ``forward``, but the RNN runs the whole sequence (one input
+        GEMM for every step) and the output layer is one (T·B, H) x (H, V) GEMM.
+        """
+        inputs = check_ids("inputs", inputs, self.output_dim, ndim=2)
+        embedded = self.dropout(self.embedding(inputs))  # (T, B, E)
         if self.cell_type == "lstm":
-            output, (hidden, cell) = self.rnn(embedded, (hidden, cell))
+            output, (hidden, cell) = self.rnn(embedded, None if hidden is None else (hidden, cell))
         else:
             output, hidden = self.rnn(embedded, hidden)
-        prediction = self.fc_out(output[0])  # (B, V)
-        return prediction, hidden, cell
+        predictions = self.fc_out(output)  # (T, B, V)
+        return predictions, hidden, cell
 
-    def backward(self, dprediction, dhidden=None, dcell=None):
-        """dprediction: (B, V); dhidden, dcell: gradients of the returned state.
+    def backward_sequence(self, dpredictions, dhidden=None, dcell=None):
+        """dpredictions: (T, B, V); dhidden, dcell: gradients of the returned state.
 
         Returns (dhidden, dcell) of the incoming state (dcell None for GRU/RNN).
         """
-        doutput = self.fc_out.backward(dprediction)[None]  # (1, B, H)
+        doutput = self.fc_out.backward(dpredictions)  # (T, B, H)
         if self.cell_type == "lstm":
             demb, (dh, dc) = self.rnn.backward(doutput, dhidden, dcell, return_state_grads=True)
         else:
@@ -101,6 +106,17 @@ class Decoder(Module):
             dc = None
         self.embedding.backward(self.dropout.backward(demb))
         return dh, dc
+
+    def forward(self, input, hidden, cell=None):
+        """One step, the seed's signature. input: (B,) ids; hidden, cell: (L, B, H)
+        -> prediction (B, V), hidden, cell."""
+        input = check_ids("input", input, self.output_dim, ndim=1)
+        predictions, hidden, cell = self.forward_sequence(input[None], hidden, cell)
+        return predictions[0], hidden, cell
+
+    def backward(self, dprediction, dhidden=None, dcell=None):
+        """dprediction: (B, V) -> (dhidden, dcell) of the incoming state."""
+        return self.backward_sequence(dprediction[None], dhidden, dcell)
 
 
 class Seq2Seq(Module):
@@ -148,20 +164,27 @@ class Seq2Seq(Module):
             generator = np.random.default_rng()
         if not isinstance(generator, np.random.Generator):
             raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
+        if trg.shape[0] < 2:
+            raise ValueError(f"trg must have at least 2 steps (<sos> and one target), got shape {trg.shape}")
         self.clear_tape()  # a previous forward that was never backpropagated
         xp = self.xp
         T, B = trg.shape
-        outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
-        hidden, cell = self.encoder(src, src_lengths)
-        flips = []
-        input = trg[0]  # (B,) <sos>
-        for t in range(1, T):
-            output, hidden, cell = self.decoder(input, hidden, cell)
-            outputs[t] = output
-            teacher_force = bool(generator.random() < teacher_forcing_ratio)
-            flips.append(teacher_force)
-            input = trg[t] if teacher_force else output.argmax(axis=1)
+        # One flip per decoder step (T-1 of them); the flip of step t decides step t+1's input.
+        flips = [bool(generator.random() < teacher_forcing_ratio) for _ in range(T - 1)]
         self.teacher_forcing_flips = flips
+        hidden, cell = self.encoder(src, src_lengths)
+        outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
+        self._sequence_mode = all(flips[:-1])
+        if self._sequence_mode:
+            # Every input is a known target token: run the decoder over the whole sequence at
+            # once. Same numbers as the step loop below, much less Python per token.
+            outputs[1:], _, _ = self.decoder.forward_sequence(trg[:-1], hidden, cell)
+        else:
+            input = trg[0]  # (B,) <sos>
+            for t in range(1, T):
+                output, hidden, cell = self.decoder(input, hidden, cell)  # (B, V)
+                outputs[t] = output
+                input = trg[t] if flips[t - 1] else output.argmax(axis=1)
         self._steps = T - 1
         self._shape = outputs.shape if is_grad_enabled() else None
         return outputs
@@ -175,8 +198,26 @@ class Seq2Seq(Module):
         if getattr(self, "_shape", None) is None:
             raise RuntimeError("Seq2Seq.backward called without a matching forward")
         check_float_array("doutputs", doutputs, ndim=3, shape=self._shape)
-        dhidden = dcell = None
-        for t in reversed(range(1, self._steps + 1)):
-            dhidden, dcell = self.decoder.backward(doutputs[t], dhidden, dcell)
+        if self._sequence_mode:
+            dhidden, dcell = self.decoder.backward_sequence(doutputs[1:])
+        else:
+            dhidden = dcell = None
+            for t in reversed(range(1, self._steps + 1)):
+                dhidden, dcell = self.decoder.backward(doutputs[t], dhidden, dcell)
         self.encoder.backward(dhidden, dcell)
         self._shape = None  # one backward per forward: the caches are used up
+
+    # ---- the decoding interface used by minis2s.decode (greedy and beam search) -------------
+    def init_decoder_state(self, src, src_lengths=None):
+        """Encode ``src`` (S, B): the decoder's initial state, (hidden, cell) each (L, B, H)."""
+        return self.encoder(src, src_lengths)
+
+    def decode_step(self, input, state):
+        """input: (B,) ids; state from init_decoder_state -> logits (B, V), new state."""
+        logits, hidden, cell = self.decoder(input, *state)
+        return logits, (hidden, cell)
+
+    @staticmethod
+    def select_state(state, index):
+        """Rows ``index`` of every state tensor (batch axis 1): beam reordering/expansion."""
+        return tuple(None if s is None else s[:, index] for s in state)
