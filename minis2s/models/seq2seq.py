@@ -136,6 +136,8 @@ class Seq2Seq(Module):
             )
         if encoder.cell_type != decoder.cell_type:
             raise ValueError(f"encoder cell {encoder.cell_type!r} != decoder cell {decoder.cell_type!r}")
+        if encoder.dtype != decoder.dtype:
+            raise TypeError(f"encoder dtype {encoder.dtype} != decoder dtype {decoder.dtype}")
         self.encoder = encoder
         self.decoder = decoder
         self.device = device

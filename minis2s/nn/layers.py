@@ -51,6 +51,8 @@ class Linear(Module):
     def forward(self, x):
         """x: (..., in) -> (..., out)."""
         check_float_array("x", x, dtype=self.weight.data.dtype)
+        if x.ndim == 0:
+            raise ValueError(f"x must have at least 1 dimension (..., {self.in_features}), got a scalar")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x has {x.shape[-1]} features in its last axis, expected {self.in_features}")
         y, cache = ops.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)

@@ -181,6 +181,8 @@ class Module:
             v = state_dict[k]
             if hasattr(v, "detach"):  # a torch tensor: duck-typed, torch is never imported here
                 v = v.detach().cpu().numpy()
+            if not hasattr(v, "shape") or not hasattr(v, "dtype"):
+                raise TypeError(f"state_dict[{k!r}] must be an array, got {type(v).__name__}")
             v = to_numpy(v)
             if v.dtype.kind not in "fiu":
                 raise TypeError(f"state_dict[{k!r}] must be a real-valued array, got dtype {v.dtype}")
