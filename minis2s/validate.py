@@ -10,9 +10,8 @@ import numpy as np
 from minis2s.backend import FLOAT_DTYPES, array_module
 
 
-def check_ids(name: str, ids, num_embeddings: int, ndim: int | None = None):
-    """Integer ids in [0, num_embeddings), of ``ndim`` dimensions if given, non-empty."""
-    xp = array_module(ids)
+def check_int_array(name: str, ids, ndim: int | None = None):
+    """A non-empty integer array (bool refused), of ``ndim`` dimensions if given."""
     if not hasattr(ids, "dtype"):
         try:
             ids = np.asarray(ids)
@@ -24,6 +23,13 @@ def check_ids(name: str, ids, num_embeddings: int, ndim: int | None = None):
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(ids.shape)}")
     if ids.size == 0:
         raise ValueError(f"{name} is empty (shape {tuple(ids.shape)})")
+    return ids
+
+
+def check_ids(name: str, ids, num_embeddings: int, ndim: int | None = None):
+    """Integer ids in [0, num_embeddings), of ``ndim`` dimensions if given, non-empty."""
+    ids = check_int_array(name, ids, ndim)
+    xp = array_module(ids)
     lo, hi = int(xp.min(ids)), int(xp.max(ids))
     if lo < 0:
         raise ValueError(f"{name} contains negative id {lo}; ids must be in [0, {num_embeddings})")
@@ -51,11 +57,15 @@ def check_float_array(name: str, x, ndim: int | None = None, dtype=None, shape=N
 
 def check_lengths(name: str, lengths, batch: int, max_len: int):
     """Integer lengths (B,) with 1 <= length <= max_len."""
-    lengths = check_ids(name, lengths, max_len + 1, ndim=1)
+    lengths = check_int_array(name, lengths, ndim=1)
     if lengths.shape[0] != batch:
         raise ValueError(f"{name} has {lengths.shape[0]} entries but the batch has {batch}")
-    if int(array_module(lengths).min(lengths)) < 1:
-        raise ValueError(f"{name} must be >= 1 (empty sequences are not allowed)")
+    xp = array_module(lengths)
+    lo, hi = int(xp.min(lengths)), int(xp.max(lengths))
+    if lo < 1:
+        raise ValueError(f"{name} must be >= 1 (empty sequences are not allowed), got {lo}")
+    if hi > max_len:
+        raise ValueError(f"{name} must be <= {max_len} (the padded length), got {hi}")
     return lengths
 
 

@@ -163,9 +163,9 @@ def test_seq2seq_accepts_teacher_forcing_ratio_in_0_1(model, ratio):
 
 
 BAD_LENGTHS = [
-    (np.array([S, 0, 2]), ValueError, r"must be >= 1"),
-    (np.array([S, -1, 2]), ValueError, r"negative"),
-    (np.array([S, S + 1, 2]), ValueError, r"out of range"),
+    (np.array([S, 0, 2]), ValueError, r"must be >= 1 \(empty sequences are not allowed\), got 0"),
+    (np.array([S, -1, 2]), ValueError, r"must be >= 1 \(empty sequences are not allowed\), got -1"),
+    (np.array([S, S + 1, 2]), ValueError, rf"must be <= {S} \(the padded length\), got {S + 1}"),
     (np.array([S, 2]), ValueError, rf"has 2 entries but the batch has {B}"),
     (np.array([S, 2, 2, 1]), ValueError, rf"has 4 entries but the batch has {B}"),
     (np.array([5.0, 2.0, 2.0]), TypeError, r"must be an integer array"),
