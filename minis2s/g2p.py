@@ -1,0 +1,152 @@
+"""Grapheme-to-phoneme on CMUdict: the task, the model builder and the ``G2P`` predictor.
+
+    >>> from minis2s.g2p import G2P
+    >>> G2P()(["hello"])            # the model shipped inside the package
+    [['HH', 'AH', 'L', 'OW']]
+
+Letters go in reversed (``reverse_source``): with the encoder's last state as the only context,
+the first letters — which decide the first phonemes — are then the most recently read
+(Sutskever et al. 2014's trick), which lowers the error of the seed's architecture.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from minis2s.checkpoint import CheckpointError, load_weights, read_model_dir
+from minis2s.data import Vocab, make_batches
+from minis2s.data.cmudict import load_split
+from minis2s.decode import beam_search, greedy_decode
+from minis2s.metrics import score
+from minis2s.models import Decoder, Encoder, Seq2Seq
+
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "g2p")
+LETTERS = list("abcdefghijklmnopqrstuvwxyz")
+PHONEMES = ["AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
+            "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH",
+            "UH", "UW", "V", "W", "Y", "Z", "ZH"]
+
+
+@dataclass
+class G2PModelConfig:
+    arch: str = "seq2seq"  # the seed's architecture: the encoder's last state is the only context
+    hidden: int = 256
+    layers: int = 2
+    embedding: int = 128
+    dropout: float = 0.2
+    cell: str = "lstm"
+    reverse_source: bool = True
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise CheckpointError(f"unknown model settings {sorted(unknown)}")
+        return cls(**d)
+
+
+def build_model(cfg: G2PModelConfig, src_vocab: Vocab, trg_vocab: Vocab, dtype=np.float32) -> Seq2Seq:
+    if cfg.arch != "seq2seq":
+        raise ValueError(f"arch must be 'seq2seq', got {cfg.arch!r}")
+    enc = Encoder(len(src_vocab), cfg.hidden, cfg.embedding, cfg.layers, dropout=cfg.dropout, cell=cfg.cell, dtype=dtype)
+    dec = Decoder(len(trg_vocab), cfg.hidden, cfg.embedding, cfg.layers, dropout=cfg.dropout, cell=cfg.cell, dtype=dtype)
+    return Seq2Seq(enc, dec, "cpu")
+
+
+def encode_words(words, vocab: Vocab, reverse: bool):
+    """Words -> lists of letter ids (reversed if asked); bad words raise ValueError/KeyError."""
+    out = []
+    for w in words:
+        if not isinstance(w, str):
+            raise TypeError(f"word must be a str, got {type(w).__name__}")
+        if not w:
+            raise ValueError("word is empty")
+        letters = list(w.lower())
+        bad = sorted({c for c in letters if c not in vocab.stoi or c in ("<pad>", "<sos>", "<eos>", "<unk>")})
+        if bad:
+            raise ValueError(f"word {w!r} has characters outside the model's alphabet: {bad}")
+        ids = vocab.encode(letters)
+        out.append(ids[::-1] if reverse else ids)
+    return out
+
+
+class G2PTask:
+    """Train on every pronunciation of every train word; judge by greedy dev WER."""
+
+    metric = "wer"
+    pad_id = Vocab.pad_id
+
+    def __init__(self, model_cfg: G2PModelConfig, *, train_words=None, dev_words=None, eval_batch=512):
+        self.model_cfg = model_cfg
+        self.src_vocab, self.trg_vocab = Vocab(LETTERS), Vocab(PHONEMES)
+        train = train_words if train_words is not None else load_split("train")
+        self.dev = dev_words if dev_words is not None else load_split("dev")
+        pairs = [(w, p) for w, prons in train.items() for p in prons]
+        self.train_src = encode_words([w for w, _ in pairs], self.src_vocab, model_cfg.reverse_source)
+        self.train_trg = [self.trg_vocab.encode(list(p)) for _, p in pairs]
+        self.eval_batch = eval_batch
+
+    def train_batches(self, rng, batch_size):
+        return make_batches(self.train_src, self.train_trg, batch_size, rng=rng)
+
+    def describe(self):
+        return {"task": "g2p", "model": asdict(self.model_cfg),
+                "vocab": {"src": self.src_vocab.to_json(), "trg": self.trg_vocab.to_json()}}
+
+    def evaluate(self, model):
+        return evaluate(G2P(model=model, meta=self.describe()), self.dev, batch_size=self.eval_batch)
+
+
+class G2P:
+    """A trained G2P model: ``G2P()(words)`` -> phoneme lists; ``G2P(path)`` loads a model folder."""
+
+    def __init__(self, path: str | None = None, *, model=None, meta=None):
+        if model is None:
+            path = PRETRAINED if path is None else path
+            meta, weights = read_model_dir(path)
+            if meta.get("task") != "g2p":
+                raise CheckpointError(f"{path}: model.json describes task {meta.get('task')!r}, not 'g2p'")
+            try:
+                cfg = G2PModelConfig.from_dict(meta["model"])
+                src_vocab, trg_vocab = Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"])
+                model = build_model(cfg, src_vocab, trg_vocab)
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointError(f"{path}: model.json is incomplete or invalid ({e})") from e
+            load_weights(model, weights, path)
+        self.model = model.eval()
+        self.meta = meta
+        self.cfg = G2PModelConfig.from_dict(meta["model"])
+        self.src_vocab, self.trg_vocab = Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"])
+
+    def predict(self, words, *, beam: int = 1, nbest: int = 1, batch_size: int = 512, max_len: int | None = None):
+        """words -> for each word a list of ``nbest`` (phonemes, score) pairs (score: normalised
+        log-probability; 0.0 for greedy). Bad words raise ValueError/TypeError naming them."""
+        words = list(words)
+        if not words:
+            return []
+        ids = encode_words(words, self.src_vocab, self.cfg.reverse_source)
+        results = [None] * len(words)
+        for batch in make_batches(ids, None, batch_size):
+            limit = max_len or int(batch.src_lengths.max()) * 2 + 5
+            kw = dict(max_len=limit, sos_id=Vocab.sos_id, eos_id=Vocab.eos_id)
+            if beam == 1 and nbest == 1:
+                hyps = [[(h, 0.0)] for h in greedy_decode(self.model, batch.src, batch.src_lengths, **kw)]
+            else:
+                hyps = beam_search(self.model, batch.src, batch.src_lengths, beam=beam, nbest=nbest, **kw)
+            for j, i in enumerate(batch.index):
+                results[i] = [(self.trg_vocab.decode(h), s) for h, s in hyps[j]]
+        return results
+
+    def __call__(self, words, *, beam: int = 1):
+        """words -> the best phoneme list of each."""
+        return [r[0][0] for r in self.predict(words, beam=beam)]
+
+
+def evaluate(g2p: G2P, words: dict, *, beam: int = 1, batch_size: int = 512) -> dict:
+    """WER/PER of ``g2p`` on {word: [pronunciations]}."""
+    names = list(words)
+    preds = [r[0][0] for r in g2p.predict(names, beam=beam, batch_size=batch_size)]
+    return score(preds, [words[w] for w in names])
