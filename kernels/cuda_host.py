@@ -60,9 +60,7 @@ def build_shared_library(cu_file, out_dir) -> Path:
     cu_file = Path(cu_file)
     out = Path(out_dir) / f"{cu_file.stem}.so"
     cmd = [_nvcc(), "-O2", "-shared", "-Xcompiler", "-fPIC", f"-arch={NVCC_ARCH}", str(cu_file), "-o", str(out)]
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if run.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{run.stderr}")
+    _run(cmd)
     return out
 
 
@@ -70,17 +68,7 @@ _USAGE = re.compile(r"Function properties for (\w+)\s*\n\s*(\d+) bytes stack fra
                     r"(\d+) bytes spill loads\s*\n.*?Used (\d+) registers(?:, used \d+ barriers)?(.*?)\n", re.DOTALL)
 
 
-def resource_usage(cu_file) -> dict:
-    """``nvcc -arch=sm_90 --resource-usage -c``: kernel name -> registers, spills, static smem.
-
-    Raises RuntimeError (with nvcc's stderr) when the file does not compile. Dynamic shared
-    memory (the persistent kernel's weights) is sized at launch and does not appear here.
-    """
-    cmd = [_nvcc(), f"-arch={NVCC_ARCH}", "--resource-usage", "-c", str(cu_file), "-o", os.devnull]
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if run.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{run.stderr}")
-    text = run.stdout + run.stderr
+def _parse_usage(text: str) -> dict:
     usage = {}
     for name, stack, spill_st, spill_ld, regs, rest in _USAGE.findall(text):
         smem = re.search(r"(\d+) bytes smem", rest)
@@ -92,6 +80,32 @@ def resource_usage(cu_file) -> dict:
             "static_smem_bytes": int(smem.group(1)) if smem else 0,
         }
     return usage
+
+
+def _run(cmd) -> str:
+    run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{run.stderr}")
+    return run.stdout + run.stderr
+
+
+def resource_usage(cu_file) -> dict:
+    """``nvcc -arch=sm_90 --resource-usage -c``: kernel name -> registers, spills, static smem.
+
+    Raises RuntimeError (with nvcc's stderr) when the file does not compile. Dynamic shared
+    memory (the persistent kernel's weights) is sized at launch and does not appear here.
+    """
+    return _parse_usage(_run([_nvcc(), f"-arch={NVCC_ARCH}", "--resource-usage", "-c", str(cu_file),
+                              "-o", os.devnull]))
+
+
+def ptx_resource_usage(ptx: str, workdir) -> dict:
+    """The same figures for PTX text (e.g. a Numba kernel's ``cuda.compile_ptx``), via ptxas."""
+    ptxas = Path(_nvcc()).with_name("ptxas")
+    src = Path(workdir) / "kernel.ptx"
+    src.write_text(ptx)
+    return _parse_usage(_run([str(ptxas) if ptxas.exists() else "ptxas", f"-arch={NVCC_ARCH}", "--verbose",
+                              str(src), "-o", os.devnull]))
 
 
 def _suffix(dtype) -> str:
