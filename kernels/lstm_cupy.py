@@ -49,7 +49,7 @@ def cuda_source(name: str) -> str:
     source text, see edits to the header too.
     """
     text = (KERNEL_DIR / name).read_text()
-    header = (KERNEL_DIR / "lstm_cell.cuh").read_text()
+    header = (KERNEL_DIR / "lstm_cell.cuh").read_text().replace("#pragma once", "")
     return text.replace('#include "lstm_cell.cuh"', header)
 
 
