@@ -1,0 +1,622 @@
+"""LSTM forward and forward+backward, every implementation: validate first, then time.
+
+    python benchmarks/lstm_step.py --quick        # one small grid; a 2-core CPU in under 2 minutes
+    python benchmarks/lstm_step.py                # H 256, 512, 1024 x B 1, 8, 64; T 32; 1 layer
+    python benchmarks/lstm_step.py --H 512 --B 1 8 64 --T 32 --L 1 --repeats 20 --dtype float32
+
+Implementations (each one that is available here):
+    numpy_ref      minis2s.ops.lstm_forward/backward: the float64-exact reference, run in --dtype
+    cpu_fast       kernels.lstm_cpu (Numba fused pointwise + BLAS GEMMs), if importable
+    torch_cpu      torch.nn.LSTM on the CPU
+    cupy_cuda_c    kernels.lstm_cupy: cuBLAS GEMMs + the fused CUDA C pointwise kernels (version 2)
+    numba_cuda     the same driver with the Numba CUDA pointwise kernels on CuPy arrays
+    persistent     the persistent CUDA C forward (one launch per sequence) + the cupy_cuda_c backward
+    torch_cuda     torch.nn.LSTM on the GPU (cuDNN; TF32 switched off, so it is fp32 like the rest)
+
+For every (T, B, H, L) each implementation is first run on the same inputs as the float64
+reference (T = min(T, 4), the benchmark's B, H, L) and every output and gradient compared
+(float32 within 1e-4, float64 within 1e-9, relative to the tensor's largest entry); a mismatch
+stops the benchmark with the tensor, the error and the tolerance. Then it is timed: a whole
+sequence (T steps) and one step (the same call with T = 1), forward and forward+backward, after
+warm-up, the median of --repeats runs; time.perf_counter on the CPU, CUDA events on the GPU.
+Forward means a training forward (the cache for backward is kept), for torch too.
+
+GFLOP/s counts the GEMM FLOPs only (DeepBench's basis; 2 FLOPs per multiply-add): forward =
+8·T·B·H·(I + H) per layer (input projection + recurrent GEMM, 4H gates), forward+backward =
+3 x forward. "x torch" is the sequence forward+backward time / torch's on the same kind of device
+(torch_cpu for the CPU rows, torch_cuda for the GPU rows; below 1 is faster).
+
+Without a GPU the GPU rows say why they are unavailable, and a separate table gives an on-paper
+H100 estimate (bytes and FLOPs against published bandwidth and FLOP rate; the formula is printed
+with it). Those numbers are estimates, never measurements. The persistent kernel's register and
+shared-memory figures come from nvcc --resource-usage and its launch plan.
+
+Results go to benchmarks/results/lstm_step_<date>_<host>.json (or --json PATH). Nothing passes or
+fails on time.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+if "--threads" in sys.argv[:-1]:  # BLAS reads these when numpy is first imported: set them first
+    for _var in THREAD_VARS:
+        os.environ[_var] = sys.argv[sys.argv.index("--threads") + 1]
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kernels import cuda_host, lstm_cupy
+from minis2s import ops
+from minis2s.backend import get_backend, to_numpy
+from minis2s.gradcheck import rel_error
+
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}  # tests/conftest.py's F32_TOL / F64_TOL
+VALIDATION_T = 4
+
+# ---- published H100 SXM5 figures (NVIDIA H100 datasheet / Hopper architecture whitepaper) ------
+H100 = {
+    "name": "H100 SXM5 (published figures)",
+    "hbm_bytes_per_s": 3.35e12,  # HBM3
+    "fp32_flops": 66.9e12,  # non-tensor FP32
+    "fp64_flops": 33.5e12,
+    "sms": 132,
+    "smem_bytes_per_block": 227 * 1024,  # opt-in maximum per block (228 KiB per SM)
+    "smem_bytes_per_clock_per_sm": 128,  # 32 banks x 4 bytes
+    "boost_clock_hz": 1.98e9,
+    "registers_per_sm": 65536,
+}
+H100["smem_bytes_per_s"] = H100["sms"] * H100["smem_bytes_per_clock_per_sm"] * H100["boost_clock_hz"]
+# Assumed, not published: the cost of one kernel launched from Python (CuPy / Numba dispatch plus
+# the launch itself) and of one cooperative-groups grid barrier. They dominate at small B.
+LAUNCH_S = 5e-6
+GRID_SYNC_S = 2e-6
+
+
+# ---- the implementations -----------------------------------------------------------------------
+class Functional:
+    """An implementation given as lstm_forward/lstm_backward (minis2s.ops's signatures)."""
+
+    def __init__(self, name, device, forward, backward, xp=np, torch_ref=None):
+        self.name, self.device, self._fwd, self._bwd, self.xp = name, device, forward, backward, xp
+        self.torch_ref = torch_ref
+
+    def load(self, layers, x, h0, c0, dtype):
+        xp = self.xp
+        self.layers = [[xp.asarray(w.astype(dtype)) for w in layer] for layer in layers]
+        self.x, self.h0, self.c0 = (xp.asarray(a.astype(dtype)) for a in (x, h0, c0))
+
+    def to_device(self, a, dtype):
+        return self.xp.asarray(a.astype(dtype))
+
+    def forward(self):
+        inp, self.caches = self.x, []
+        for layer, w in enumerate(self.layers):
+            inp, _, cache = self._fwd(inp, self.h0[layer], self.c0[layer], *w)
+            self.caches.append(cache)
+        return inp
+
+    def backward(self, dout):
+        grads, d = {}, dout
+        for layer in reversed(range(len(self.layers))):
+            d, _, _, dw_ih, dw_hh, db_ih, db_hh = self._bwd(d, None, None, self.caches[layer])
+            grads.update({f"dw_ih_l{layer}": dw_ih, f"dw_hh_l{layer}": dw_hh, f"db_ih_l{layer}": db_ih,
+                          f"db_hh_l{layer}": db_hh})
+        grads["dx"] = d
+        return grads
+
+
+class Torch:
+    """torch.nn.LSTM (time first, L layers) with the same weights."""
+
+    def __init__(self, name, device):
+        import torch
+
+        self.torch, self.name, self.device = torch, name, device
+        self.torch_ref = None
+
+    def load(self, layers, x, h0, c0, dtype):
+        torch = self.torch
+        tdt = getattr(torch, dtype)
+        H, I = layers[0][1].shape[1], layers[0][0].shape[1]
+        dev = "cuda" if self.device == "cuda" else "cpu"
+        self.lstm = torch.nn.LSTM(I, H, num_layers=len(layers)).to(dev, tdt)
+        with torch.no_grad():
+            for layer, w in enumerate(layers):
+                for name, a in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), w):
+                    getattr(self.lstm, f"{name}_l{layer}").copy_(torch.from_numpy(a.astype(dtype)))
+        self.x = torch.tensor(x.astype(dtype), device=dev, requires_grad=True)
+        self.h0 = torch.tensor(h0.astype(dtype), device=dev)
+        self.c0 = torch.tensor(c0.astype(dtype), device=dev)
+        self.tdt, self.dev = tdt, dev
+
+    def to_device(self, a, dtype):
+        return self.torch.tensor(a.astype(dtype), device=self.dev)
+
+    def forward(self):
+        self.out, _ = self.lstm(self.x, (self.h0, self.c0))
+        return self.out
+
+    def backward(self, dout):
+        self.lstm.zero_grad(set_to_none=True)
+        self.x.grad = None
+        self.out.backward(dout)
+        grads = {"dx": self.x.grad}
+        for layer in range(self.lstm.num_layers):
+            for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+                p = getattr(self.lstm, f"{name.replace('w_', 'weight_').replace('b_', 'bias_')}_l{layer}")
+                grads[f"d{name}_l{layer}"] = p.grad
+        return grads
+
+
+def _host(a):
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return to_numpy(a)
+
+
+def discover():
+    """[(name, implementation or None, why unavailable or None)] in the table's order."""
+    found = []
+    found.append(("numpy_ref", Functional("numpy_ref", "cpu", ops.lstm_forward, ops.lstm_backward), None))
+    try:
+        from kernels import lstm_cpu
+
+        found.append(("cpu_fast", Functional("cpu_fast", "cpu", lstm_cpu.lstm_forward, lstm_cpu.lstm_backward), None))
+    except Exception as e:  # noqa: BLE001 - absent or broken: the row says why, the rest runs
+        found.append(("cpu_fast", None, f"kernels.lstm_cpu not importable: {type(e).__name__}: {e}"))
+    try:
+        import torch
+
+        found.append(("torch_cpu", Torch("torch_cpu", "cpu"), None))
+    except ImportError as e:
+        found.append(("torch_cpu", None, f"torch not installed: {e}"))
+
+    gpu_reason = None
+    try:
+        cp = get_backend("cuda")
+    except RuntimeError as e:
+        cp, gpu_reason = None, str(e)
+    if cp is not None:
+        from kernels import lstm_numba_cuda
+
+        cuda_c = lstm_cupy.CudaCKernels(version=2)
+        found.append(("cupy_cuda_c", Functional(
+            "cupy_cuda_c", "cuda", lambda *a: lstm_cupy.lstm_forward(*a, kernels=cuda_c), lstm_cupy.lstm_backward,
+            xp=cp), None))
+        try:
+            nk = lstm_numba_cuda.NumbaKernels()
+            found.append(("numba_cuda", Functional(
+                "numba_cuda", "cuda", lambda *a: lstm_cupy.lstm_forward(*a, kernels=nk), lstm_cupy.lstm_backward,
+                xp=cp), None))
+        except RuntimeError as e:
+            found.append(("numba_cuda", None, str(e)))
+        pers = lstm_cupy.CudaCKernels(version=2, persistent=True)
+        found.append(("persistent", Functional(
+            "persistent", "cuda", lambda *a: lstm_cupy.lstm_forward(*a, kernels=pers), lstm_cupy.lstm_backward,
+            xp=cp), None))
+    else:
+        for name in ("cupy_cuda_c", "numba_cuda", "persistent"):
+            found.append((name, None, gpu_reason))
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+            found.append(("torch_cuda", Torch("torch_cuda", "cuda"), None))
+        else:
+            found.append(("torch_cuda", None, "torch has no CUDA device"))
+    except ImportError as e:
+        found.append(("torch_cuda", None, f"torch not installed: {e}"))
+    return found
+
+
+GPU_IMPLS = ("cupy_cuda_c", "numba_cuda", "persistent", "torch_cuda")
+
+
+# ---- data, validation, timing -------------------------------------------------------------------
+def make_problem(T, B, I, H, L, seed=0):
+    """float64 weights U(-1/√H, 1/√H) as torch, inputs N(0, 1), an upstream gradient."""
+    rng = np.random.default_rng(seed)
+    s = 1.0 / math.sqrt(H)
+    layers = []
+    for layer in range(L):
+        i = I if layer == 0 else H
+        layers.append([rng.uniform(-s, s, shape) for shape in [(4 * H, i), (4 * H, H), (4 * H,), (4 * H,)]])
+    x = rng.standard_normal((T, B, I))
+    h0, c0 = rng.standard_normal((L, B, H)), rng.standard_normal((L, B, H))
+    dout = rng.standard_normal((T, B, H))
+    return layers, x, h0, c0, dout
+
+
+class ValidationError(SystemExit):
+    pass
+
+
+def validate(impl, B, I, H, L, dtype):
+    """Run impl and the float64 reference on the same (exactly representable) inputs; compare
+    the output and every gradient. Returns the worst relative error; raises ValidationError."""
+    layers, x, h0, c0, dout = make_problem(VALIDATION_T, B, I, H, L, seed=1)
+    cast = [[w.astype(dtype).astype(np.float64) for w in layer] for layer in layers]
+    x, h0, c0, dout = (a.astype(dtype).astype(np.float64) for a in (x, h0, c0, dout))
+    ref = Functional("ref", "cpu", ops.lstm_forward, ops.lstm_backward)
+    ref.load(cast, x, h0, c0, np.float64)
+    ref_out = ref.forward()
+    ref_grads = ref.backward(dout)
+    impl.load(cast, x, h0, c0, dtype)
+    out = impl.forward()
+    grads = impl.backward(impl.to_device(dout, dtype))
+    worst = 0.0
+    for name, ours, theirs in [("out", out, ref_out)] + [(k, grads[k], ref_grads[k]) for k in ref_grads]:
+        ours = _host(ours)
+        if ours.shape != theirs.shape:
+            raise ValidationError(f"VALIDATION FAILED: {impl.name} {name} has shape {ours.shape}, "
+                                  f"reference {theirs.shape}")
+        if not np.all(np.isfinite(ours)):
+            raise ValidationError(f"VALIDATION FAILED: {impl.name} {name} has non-finite values")
+        err = rel_error(ours, theirs)
+        worst = max(worst, err)
+        if err > TOLERANCE[dtype]:
+            raise ValidationError(f"VALIDATION FAILED: {impl.name} (B={B}, H={H}, L={L}, {dtype}) {name}: "
+                                  f"relative error {err:.3e} > {TOLERANCE[dtype]:.0e}")
+    return worst
+
+
+class Timer:
+    """Median wall time of fn(), with CUDA events on the GPU."""
+
+    def __init__(self, device, impl):
+        self.device, self.impl = device, impl
+
+    def __call__(self, fn, warmup, repeats):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            times.append(self._once(fn))
+        return statistics.median(times)
+
+    def _once(self, fn):
+        if self.device == "cpu":
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+        if isinstance(self.impl, Torch):
+            torch = self.impl.torch
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        import cupy
+
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / 1e3
+
+
+def time_impl(impl, T, B, I, H, L, dtype, warmup, repeats):
+    """{seq_fwd, seq_fwdbwd, step_fwd, step_fwdbwd}: seconds (median)."""
+    timer = Timer(impl.device, impl)
+    result = {}
+    for label, steps in (("seq", T), ("step", 1)):
+        layers, x, h0, c0, dout = make_problem(steps, B, I, H, L, seed=2)
+        impl.load(layers, x, h0, c0, dtype)
+        d = impl.to_device(dout, dtype)
+
+        def fwd_bwd(d=d):
+            impl.forward()
+            impl.backward(d)
+
+        result[f"{label}_fwd"] = timer(impl.forward, warmup, repeats)
+        result[f"{label}_fwdbwd"] = timer(fwd_bwd, warmup, repeats)
+    return result
+
+
+def gemm_flops(T, B, I, H, L):
+    """GEMM FLOPs of one forward: 8·T·B·H·(I_l + H) summed over layers (2 per multiply-add)."""
+    return sum(8 * T * B * H * ((I if layer == 0 else H) + H) for layer in range(L))
+
+
+# ---- on-paper H100 estimates --------------------------------------------------------------------
+ESTIMATE_FORMULA = f"""\
+On-paper H100 estimate (NOT a measurement). Per kernel: t = max(bytes / BW_HBM, FLOPs / F_fp32),
+summed over the kernels a call launches, plus {LAUNCH_S * 1e6:.0f} µs per kernel launch (assumed Python dispatch +
+launch) and, for the persistent kernel, {GRID_SYNC_S * 1e6:.0f} µs per grid barrier (assumed). s = bytes per element.
+  per-step path (cupy_cuda_c, numba_cuda, torch_cuda), per layer, forward:
+    input GEMM   8·T·B·I·H FLOPs,  s·(T·B·I + 4H·I + 4T·B·H) bytes                    1 launch
+    each step    recurrent GEMM 8·B·H² FLOPs, s·(4H² + 5B·H) bytes (W_hh re-read every step)  1 launch
+                 pointwise      s·16·B·H bytes (xg, hg, c in; h, c, tanh c, 4 gates out)     1 launch
+  backward adds per step: pointwise s·13·B·H bytes + GEMM 8·B·H² FLOPs, s·(4H² + 5B·H) bytes (2 launches),
+    then dW_ih, dW_hh, dx: 8·T·B·H·(2I + H) FLOPs (3 launches)
+  persistent forward: W_hh read once, s·4H² bytes; per step the on-chip dot products read
+    s·4·B·H² bytes of shared memory at {H100['smem_bytes_per_s'] / 1e12:.1f} TB/s (132 SMs x 128 B/clock x 1.98 GHz)
+    + one grid barrier; backward as the per-step path.
+H100 SXM5: HBM3 {H100['hbm_bytes_per_s'] / 1e12:.2f} TB/s, FP32 {H100['fp32_flops'] / 1e12:.1f} TFLOP/s (published)."""
+
+
+def _k(nbytes, flops, fp):
+    return max(nbytes / H100["hbm_bytes_per_s"], flops / fp)
+
+
+def estimate_h100(impl, T, B, I, H, L, itemsize):
+    """(forward seconds, forward+backward seconds) on paper, per the formula above."""
+    s, fp = itemsize, H100["fp32_flops"] if itemsize == 4 else H100["fp64_flops"]
+    fwd = bwd = 0.0
+    for layer in range(L):
+        i = I if layer == 0 else H
+        fwd += _k(s * (T * B * i + 4 * H * i + 4 * T * B * H), 8 * T * B * i * H, fp) + LAUNCH_S
+        if impl == "persistent":
+            smem_time = T * s * 4 * B * H * H / H100["smem_bytes_per_s"]
+            fwd += s * 4 * H * H / H100["hbm_bytes_per_s"] + smem_time + T * GRID_SYNC_S + LAUNCH_S
+        else:
+            step = _k(s * (4 * H * H + 5 * B * H), 8 * B * H * H, fp) + _k(s * 16 * B * H, 0, fp)
+            fwd += T * (step + 2 * LAUNCH_S)
+        step_b = _k(s * 13 * B * H, 0, fp) + _k(s * (4 * H * H + 5 * B * H), 8 * B * H * H, fp)
+        bwd += T * (step_b + 2 * LAUNCH_S)
+        bwd += _k(s * (2 * T * B * 4 * H + T * B * (i + H) + 4 * H * (i + H)), 8 * T * B * H * (2 * i + H), fp)
+        bwd += 3 * LAUNCH_S
+    return fwd, fwd + bwd
+
+
+# ---- the persistent kernel's fit on chip --------------------------------------------------------
+def persistent_fit(B_list, itemsize=4):
+    """Launch plan on an H100 for each H and B: HS, blocks, shared memory per block, fits?"""
+    rows = []
+    for H in (128, 256, 512, 768, 1024, 1280, 1536, 2048):
+        HS, blocks = lstm_cupy.persistent_tiling(H, H100["sms"])
+        for B in B_list:
+            smem = lstm_cupy.persistent_smem_elems(B, H, HS, lstm_cupy.PERSISTENT_THREADS) * itemsize
+            rows.append({"H": H, "B": B, "HS": HS, "blocks": blocks, "weights_bytes_per_block": 4 * HS * H * itemsize,
+                         "smem_bytes": smem, "fits": smem <= H100["smem_bytes_per_block"]})
+    return rows
+
+
+def resource_figures(tmpdir):
+    """nvcc --resource-usage for every .cu file (+ the Numba kernels' PTX through ptxas)."""
+    if cuda_host.nvcc_path() is None:
+        return {"error": "nvcc not found"}
+    figures = {}
+    for cu in cuda_host.cu_files():
+        try:
+            figures.update(cuda_host.resource_usage(cu))
+        except RuntimeError as e:
+            figures[cu.name] = {"error": str(e)}
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        try:
+            from numba import cuda, float32
+
+            from kernels import lstm_numba_cuda
+
+            for label, k in zip(("forward", "backward"), lstm_numba_cuda.make_kernels(np.float32)):
+                ptx, _ = cuda.compile_ptx(k.py_func, (float32[:, ::1],) * 7, cc=(9, 0))
+                (u,) = cuda_host.ptx_resource_usage(ptx, tmpdir).values()
+                figures[f"numba_{label}_f32"] = u
+        except Exception as e:  # noqa: BLE001 - e.g. no NVVM: the CUDA C figures still stand
+            figures["numba"] = {"error": f"{type(e).__name__}: {e}"}
+    return figures
+
+
+# ---- output -------------------------------------------------------------------------------------
+def fmt_ms(sec):
+    return "-" if sec is None else f"{sec * 1e3:9.3f}"
+
+
+def fmt_us(sec):
+    return "-" if sec is None else f"{sec * 1e6:9.1f}"
+
+
+def print_table(rows):
+    head = (f"{'T':>3} {'B':>3} {'H':>5} {'L':>2}  {'impl':<12} {'seq fwd ms':>10} {'seq f+b ms':>10} "
+            f"{'step fwd µs':>11} {'step f+b µs':>11} {'GFLOP/s f+b':>11} {'x torch f+b':>11}  note")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        c = r["config"]
+        lead = f"{c['T']:>3} {c['B']:>3} {c['H']:>5} {c['L']:>2}  {r['impl']:<12}"
+        if r["status"] != "measured":
+            print(f"{lead} {'unavailable':>10} {'':>10} {'':>11} {'':>11} {'':>11} {'':>11}  {r['note']}")
+            continue
+        t = r["times"]
+        ratio = "-" if r["ratio_to_torch"] is None else f"{r['ratio_to_torch']:.2f}"
+        print(f"{lead} {fmt_ms(t['seq_fwd']):>10} {fmt_ms(t['seq_fwdbwd']):>10} {fmt_us(t['step_fwd']):>11} "
+              f"{fmt_us(t['step_fwdbwd']):>11} {r['gflops_fwdbwd']:>11.1f} {ratio:>11}  {r['note']}")
+
+
+def print_estimates(rows):
+    print("\n" + ESTIMATE_FORMULA)
+    head = (f"{'T':>3} {'B':>3} {'H':>5} {'L':>2}  {'impl':<12} {'EST seq fwd ms':>14} {'EST seq f+b ms':>14} "
+            f"{'EST µs/step fwd':>15}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        c, e = r["config"], r["estimate_h100"]
+        print(f"{c['T']:>3} {c['B']:>3} {c['H']:>5} {c['L']:>2}  {r['impl']:<12} {e['fwd_s'] * 1e3:>14.3f} "
+              f"{e['fwdbwd_s'] * 1e3:>14.3f} {e['fwd_s'] / c['T'] * 1e6:>15.1f}")
+
+
+def print_resources(figures, fit):
+    print("\nnvcc -arch=sm_90 --resource-usage (per thread; the persistent kernel's weights are dynamic "
+          "shared memory, sized at launch):")
+    for name, u in figures.items():
+        if "error" in u:
+            print(f"  {name}: {u['error']}")
+        else:
+            print(f"  {name:<34} {u['registers']:>3} registers, {u['spill_store_bytes']} B spill stores, "
+                  f"{u['static_smem_bytes']} B static smem")
+    print(f"\nPersistent kernel launch plan on an H100 (float32, {lstm_cupy.PERSISTENT_THREADS} threads/block, "
+          f"<= 1 block per SM, limit {H100['smem_bytes_per_block']} B shared memory per block):")
+    print(f"  {'H':>5} {'B':>3} {'HS':>3} {'blocks':>6} {'W slice B':>10} {'smem B':>8}  fits on chip")
+    for r in fit:
+        print(f"  {r['H']:>5} {r['B']:>3} {r['HS']:>3} {r['blocks']:>6} {r['weights_bytes_per_block']:>10} "
+              f"{r['smem_bytes']:>8}  {'yes' if r['fits'] else 'NO'}")
+    for B in sorted({r["B"] for r in fit}):
+        fits = [r["H"] for r in fit if r["B"] == B and r["fits"]]
+        print(f"  B={B}: weights + state fit on chip up to H={max(fits) if fits else 'none'} of those tried")
+
+
+def versions():
+    v = {"python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("torch", "numba", "cupy"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - not installed or broken: no version to report
+            v[mod] = None
+    nvcc = cuda_host.nvcc_path()
+    if nvcc:
+        import subprocess
+
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False).stdout
+        v["nvcc"] = out.strip().splitlines()[-1] if out.strip() else None
+    return v
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--T", type=int, nargs="+", default=[32], help="sequence lengths")
+    p.add_argument("--B", type=int, nargs="+", default=[1, 8, 64], help="batch sizes")
+    p.add_argument("--H", type=int, nargs="+", default=[256, 512, 1024], help="hidden sizes")
+    p.add_argument("--L", type=int, nargs="+", default=[1], help="layers")
+    p.add_argument("--I", type=int, default=None, help="input size (default: H)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--impl", nargs="+", default=None, help="only these implementations")
+    p.add_argument("--quick", action="store_true", help="T 16, B 1 8, H 256, 2 warm-ups, 5 repeats")
+    p.add_argument("--json", type=Path, default=None, help="where to write the results")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for BLAS, Numba and torch (default: their own); on a shared, "
+                        "oversubscribed machine 1 avoids threads spinning at barriers")
+    args = p.parse_args(argv)
+    if args.threads is not None:
+        for var in THREAD_VARS:  # (already set before numpy's import when given on the command line)
+            os.environ.setdefault(var, str(args.threads))
+        try:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
+    if args.quick:
+        args.T, args.B, args.H, args.L, args.warmup, args.repeats = [16], [1, 8], [256], [1], 2, 5
+
+    started = time.time()
+    impls = discover()
+    if args.impl:
+        impls = [t for t in impls if t[0] in args.impl]
+    print(f"minis2s LSTM benchmark, {args.dtype}, {datetime.datetime.now().isoformat(timespec='seconds')}, "
+          f"host {socket.gethostname()}, {os.cpu_count()} CPUs, threads {args.threads or 'default'}")
+    print("available: " + ", ".join(n for n, i, _ in impls if i is not None))
+    for n, i, why in impls:
+        if i is None:
+            print(f"unavailable: {n}: {why}")
+    print()
+
+    rows = []
+    itemsize = np.dtype(args.dtype).itemsize
+    for T in args.T:
+        for L in args.L:
+            for H in args.H:
+                for B in args.B:
+                    I = args.I or H
+                    config = {"T": T, "B": B, "H": H, "L": L, "I": I}
+                    flops = gemm_flops(T, B, I, H, L)
+                    block = []
+                    for name, impl, why in impls:
+                        row = {"config": config, "impl": name, "note": ""}
+                        if impl is None:
+                            row.update(status="unavailable", note=why or "")
+                            if name in GPU_IMPLS:
+                                f, fb = estimate_h100(name, T, B, I, H, L, itemsize)
+                                row["estimate_h100"] = {"fwd_s": f, "fwdbwd_s": fb, "basis": "on-paper estimate"}
+                                row["note"] = "unavailable here (see the H100 estimate below)"
+                            block.append(row)
+                            continue
+                        try:
+                            row["validation_max_rel_error"] = validate(impl, B, I, H, L, args.dtype)
+                            row["times"] = time_impl(impl, T, B, I, H, L, args.dtype, args.warmup, args.repeats)
+                        except ValidationError:
+                            raise
+                        except Exception as e:  # noqa: BLE001 - e.g. the persistent kernel's state does not fit
+                            row.update(status="failed", note=f"{type(e).__name__}: {e}")
+                            if os.environ.get("MINIS2S_BENCH_DEBUG"):
+                                traceback.print_exc()
+                            block.append(row)
+                            continue
+                        row["status"] = "measured"
+                        row["gflops_fwdbwd"] = 3 * flops / row["times"]["seq_fwdbwd"] / 1e9
+                        row["note"] = f"validated, max rel err {row['validation_max_rel_error']:.1e}"
+                        block.append(row)
+                    for row in block:  # ratio to torch on the same kind of device
+                        if row.get("status") != "measured":
+                            row["ratio_to_torch"] = None
+                            continue
+                        ref_name = "torch_cuda" if row["impl"] in GPU_IMPLS else "torch_cpu"
+                        ref = next((r for r in block if r["impl"] == ref_name and r.get("status") == "measured"), None)
+                        row["ratio_to_torch"] = (row["times"]["seq_fwdbwd"] / ref["times"]["seq_fwdbwd"]
+                                                 if ref else None)
+                    rows.extend(block)
+                    print_table(block)
+                    print()
+
+    print("=" * 100)
+    print(f"All configurations ({args.dtype}; times are medians of {args.repeats} after {args.warmup} warm-up; "
+          "GFLOP/s = 3 x 8·T·B·H·(I+H)·L / seq f+b time):")
+    print_table(rows)
+    est_rows = [r for r in rows if "estimate_h100" in r]
+    if est_rows:
+        print_estimates(est_rows)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = resource_figures(tmp)
+    fit = persistent_fit(sorted(set(args.B) | {1, 8}))
+    print_resources(figures, fit)
+    elapsed = time.time() - started
+    print(f"\nwall time {elapsed:.1f} s")
+
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "versions": versions(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "flops_basis": "GEMM FLOPs: forward 8·T·B·H·(I+H) per layer, forward+backward 3x",
+        "timer": "median of repeats; time.perf_counter on CPU, CUDA events on GPU",
+        "rows": rows,
+        "estimate_formula": ESTIMATE_FORMULA,
+        "h100_published": H100,
+        "assumed": {"launch_s": LAUNCH_S, "grid_sync_s": GRID_SYNC_S},
+        "resource_usage_sm90": figures,
+        "persistent_fit_h100": fit,
+        "wall_s": elapsed,
+    }
+    path = args.json or ROOT / "benchmarks" / "results" / (
+        f"lstm_step_{datetime.datetime.now():%Y%m%d-%H%M%S}_{socket.gethostname()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=float))
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
