@@ -11,6 +11,7 @@ from minis2s.backend import array_module
 
 def embedding_forward(ids, weight):
     """ids: integer array of any shape (...), weight: (V, E) -> out (..., E), cache."""
+    ids = array_module(weight).asarray(ids)  # NumPy ids for a CuPy table go to the GPU (no-op on CPU)
     out = weight[ids]  # (..., E)
     return out, (ids, weight.shape)
 

@@ -19,6 +19,7 @@ def cross_entropy_forward(logits, targets, ignore_index=-100):
     Raises ValueError when every target is ignored (PyTorch returns NaN there).
     """
     xp = array_module(logits)
+    targets = xp.asarray(targets)  # NumPy targets for CuPy logits go to the GPU (no-op on CPU)
     keep = targets != ignore_index  # (N,)
     count = int(keep.sum())
     if count == 0:
