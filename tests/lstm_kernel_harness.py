@@ -8,6 +8,8 @@ back up), so the kernel in ``dtype`` and the reference in float64 see identical 
 compares every output with ``check_close``. ``xp`` is where the kernel's arrays live (numpy or
 cupy).
 """
+from functools import partial
+
 import numpy as np
 from conftest import check_close
 
@@ -57,8 +59,10 @@ def check_pointwise_backward(kernels, dtype, B, H, rng, xp=np):
 
 
 def check_sequence(kernels, dtype, T, B, I, H, rng, xp=np, lengths=None, upstream=("dout", "dh_n", "dc_n"),
-                   tol=None):
-    """kernels/lstm_cupy.lstm_forward/lstm_backward with ``kernels`` vs ops.lstm_forward/backward.
+                   tol=None, functions=None):
+    """kernels/lstm_cupy.lstm_forward/lstm_backward with ``kernels`` vs ops.lstm_forward/backward;
+    or, given ``functions`` = (lstm_forward, lstm_backward) with ops' signatures, those (the
+    Numba CPU path, kernels/lstm_cpu.py; ``kernels`` is then unused).
 
     ``upstream`` names the gradients given to backward (the others are None), so the paths where
     the outputs or the final state get no gradient are covered too. Compares out, h_n, c_n and
@@ -77,9 +81,12 @@ def check_sequence(kernels, dtype, T, B, I, H, rng, xp=np, lengths=None, upstrea
     grads_r = ops.lstm_backward(grads_in["dout"], grads_in["dh_n"], grads_in["dc_n"], cache_r)
 
     dev = [xp.asarray(a.astype(dtype)) for a in params]
-    out, (h_n, c_n), cache = lstm_cupy.lstm_forward(*dev, lengths=lengths, kernels=kernels)
+    if functions is None:
+        functions = (partial(lstm_cupy.lstm_forward, kernels=kernels), lstm_cupy.lstm_backward)
+    lstm_forward, lstm_backward = functions
+    out, (h_n, c_n), cache = lstm_forward(*dev, lengths=lengths)
     g_dev = [None if v is None else xp.asarray(v.astype(dtype)) for v in grads_in.values()]
-    grads = lstm_cupy.lstm_backward(*g_dev, cache)
+    grads = lstm_backward(*g_dev, cache)
 
     names = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")
     ours = {"out": out, "h_n": h_n, "c_n": c_n, **dict(zip(names, grads))}

@@ -4,13 +4,14 @@ Parameters per layer l: ``weight_ih_l{l}`` (G, I_l), ``weight_hh_l{l}`` (G, H), 
 ``bias_hh_l{l}`` (G,), G = 4H (LSTM), 3H (GRU), H (RNN); all ~ U(-1/√H, 1/√H) as in torch.
 Dropout is applied to the output of every layer but the last (torch's ``dropout=``).
 
-The per-layer math is the shared recurrence in minis2s/ops/recurrent.py.
+The per-layer math is the shared recurrence in minis2s/ops/recurrent.py, or for NumPy LSTMs the
+fused CPU kernels when Numba is present (minis2s/fastpath.py chooses; same numbers).
 """
 from __future__ import annotations
 
 import math
 
-from minis2s import ops
+from minis2s import fastpath, ops
 from minis2s.backend import array_module
 from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
 from minis2s.random import default_rng
@@ -68,15 +69,14 @@ class RNNBase(Module):
         inp = x
         for layer in range(self.num_layers):
             w = [p.data for p in self.layer_params(layer)]
-            out, s_n, cache = ops.recurrent_forward(
-                self.cell, inp, tuple(s[layer] for s in state), *w, lengths=lengths
-            )
+            forward, backward = fastpath.recurrent_functions(self.cell, inp)  # reference or fused
+            out, s_n, cache = forward(self.cell, inp, tuple(s[layer] for s in state), *w, lengths=lengths)
             for f, s in zip(finals, s_n):
                 f[layer] = s
             drop = None
             if layer < self.num_layers - 1 and self.training and self.dropout > 0:
                 out, drop = ops.dropout_forward(out, self.dropout, self.rng or default_rng())
-            caches.append((cache, drop))
+            caches.append((cache, drop, backward))
             inp = out
         self._push(caches)
         return inp, tuple(finals)
@@ -84,21 +84,18 @@ class RNNBase(Module):
     def _backward(self, dout, dstate_n):
         """dout: (T, B, H); dstate_n: tuple of (L, B, H) or None -> dx (T, B, I), dstate0."""
         caches = self._pop()
-        h_prev = caches[-1][0][4]  # (T, B, H): gives shape and dtype when dout is None
-        xp = array_module(h_prev)
-        L = self.num_layers
-        dstate0 = [xp.empty((L,) + h_prev.shape[1:], dtype=h_prev.dtype) for _ in dstate_n]
+        ds0_layers = [None] * self.num_layers
         d = dout
-        for layer in reversed(range(L)):
-            cache, drop = caches[layer]
+        for layer in reversed(range(self.num_layers)):
+            cache, drop, backward = caches[layer]  # the backward of the path that made the cache
             d = ops.dropout_backward(d, drop)
             ds_n = tuple(None if s is None else s[layer] for s in dstate_n)
-            d, ds0, grads = ops.recurrent_backward(d, ds_n, cache)
+            d, ds0_layers[layer], grads = backward(d, ds_n, cache)
             for p, g in zip(self.layer_params(layer), grads):
                 p.accumulate(g)
-            for acc, g in zip(dstate0, ds0):
-                acc[layer] = g
-        return d, tuple(dstate0)
+        xp = array_module(d)
+        dstate0 = tuple(xp.stack([ds0[k] for ds0 in ds0_layers]) for k in range(len(dstate_n)))
+        return d, dstate0  # each (L, B, H)
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"

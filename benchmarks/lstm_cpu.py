@@ -1,0 +1,276 @@
+"""CPU LSTM training step (forward + backward): NumPy reference, fused fast path, torch.nn.LSTM.
+
+    python benchmarks/lstm_cpu.py                 # the issue's configurations, 7 repeats
+    python benchmarks/lstm_cpu.py --repeats 3 --configs 32,64,256,1
+    python benchmarks/lstm_cpu.py --versions      # also every kernels/lstm_cpu.py version
+
+For each (T, B, H, layers) (input size I = H, float32): builds one minis2s.nn.LSTM and one
+torch.nn.LSTM with the same weights, *validates first* (fast path vs reference, reference vs
+torch: out and every weight gradient), then times forward and backward of every path in the
+same process, interleaved (ref, fast, torch, sgemm, next repeat starts one later), and reports
+medians. torch runs with 2 threads; NumPy's BLAS with its default (all cores).
+
+FLOPs per layer: forward 2·T·B·4H·(I+H) (input and recurrent GEMMs), backward twice that (dx and
+dW for each of the two). GFLOP/s = FLOPs / median time; "peak" is a float32 2048³ matmul timed in
+the same interleaved loop, so it sees the same machine load.
+
+Prints a table, writes benchmarks/results/lstm_cpu.json; never passes or fails on time. The
+functions are importable (``run_benchmark``, ``time_interleaved``, ...) for benchmarks/lstm_step.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from minis2s import fastpath
+from minis2s.gradcheck import rel_error
+from minis2s.nn import LSTM
+
+CONFIGS = [(32, 64, 256, 1), (32, 64, 512, 1), (32, 16, 128, 2)]  # (T, B, H, layers)
+RESULTS = ROOT / "benchmarks" / "results" / "lstm_cpu.json"
+TORCH_THREADS = 2
+
+
+def lstm_flops(T, B, I, H, layers):
+    """(forward, backward) FLOPs of the GEMMs of an LSTM stack; layer l > 0 reads H features."""
+    fwd = sum(2 * T * B * 4 * H * ((I if layer == 0 else H) + H) for layer in range(layers))
+    return fwd, 2 * fwd
+
+
+def make_problem(T, B, H, layers, seed=0, dtype=np.float32):
+    """A minis2s LSTM and a torch LSTM with the same weights, an input and an upstream gradient."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ref = torch.nn.LSTM(H, H, layers).to(torch.float64 if dtype == np.float64 else torch.float32)
+    ours = LSTM(H, H, layers, dtype=dtype)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    x = rng.standard_normal((T, B, H)).astype(dtype)
+    dout = rng.standard_normal((T, B, H)).astype(dtype)
+    return {"shape": (T, B, H, layers), "ours": ours, "torch": ref, "x": x, "dout": dout}
+
+
+def minis2s_step(problem, fast: bool):
+    """One forward + backward of the minis2s LSTM on the chosen path -> (forward s, backward s)."""
+    m, x, dout = problem["ours"], problem["x"], problem["dout"]
+    fastpath.set_enabled(fast)
+    try:
+        m.zero_grad()
+        t0 = time.perf_counter()
+        m(x)
+        t1 = time.perf_counter()
+        dx = m.backward(dout)
+        t2 = time.perf_counter()
+    finally:
+        fastpath.set_enabled(None)
+    return t1 - t0, t2 - t1, dx
+
+
+def torch_step(problem):
+    """One forward + backward of torch.nn.LSTM (dx too, as minis2s computes it) -> seconds."""
+    import torch
+
+    m = problem["torch"]
+    x = torch.from_numpy(problem["x"]).requires_grad_(True)
+    dout = torch.from_numpy(problem["dout"])
+    for p in m.parameters():
+        p.grad = None
+    t0 = time.perf_counter()
+    out, _ = m(x)
+    t1 = time.perf_counter()
+    out.backward(dout)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, x.grad
+
+
+_SGEMM_ARRAYS: dict = {}
+
+
+def sgemm_step(n=2048):
+    """One float32 n×n×n matmul -> (seconds, 0, None); 2n³ FLOPs."""
+    if n not in _SGEMM_ARRAYS:
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+        _SGEMM_ARRAYS[n] = (a, b, np.empty((n, n), dtype=np.float32))
+    a, b, c = _SGEMM_ARRAYS[n]
+    t0 = time.perf_counter()
+    np.matmul(a, b, out=c)
+    return time.perf_counter() - t0, 0.0, None
+
+
+def validate(problem):
+    """Relative errors of the fast path and of torch against the reference: out, dx, every grad."""
+    m = problem["ours"]
+    results = {}
+    for name, fast in (("reference", False), ("fast", True)):
+        fastpath.set_enabled(fast)
+        try:
+            m.zero_grad()
+            out, _ = m(problem["x"])
+            dx = m.backward(problem["dout"])
+        finally:
+            fastpath.set_enabled(None)
+        results[name] = {"out": out, "dx": dx, **{k: p.grad.copy() for k, p in m.named_parameters()}}
+    import torch
+
+    tm = problem["torch"]
+    for p in tm.parameters():
+        p.grad = None
+    x = torch.from_numpy(problem["x"]).requires_grad_(True)
+    out, _ = tm(x)
+    out.backward(torch.from_numpy(problem["dout"]))
+    results["torch"] = {"out": out.detach().numpy(), "dx": x.grad.numpy(),
+                        **{k: p.grad.numpy() for k, p in tm.named_parameters()}}
+    ref = results["reference"]
+    return {name: max(rel_error(results[name][k], ref[k]) for k in ref) for name in ("fast", "torch")}
+
+
+def time_interleaved(runners: dict, repeats: int):
+    """runners: name -> () -> (forward s, backward s, _). Round-robin, starting one later each
+    repeat; returns name -> {"forward", "backward", "total"} medians in seconds."""
+    names = list(runners)
+    for name in names:  # warm-up: Numba compilation, torch's first-call setup, page faults
+        runners[name]()
+    samples = {name: [] for name in names}
+    for r in range(repeats):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            f, b, _ = runners[name]()
+            samples[name].append((f, b))
+    return {name: {"forward": statistics.median(f for f, _ in s), "backward": statistics.median(b for _, b in s),
+                   "total": statistics.median(f + b for f, b in s)} for name, s in samples.items()}
+
+
+def version_runners(problem):
+    """One runner per kernels/lstm_cpu.py version, on layer 0 of the problem's LSTM (functional)."""
+    from kernels import lstm_cpu
+
+    m, x, dout = problem["ours"], problem["x"], problem["dout"]
+    _, B, H, _ = problem["shape"]
+    w = [p.data for p in m.layer_params(0)]
+    h0 = np.zeros((B, H), dtype=x.dtype)
+
+    def runner(forward, backward):
+        def run():
+            t0 = time.perf_counter()
+            _, _, cache = forward(x, h0, h0, *w)
+            t1 = time.perf_counter()
+            backward(dout, None, None, cache)
+            return t1 - t0, time.perf_counter() - t1, None
+        return run
+
+    return {f"fast v{v}": runner(f, b) for v, (f, b) in lstm_cpu.VERSIONS.items()}
+
+
+def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
+    """Validate, then time every configuration. Returns the JSON-ready result dict."""
+    import torch
+
+    torch.set_num_threads(TORCH_THREADS)
+    load_before = os.getloadavg()
+    rows = []
+    for T, B, H, layers in configs:
+        problem = make_problem(T, B, H, layers)
+        errors = validate(problem)
+        log(f"validated (T,B,H,L)=({T},{B},{H},{layers}): fast vs reference {errors['fast']:.1e}, "
+            f"torch vs reference {errors['torch']:.1e}")
+        runners = {
+            "reference": lambda p=problem: minis2s_step(p, fast=False),
+            "fast": lambda p=problem: minis2s_step(p, fast=True),
+            "torch": lambda p=problem: torch_step(p),
+            "sgemm": sgemm_step,
+        }
+        if versions and layers == 1:
+            runners.update(version_runners(problem))
+        times = time_interleaved(runners, repeats)
+        fwd_flops, bwd_flops = lstm_flops(T, B, H, H, layers)
+        sgemm = 2 * 2048**3 / times["sgemm"]["total"] / 1e9
+        fast = times["fast"]["total"]
+        rows.append({
+            "T": T, "B": B, "H": H, "I": H, "layers": layers, "dtype": "float32",
+            "ms": {name: {k: 1e3 * v for k, v in t.items()} for name, t in times.items() if name != "sgemm"},
+            "fast_over_torch": fast / times["torch"]["total"],
+            "fast_gflops": (fwd_flops + bwd_flops) / fast / 1e9,
+            "fast_forward_gflops": fwd_flops / times["fast"]["forward"] / 1e9,
+            "sgemm_gflops": sgemm,
+            "fast_share_of_sgemm": (fwd_flops + bwd_flops) / fast / 1e9 / sgemm,
+            "validation_rel_error": errors,
+        })
+        log(format_row(rows[-1]))
+    from kernels import lstm_cpu
+
+    return {
+        "benchmark": "lstm_cpu", "repeats": repeats, "statistic": "median",
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "versions": {"numpy": np.__version__, "torch": torch.__version__, "numba": _numba_version(),
+                     "torch_threads": TORCH_THREADS, "fast_kernel_version": lstm_cpu.DEFAULT_VERSION},
+        "rows": rows,
+    }
+
+
+HEADER = (f"{'T,B,H,L':>14} {'ref ms':>8} {'fast ms':>8} {'torch ms':>9} {'fast/torch':>10} "
+          f"{'fast GF/s':>9} {'sgemm GF/s':>10} {'% peak':>6}   fwd ms (ref/fast/torch)")
+
+
+def format_row(row):
+    ms = row["ms"]
+    shape = f"{row['T']},{row['B']},{row['H']},{row['layers']}"
+    s = (f"{shape:>14} {ms['reference']['total']:8.1f} {ms['fast']['total']:8.1f} {ms['torch']['total']:9.1f} "
+         f"{row['fast_over_torch']:10.2f} {row['fast_gflops']:9.1f} {row['sgemm_gflops']:10.1f} "
+         f"{100 * row['fast_share_of_sgemm']:5.0f}%   {ms['reference']['forward']:.1f}/{ms['fast']['forward']:.1f}"
+         f"/{ms['torch']['forward']:.1f}")
+    extra = [f"{k} {v['total']:.1f} ms" for k, v in ms.items() if k.startswith("fast v")]
+    return s + ("   [" + ", ".join(extra) + "]" if extra else "")
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _numba_version():
+    try:
+        import numba
+        return numba.__version__
+    except ImportError:
+        return None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--configs", nargs="*", help="T,B,H,L ... (default: the issue's three)")
+    ap.add_argument("--versions", action="store_true", help="also time every kernels/lstm_cpu.py version")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if not fastpath.available():
+        sys.exit("the fast path needs Numba: pip install numba")
+    configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
+    print(HEADER)
+    result = run_benchmark(configs, args.repeats, args.versions, log=print)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

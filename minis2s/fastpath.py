@@ -1,0 +1,89 @@
+"""The one switch between the NumPy reference recurrence and the fused CPU kernels.
+
+RNNBase asks ``recurrent_functions(cell, x)`` for each layer's ``(forward, backward)`` pair, both
+with the signatures of ``ops.recurrent_forward`` / ``ops.recurrent_backward``, and keeps the
+backward beside the cache it pushes, so a cache is always consumed by the path that made it:
+
+    reference   minis2s/ops/recurrent.py     plain NumPy, always there, the specification
+    fast path   kernels/lstm_cpu.py          GEMMs + fused Numba pointwise kernels (LSTM only)
+
+The fast path is taken when all of these hold: the switch is on, Numba imports, the cell is an
+LSTM, and ``x`` is a float32/float64 NumPy array. Turn it off with the environment variable
+``MINIS2S_FASTPATH=0`` or ``minis2s.fastpath.set_enabled(False)`` (``set_enabled(None)`` hands
+the choice back to the variable); ``with minis2s.fastpath.disabled():`` for a block.
+Both paths give the same numbers (tests/test_fastpath.py: float64 within 1e-12, float32 1e-5).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from minis2s import ops
+from minis2s.backend import FLOAT_DTYPES
+
+ENV_VAR = "MINIS2S_FASTPATH"
+_switch: list = [None]  # set_enabled's choice; None: the environment variable decides
+_kernels: dict = {}  # "lstm" -> the kernels.lstm_cpu module, or None if it cannot be imported
+
+
+def _lstm_cpu():
+    """kernels.lstm_cpu, imported on first use (it imports Numba), or None without Numba."""
+    if "lstm" not in _kernels:
+        try:
+            from kernels import lstm_cpu
+        except ImportError as e:  # no Numba (or no kernels/ next to minis2s): the reference it is
+            if (e.name or "").split(".")[0] not in ("numba", "llvmlite", "kernels"):
+                raise
+            lstm_cpu = None
+        _kernels["lstm"] = lstm_cpu
+    return _kernels["lstm"]
+
+
+def available() -> bool:
+    """True when the fused CPU kernels can run here (Numba imports)."""
+    return _lstm_cpu() is not None
+
+
+def set_enabled(flag: bool | None) -> None:
+    """Fast path on (True) or off (False) for this process; None: ``MINIS2S_FASTPATH`` decides."""
+    if flag is not None and not isinstance(flag, bool):
+        raise TypeError(f"flag must be True, False or None, got {flag!r}")
+    _switch[0] = flag
+
+
+def enabled() -> bool:
+    """Whether NumPy LSTM layers take the fast path now: the switch is on and Numba imports."""
+    on = _switch[0] if _switch[0] is not None else os.environ.get(ENV_VAR, "1") != "0"
+    return on and available()
+
+
+@contextlib.contextmanager
+def disabled():
+    """``with disabled():`` runs the block on the reference path, then restores the switch."""
+    old = _switch[0]
+    _switch[0] = False
+    try:
+        yield
+    finally:
+        _switch[0] = old
+
+
+def _lstm_forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths=None):
+    """ops.recurrent_forward's signature over kernels/lstm_cpu.lstm_forward."""
+    out, (h_n, c_n), cache = _lstm_cpu().lstm_forward(x, state0[0], state0[1], w_ih, w_hh, b_ih, b_hh, lengths)
+    return out, (h_n, c_n), cache
+
+
+def _lstm_backward(dout, dstate_n, cache):
+    """ops.recurrent_backward's signature over kernels/lstm_cpu.lstm_backward."""
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = _lstm_cpu().lstm_backward(dout, dstate_n[0], dstate_n[1], cache)
+    return dx, (dh0, dc0), (dw_ih, dw_hh, db_ih, db_hh)
+
+
+def recurrent_functions(cell, x):
+    """(forward, backward) for one recurrent layer on ``x``: the fast path or the reference."""
+    if cell.name == "lstm" and type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and enabled():
+        return _lstm_forward, _lstm_backward
+    return ops.recurrent_forward, ops.recurrent_backward

@@ -1,0 +1,271 @@
+"""The fused CPU LSTM (kernels/lstm_cpu.py) equals the float64 reference (minis2s/ops), and the
+switch in minis2s/fastpath.py picks the path it says it picks.
+
+Kernel level: every version through the shared harness (tests/lstm_kernel_harness.py: data exactly
+representable in the dtype, float64 within 1e-12, float32 within 1e-5 of the float64 reference).
+Module level: nn.LSTM (several layers, padding, dropout) and Seq2Seq (the decoder's T=1 step loop
+and its whole-sequence mode) on the fast path against the same module on the reference path.
+Without Numba the kernel tests skip; the library must still work (checked in a subprocess).
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import check_close
+from lstm_kernel_harness import TOL, check_sequence
+
+from minis2s import Decoder, Encoder, Seq2Seq, fastpath, ops
+from minis2s.nn import GRU, LSTM
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DTYPES = [np.float64, np.float32]
+
+
+@pytest.fixture(scope="module")
+def lstm_cpu():
+    pytest.importorskip("numba", reason="the fused CPU kernels need Numba (pip install numba)")
+    from kernels import lstm_cpu
+
+    return lstm_cpu
+
+
+@pytest.fixture(autouse=True)
+def switch_follows_environment(monkeypatch):
+    """Every test starts with the fast path on (as a user with Numba gets it) and leaves it so."""
+    monkeypatch.delenv(fastpath.ENV_VAR, raising=False)
+    fastpath.set_enabled(None)
+    yield
+    fastpath.set_enabled(None)
+
+
+# ---- the vectorisable tanh and sigmoid -------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numba_tanh_and_sigmoid_are_within_2_ulp_of_numpy(lstm_cpu, dtype):
+    from numba import njit
+
+    from kernels.activations_cpu import sigmoid, tanh
+
+    @njit(error_model="numpy")
+    def apply(x, t, s):
+        for j in range(x.shape[0]):
+            t[j] = tanh(x[j])
+            s[j] = sigmoid(x[j])
+
+    rng = np.random.default_rng(0)
+    special = [0.0, -0.0, 0.625, -0.625, 0.6249999, 9.0, 9.1, 19.0, 19.1, 40.0, 1e30, -1e30, np.inf, -np.inf]
+    x = np.concatenate([rng.standard_normal(20000) * s for s in (1e-30, 1e-6, 0.1, 0.5, 1, 3, 10, 30)]
+                       + [np.linspace(-25, 25, 20001), special]).astype(dtype)
+    t, s = np.empty_like(x), np.empty_like(x)
+    apply(x, t, s)
+    exact = np.tanh(x.astype(np.float64)).astype(dtype)  # correctly rounded to dtype
+    ulps = np.abs(t.astype(np.float64) - exact) / np.spacing(np.abs(exact))
+    worst = int(np.argmax(ulps))
+    assert ulps.max() <= 2, f"tanh({x[worst]!r}) = {t[worst]!r}, exact {exact[worst]!r}: {ulps.max()} ulp"
+    sig = 0.5 * (np.tanh(0.5 * x.astype(np.float64)) + 1.0)
+    check_close("sigmoid", s, sig, 4 * np.finfo(dtype).eps)
+    t_nan, s_nan = np.empty(1, dtype), np.empty(1, dtype)
+    apply(np.array([np.nan], dtype), t_nan, s_nan)
+    assert np.isnan(t_nan[0]) and np.isnan(s_nan[0]), "NaN must stay NaN"
+
+
+# ---- kernels/lstm_cpu.py against ops.lstm_forward/backward -------------------------------------------
+
+SHAPES = {  # (T, B, I, H, lengths)
+    "plain": (5, 3, 4, 7, None),
+    "B=1": (6, 1, 3, 5, None),
+    "T=1": (1, 4, 6, 3, None),
+    "T=1,B=1": (1, 1, 2, 9, None),
+    "H=37 odd": (4, 5, 11, 37, None),
+    "padded": (6, 5, 3, 17, [6, 2, 1, 4, 6]),
+    "all padded": (5, 3, 2, 6, [3, 1, 2]),
+    "empty row": (4, 3, 2, 5, [4, 0, 2]),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_lstm_cpu_sequence_matches_reference(lstm_cpu, case, dtype):
+    T, B, I, H, lengths = SHAPES[case]
+    rng = np.random.default_rng(1)
+    functions = (lstm_cpu.lstm_forward, lstm_cpu.lstm_backward)
+    check_sequence(None, dtype, T, B, I, H, rng, lengths=lengths, functions=functions)
+
+
+@pytest.mark.parametrize("upstream", [("dout",), ("dh_n", "dc_n"), ("dc_n",), ()])
+@pytest.mark.parametrize("lengths", [None, [5, 3, 1, 5]])
+def test_lstm_cpu_backward_with_missing_upstream_gradients_matches_reference(lstm_cpu, upstream, lengths):
+    """dout None (the encoder), dh_n/dc_n None (outputs only): the missing ones count as zeros."""
+    rng = np.random.default_rng(2)
+    functions = (lstm_cpu.lstm_forward, lstm_cpu.lstm_backward)
+    check_sequence(None, np.float64, 5, 4, 3, 6, rng, lengths=lengths, upstream=upstream, functions=functions)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("version", [1, 2])
+def test_every_lstm_cpu_version_matches_reference(lstm_cpu, version, dtype):
+    rng = np.random.default_rng(3)
+    check_sequence(None, dtype, 7, 6, 5, 33, rng, lengths=[7, 3, 7, 1, 5, 2], functions=lstm_cpu.VERSIONS[version])
+
+
+def test_lstm_cpu_does_not_modify_its_inputs(lstm_cpu):
+    rng = np.random.default_rng(4)
+    T, B, I, H = 4, 3, 5, 6
+    args = [rng.standard_normal(s) for s in [(T, B, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,), (4 * H,)]]
+    grads = [rng.standard_normal(s) for s in [(T, B, H), (B, H), (B, H)]]
+    copies = [a.copy() for a in args + grads]
+    _, _, cache = lstm_cpu.lstm_forward(*args, lengths=np.array([4, 2, 3]))
+    lstm_cpu.lstm_backward(*grads, cache)
+    for a, c in zip(args + grads, copies):
+        np.testing.assert_array_equal(a, c)
+
+
+# ---- nn.LSTM and Seq2Seq: the fast path against the reference path of the same module ---------------
+
+def run_module(m, x, state, lengths, dout, dstate, fast):
+    """Forward + backward on one path -> every output, input/state gradient and parameter gradient."""
+    fastpath.set_enabled(fast)
+    m.zero_grad()
+    if m.dropout:
+        m.rng = np.random.default_rng(5)  # the same dropout masks on both paths
+    out, (h, c) = m(x, state, lengths=lengths)
+    dx, (dh0, dc0) = m.backward(dout, *dstate, return_state_grads=True)
+    grads = {name: p.grad for name, p in m.named_parameters()}
+    return {"out": out, "h_n": h, "c_n": c, "dx": dx, "dh0": dh0, "dc0": dc0, **grads}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layers,lengths,dropout", [(1, None, 0.0), (3, None, 0.0), (2, [5, 1, 3], 0.0),
+                                                    (3, [2, 5, 4], 0.3)])
+def test_lstm_module_fast_path_matches_reference_path(lstm_cpu, dtype, layers, lengths, dropout):
+    rng = np.random.default_rng(6)
+    T, B, I, H = 5, 3, 4, 13
+    m = LSTM(I, H, layers, dropout=dropout, dtype=dtype, rng=np.random.default_rng(7))
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    state = tuple(rng.standard_normal((layers, B, H)).astype(dtype) for _ in range(2))
+    dout = rng.standard_normal((T, B, H)).astype(dtype)
+    dstate = tuple(rng.standard_normal((layers, B, H)).astype(dtype) for _ in range(2))
+    ref = run_module(m, x, state, lengths, dout, dstate, fast=False)
+    fast = run_module(m, x, state, lengths, dout, dstate, fast=True)
+    tol = TOL[np.dtype(dtype)]
+    for name in ref:
+        check_close(name, fast[name], ref[name], tol)
+
+
+def seq2seq_grads(model, src, trg, ratio, fast):
+    fastpath.set_enabled(fast)
+    model.zero_grad()
+    outputs = model(src, trg, ratio, generator=np.random.default_rng(8))
+    doutputs = np.random.default_rng(9).standard_normal(outputs.shape).astype(outputs.dtype)
+    model.backward(doutputs)
+    return {"outputs": outputs, **{name: p.grad for name, p in model.named_parameters()}}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ratio", [0.5, 1.0])  # 0.5: the decoder's T=1 step loop; 1.0: one sequence call
+def test_seq2seq_fast_path_matches_reference_path(lstm_cpu, dtype, ratio):
+    rng = np.random.default_rng(10)
+    S, T, B, V_in, V_out, E, H, L = 6, 5, 3, 11, 9, 4, 8, 2
+    model = Seq2Seq(Encoder(V_in, H, E, L, dtype=dtype), Decoder(V_out, H, E, L, dtype=dtype))
+    src = rng.integers(0, V_in, (S, B))
+    trg = rng.integers(0, V_out, (T, B))
+    ref = seq2seq_grads(model, src, trg, ratio, fast=False)
+    fast = seq2seq_grads(model, src, trg, ratio, fast=True)
+    assert all(p.grad is not None for p in model.parameters())
+    for name in ref:
+        check_close(name, fast[name], ref[name], TOL[np.dtype(dtype)])
+
+
+# ---- the switch ------------------------------------------------------------------------------------
+
+def layer_backwards(m):
+    """The backward function each layer's cache on the module's tape is bound to."""
+    return [entry[2] for entry in m._tape[-1]]
+
+
+def test_fast_path_is_the_default_with_numba(lstm_cpu):
+    m = LSTM(3, 4, 2, dtype=np.float32)
+    m(np.ones((2, 1, 3), dtype=np.float32))
+    assert fastpath.enabled()
+    assert ops.recurrent_backward not in layer_backwards(m)
+    assert isinstance(m._tape[-1][0][0], lstm_cpu.LSTMCache)
+
+
+def test_environment_variable_0_selects_the_reference(lstm_cpu, monkeypatch):
+    monkeypatch.setenv(fastpath.ENV_VAR, "0")
+    assert not fastpath.enabled()
+    m = LSTM(3, 4, 2, dtype=np.float64)
+    m(np.ones((2, 1, 3)))
+    assert layer_backwards(m) == [ops.recurrent_backward] * 2
+    fastpath.set_enabled(True)  # the function overrides the variable ...
+    assert fastpath.enabled()
+    fastpath.set_enabled(None)  # ... until handed back
+    assert not fastpath.enabled()
+
+
+def test_set_enabled_false_and_disabled_select_the_reference(lstm_cpu, monkeypatch):
+    m = LSTM(3, 4, dtype=np.float64)
+    x = np.ones((2, 1, 3))
+    fastpath.set_enabled(False)
+    m(x)
+    assert layer_backwards(m) == [ops.recurrent_backward]
+    fastpath.set_enabled(True)
+    with fastpath.disabled():
+        m(x)
+        assert layer_backwards(m) == [ops.recurrent_backward]
+    assert fastpath.enabled(), "disabled() must restore the switch"
+    with pytest.raises(TypeError, match="True, False or None"):
+        fastpath.set_enabled("0")
+
+
+def test_the_reference_path_never_calls_the_kernels(lstm_cpu, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fused kernel ran although the fast path is off")
+
+    monkeypatch.setattr(lstm_cpu, "lstm_forward", refuse)
+    monkeypatch.setattr(lstm_cpu, "lstm_backward", refuse)
+    m = LSTM(3, 4, dtype=np.float64)
+    with fastpath.disabled():
+        m(np.ones((2, 1, 3)))
+        m.backward(np.ones((2, 1, 4)))
+
+
+def test_a_cache_is_consumed_by_the_path_that_made_it(lstm_cpu):
+    """Flipping the switch between forward and backward changes nothing."""
+    rng = np.random.default_rng(11)
+    m = LSTM(3, 5, 2, dtype=np.float64)
+    x, dout = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 5))
+    with fastpath.disabled():
+        m(x)
+    dx_ref = m.backward(dout)  # made on the reference path, the switch now on
+    m(x)
+    with fastpath.disabled():
+        dx_fast = m.backward(dout)
+    check_close("dx", dx_fast, dx_ref, TOL[np.dtype(np.float64)])
+
+
+def test_gru_and_non_numpy_inputs_take_the_reference(lstm_cpu):
+    gru = GRU(3, 4, dtype=np.float64)
+    gru(np.ones((2, 1, 3)))
+    assert layer_backwards(gru) == [ops.recurrent_backward]
+    assert fastpath.recurrent_functions(ops.CELLS["lstm"], np.ones((2, 1, 3), dtype=np.float16))[0] is \
+        ops.recurrent_forward
+
+
+def test_minis2s_works_without_numba():
+    """With Numba unimportable, the switch reports no fast path and the LSTM runs the reference."""
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np\n"
+        "from minis2s import fastpath, ops\n"
+        "from minis2s.nn import LSTM\n"
+        "assert not fastpath.available() and not fastpath.enabled()\n"
+        "m = LSTM(3, 4, dtype=np.float64); out, _ = m(np.ones((2, 1, 3))); m.backward(np.ones_like(out))\n"
+        "assert m.weight_hh_l0.grad is not None\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
