@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200  # steps
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in all
+    target: float | None = None  # stop once the dev metric is <= this
     progress: bool = True
 
     def __post_init__(self):
@@ -212,10 +213,12 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, lo
         state["epoch"] += 1
         state["step_in_epoch"] = 0
         state["epoch_loss"], state["epoch_n"] = 0.0, 0
-        stop = state["bad_epochs"] >= config.patience
-        if stop:
+        if state["bad_epochs"] >= config.patience:
             state["epoch"] = config.epochs
             log(f"early stopping: no dev improvement for {config.patience} epochs")
+        elif config.target is not None and value <= config.target:
+            state["epoch"] = config.epochs
+            log(f"dev {task.metric} {value:.4g} reached the target {config.target}: stopping")
         checkpoint()
     return state
 

@@ -1,0 +1,209 @@
+"""The ``minis2s`` command (also ``python -m minis2s``).
+
+    minis2s demo reverse|sort                 train on a synthetic task, report held-out accuracy
+    minis2s g2p train --out DIR [--resume]    train a G2P model on CMUdict
+    minis2s g2p eval [--model DIR] [--split dev|test] [--beam K]
+    minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR]
+
+Bad input prints one line ``minis2s: error: ...`` and exits with status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+
+from minis2s.checkpoint import CheckpointError
+from minis2s.train import TrainConfig, TrainingDiverged, train
+
+EXPECTED_ERRORS = (ValueError, TypeError, KeyError, CheckpointError, FileNotFoundError, TrainingDiverged,
+                   RuntimeError)
+
+
+def _add_train_args(p, defaults: TrainConfig):
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--clip", type=float, default=defaults.clip, help="max global gradient norm")
+    p.add_argument("--teacher-forcing", type=float, default=defaults.teacher_forcing)
+    p.add_argument("--teacher-forcing-end", type=float, default=None,
+                   help="move the teacher-forcing ratio linearly to this by the last epoch")
+    p.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, in epochs")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (a checkpoint is saved)")
+    p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_config(args, **overrides) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
+                       teacher_forcing=args.teacher_forcing, teacher_forcing_end=args.teacher_forcing_end,
+                       patience=args.patience, seed=args.seed, max_steps=args.max_steps,
+                       checkpoint_every=args.checkpoint_every, progress=not args.quiet, **overrides)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minis2s", description="sequence-to-sequence from scratch in NumPy")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="train on a synthetic task (reverse or sort digits)")
+    demo.add_argument("task", choices=["reverse", "sort"])
+    demo.add_argument("--out", default=None, help="run folder (default: runs/demo-TASK)")
+    demo.add_argument("--hidden", type=int, default=128)
+    _add_train_args(demo, TrainConfig(epochs=15, batch_size=64, patience=3))
+
+    g2p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict").add_subparsers(dest="action", required=True)
+    tr = g2p.add_parser("train", help="train a model (the seed's architecture)")
+    tr.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves, best/)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.add_argument("--hidden", type=int, default=384)
+    tr.add_argument("--layers", type=int, default=2)
+    tr.add_argument("--embedding", type=int, default=128)
+    tr.add_argument("--dropout", type=float, default=0.2)
+    tr.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
+    tr.add_argument("--no-reverse-source", action="store_true", help="feed letters in reading order")
+    tr.add_argument("--train-words", type=int, default=None, help="use only the first N train words (quick runs)")
+    _add_train_args(tr, TrainConfig(epochs=40))
+
+    ev = g2p.add_parser("eval", help="WER and PER of a model on the dev or test split")
+    ev.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    ev.add_argument("--split", choices=["dev", "test"], default="dev")
+    ev.add_argument("--beam", type=int, default=1)
+
+    pr = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
+    pr.add_argument("words", nargs="*")
+    pr.add_argument("--input", default=None, help="a file with one word per line")
+    pr.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    pr.add_argument("--beam", type=int, default=1)
+    pr.add_argument("--nbest", type=int, default=1)
+    return parser
+
+
+def cmd_demo(args):
+    from minis2s.demo import DemoConfig, DigitTask
+    from minis2s.random import manual_seed
+
+    out = args.out or os.path.join("runs", f"demo-{args.task}")
+    task = DigitTask(DemoConfig(task=args.task, hidden=args.hidden, seed=args.seed))
+    manual_seed(args.seed)
+    model = task.build_model()
+    print(f"training the seed's Seq2Seq to {args.task} digit strings of length 3-10 "
+          f"({len(task.train_src)} train, {len(task.splits['test'])} held out); run folder {out}")
+    t0 = time.perf_counter()
+    train(task, model, _train_config(args, target=0.0), out)
+    from minis2s.checkpoint import load_weights, read_model_dir
+
+    _, weights = read_model_dir(os.path.join(out, "best"))
+    load_weights(model, weights, out)
+    acc = task.accuracy(model, "test")
+    print(f"held-out exact-sequence accuracy: {100 * acc:.2f}% on {len(task.splits['test'])} strings "
+          f"({time.perf_counter() - t0:.0f} s)")
+    samples = task.splits["test"][:5]
+    for s, p in zip(samples, task.predict(model, samples)):
+        print(f"  {s:>10} -> {p}")
+    return 0
+
+
+def cmd_g2p_train(args):
+    from minis2s.data.cmudict import load_split
+    from minis2s.g2p import G2PModelConfig, G2PTask, build_model
+    from minis2s.random import manual_seed
+
+    cfg_path = os.path.join(args.out, "config.json")
+    if args.resume:
+        if not os.path.isfile(cfg_path):
+            raise CheckpointError(f"--resume: {args.out!r} has no config.json (not a run folder)")
+        with open(cfg_path) as f:
+            saved = json.load(f)
+        tc = TrainConfig.from_dict({**saved["train"], "progress": not args.quiet, "max_steps": args.max_steps})
+        model_cfg = G2PModelConfig.from_dict(saved["task"]["model"])
+        train_words = saved.get("train_words")
+        print(f"resuming {args.out} with its saved configuration", file=sys.stderr)
+    else:
+        if os.path.isfile(cfg_path):
+            raise ValueError(f"--out {args.out!r} already holds a run: add --resume, or choose another folder")
+        tc = _train_config(args)
+        model_cfg = G2PModelConfig(hidden=args.hidden, layers=args.layers, embedding=args.embedding,
+                                   dropout=args.dropout, cell=args.cell, reverse_source=not args.no_reverse_source)
+        train_words = args.train_words
+    words = load_split("train")
+    if train_words is not None:
+        words = dict(list(words.items())[:train_words])
+    task = G2PTask(model_cfg, train_words=words)
+    manual_seed(tc.seed)
+    model = build_model(model_cfg, task.src_vocab, task.trg_vocab)
+    n = sum(p.data.size for p in model.parameters())
+    print(f"G2P {model_cfg}: {n:,} parameters, {len(task.train_src):,} training pairs", file=sys.stderr)
+    state = train(task, model, tc, args.out, resume=args.resume)
+    if not args.resume and train_words is not None:  # remember the subset for --resume
+        with open(cfg_path) as f:
+            saved = json.load(f)
+        saved["train_words"] = train_words
+        from minis2s.atomic import atomic_write_json
+
+        atomic_write_json(cfg_path, saved)
+    if state["history"]:
+        best = min(h["dev_wer"] for h in state["history"])
+        print(f"best dev WER {100 * best:.2f}%; model in {os.path.join(args.out, 'best')}")
+    return 0
+
+
+def _load_g2p(path):
+    from minis2s.g2p import G2P
+
+    return G2P(path)
+
+
+def cmd_g2p_eval(args):
+    from minis2s.data.cmudict import load_split
+    from minis2s.g2p import evaluate
+
+    g2p = _load_g2p(args.model)
+    words = load_split(args.split)
+    t0 = time.perf_counter()
+    r = evaluate(g2p, words, beam=args.beam)
+    dt = time.perf_counter() - t0
+    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
+    print(f"{args.split}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%  "
+          f"({r['words']} words, {decoding}, {r['words'] / dt:.0f} words/s)")
+    return 0
+
+
+def cmd_g2p_predict(args):
+    words = list(args.words)
+    if args.input is not None:
+        if not os.path.isfile(args.input):
+            raise FileNotFoundError(f"--input {args.input!r} does not exist")
+        with open(args.input, encoding="utf-8") as f:
+            words += [w.strip() for w in f if w.strip()]
+    if not words:
+        raise ValueError("give words to pronounce, or --input FILE")
+    g2p = _load_g2p(args.model)
+    results = g2p.predict(words, beam=args.beam, nbest=args.nbest)
+    for w, hyps in zip(words, results):
+        for phonemes, _ in hyps:
+            print(f"{w}\t{' '.join(phonemes)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = {"demo": cmd_demo}.get(args.command) or {
+        "train": cmd_g2p_train, "eval": cmd_g2p_eval, "predict": cmd_g2p_predict}[args.action]
+    try:
+        return handler(args)
+    except EXPECTED_ERRORS as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"minis2s: error: {msg}", file=sys.stderr)
+        return 1 if isinstance(e, TrainingDiverged) else 2
+    except KeyboardInterrupt:
+        print("minis2s: interrupted (the last checkpoint is intact; --resume continues)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
