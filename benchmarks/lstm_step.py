@@ -10,7 +10,9 @@ Implementations (each one that is available here):
     torch_cpu      torch.nn.LSTM on the CPU
     cupy_cuda_c    kernels.lstm_cupy: cuBLAS GEMMs + the fused CUDA C pointwise kernels (version 2)
     numba_cuda     the same driver with the Numba CUDA pointwise kernels on CuPy arrays
-    persistent     the persistent CUDA C forward (one launch per sequence) + the cupy_cuda_c backward
+    persistent     the persistent CUDA C kernels: forward and backward one launch per sequence each,
+                   W_hh in shared memory (a direction whose state does not fit runs per step; the
+                   note says which ran)
     torch_cuda     torch.nn.LSTM on the GPU (cuDNN; TF32 switched off, so it is fp32 like the rest)
 
 For every (T, B, H, L) each implementation is first run on the same inputs as the float64
@@ -205,9 +207,10 @@ def discover():
         except RuntimeError as e:
             found.append(("numba_cuda", None, str(e)))
         pers = lstm_cupy.CudaCKernels(version=2, persistent=True)
-        found.append(("persistent", Functional(
-            "persistent", "cuda", lambda *a: lstm_cupy.lstm_forward(*a, kernels=pers), lstm_cupy.lstm_backward,
-            xp=cp), None))
+        impl = Functional("persistent", "cuda", lambda *a: lstm_cupy.lstm_forward(*a, kernels=pers),
+                          lstm_cupy.lstm_backward, xp=cp)
+        impl.kernels = pers  # its last_path goes into the row's note
+        found.append(("persistent", impl, None))
     else:
         for name in ("cupy_cuda_c", "numba_cuda", "persistent"):
             found.append((name, None, gpu_reason))
@@ -347,9 +350,10 @@ launch) and, for the persistent kernel, {GRID_SYNC_S * 1e6:.0f} µs per grid bar
                  pointwise      s·16·B·H bytes (xg, hg, c in; h, c, tanh c, 4 gates out)     1 launch
   backward adds per step: pointwise s·13·B·H bytes + GEMM 8·B·H² FLOPs, s·(4H² + 5B·H) bytes (2 launches),
     then dW_ih, dW_hh, dx: 8·T·B·H·(2I + H) FLOPs (3 launches)
-  persistent forward: W_hh read once, s·4H² bytes; per step the on-chip dot products read
-    s·4·B·H² bytes of shared memory at {H100['smem_bytes_per_s'] / 1e12:.1f} TB/s (132 SMs x 128 B/clock x 1.98 GHz)
-    + one grid barrier; backward as the per-step path.
+  persistent, each direction that fits on chip (else as the per-step path): W_hh read once, s·4H² bytes;
+    per step the on-chip dot products read s·4·B·H² bytes of shared memory at
+    {H100['smem_bytes_per_s'] / 1e12:.1f} TB/s (132 SMs x 128 B/clock x 1.98 GHz) + one grid barrier;
+    one launch per direction; the backward's weight GEMMs as above.
 H100 SXM5: HBM3 {H100['hbm_bytes_per_s'] / 1e12:.2f} TB/s, FP32 {H100['fp32_flops'] / 1e12:.1f} TFLOP/s (published)."""
 
 
@@ -360,33 +364,45 @@ def _k(nbytes, flops, fp):
 def estimate_h100(impl, T, B, I, H, L, itemsize):
     """(forward seconds, forward+backward seconds) on paper, per the formula above."""
     s, fp = itemsize, H100["fp32_flops"] if itemsize == 4 else H100["fp64_flops"]
+    fits = {d: persistent_plan_h100(B, H, itemsize, d == "backward")["fits"] for d in ("forward", "backward")}
+    recurrent_gemm = _k(s * (4 * H * H + 5 * B * H), 8 * B * H * H, fp)
+    on_chip = s * 4 * H * H / H100["hbm_bytes_per_s"] + T * (s * 4 * B * H * H / H100["smem_bytes_per_s"]
+                                                            + GRID_SYNC_S) + LAUNCH_S
     fwd = bwd = 0.0
     for layer in range(L):
         i = I if layer == 0 else H
         fwd += _k(s * (T * B * i + 4 * H * i + 4 * T * B * H), 8 * T * B * i * H, fp) + LAUNCH_S
-        if impl == "persistent":
-            smem_time = T * s * 4 * B * H * H / H100["smem_bytes_per_s"]
-            fwd += s * 4 * H * H / H100["hbm_bytes_per_s"] + smem_time + T * GRID_SYNC_S + LAUNCH_S
+        if impl == "persistent" and fits["forward"]:
+            fwd += on_chip
         else:
-            step = _k(s * (4 * H * H + 5 * B * H), 8 * B * H * H, fp) + _k(s * 16 * B * H, 0, fp)
-            fwd += T * (step + 2 * LAUNCH_S)
-        step_b = _k(s * 13 * B * H, 0, fp) + _k(s * (4 * H * H + 5 * B * H), 8 * B * H * H, fp)
-        bwd += T * (step_b + 2 * LAUNCH_S)
+            fwd += T * (recurrent_gemm + _k(s * 16 * B * H, 0, fp) + 2 * LAUNCH_S)
+        if impl == "persistent" and fits["backward"]:
+            bwd += on_chip
+        else:
+            bwd += T * (_k(s * 13 * B * H, 0, fp) + recurrent_gemm + 2 * LAUNCH_S)
         bwd += _k(s * (2 * T * B * 4 * H + T * B * (i + H) + 4 * H * (i + H)), 8 * T * B * H * (2 * i + H), fp)
         bwd += 3 * LAUNCH_S
     return fwd, fwd + bwd
 
 
 # ---- the persistent kernel's fit on chip --------------------------------------------------------
+def persistent_plan_h100(B, H, itemsize, backward):
+    """kernels.lstm_cupy's launch plan, for an H100 instead of the GPU at hand."""
+    HS, blocks = lstm_cupy.persistent_tiling(H, H100["sms"])
+    smem = lstm_cupy.persistent_smem_elems(B, H, HS, lstm_cupy.PERSISTENT_THREADS, backward) * itemsize
+    return {"HS": HS, "blocks": blocks, "smem_bytes": smem, "fits": smem <= H100["smem_bytes_per_block"]}
+
+
 def persistent_fit(B_list, itemsize=4):
     """Launch plan on an H100 for each H and B: HS, blocks, shared memory per block, fits?"""
     rows = []
     for H in (128, 256, 512, 768, 1024, 1280, 1536, 2048):
-        HS, blocks = lstm_cupy.persistent_tiling(H, H100["sms"])
         for B in B_list:
-            smem = lstm_cupy.persistent_smem_elems(B, H, HS, lstm_cupy.PERSISTENT_THREADS) * itemsize
-            rows.append({"H": H, "B": B, "HS": HS, "blocks": blocks, "weights_bytes_per_block": 4 * HS * H * itemsize,
-                         "smem_bytes": smem, "fits": smem <= H100["smem_bytes_per_block"]})
+            fwd, bwd = persistent_plan_h100(B, H, itemsize, False), persistent_plan_h100(B, H, itemsize, True)
+            rows.append({"H": H, "B": B, "HS": fwd["HS"], "blocks": fwd["blocks"],
+                         "weights_bytes_per_block": 4 * fwd["HS"] * H * itemsize,
+                         "smem_bytes": fwd["smem_bytes"], "fits": fwd["fits"],
+                         "smem_bytes_backward": bwd["smem_bytes"], "fits_backward": bwd["fits"]})
     return rows
 
 
@@ -464,13 +480,17 @@ def print_resources(figures, fit):
                   f"{u['static_smem_bytes']} B static smem")
     print(f"\nPersistent kernel launch plan on an H100 (float32, {lstm_cupy.PERSISTENT_THREADS} threads/block, "
           f"<= 1 block per SM, limit {H100['smem_bytes_per_block']} B shared memory per block):")
-    print(f"  {'H':>5} {'B':>3} {'HS':>3} {'blocks':>6} {'W slice B':>10} {'smem B':>8}  fits on chip")
+    print(f"  {'H':>5} {'B':>3} {'HS':>3} {'blocks':>6} {'W slice B':>10} {'fwd smem B':>10} {'fits':>4} "
+          f"{'bwd smem B':>10} {'fits':>4}")
     for r in fit:
         print(f"  {r['H']:>5} {r['B']:>3} {r['HS']:>3} {r['blocks']:>6} {r['weights_bytes_per_block']:>10} "
-              f"{r['smem_bytes']:>8}  {'yes' if r['fits'] else 'NO'}")
+              f"{r['smem_bytes']:>10} {'yes' if r['fits'] else 'NO':>4} {r['smem_bytes_backward']:>10} "
+              f"{'yes' if r['fits_backward'] else 'NO':>4}")
     for B in sorted({r["B"] for r in fit}):
-        fits = [r["H"] for r in fit if r["B"] == B and r["fits"]]
-        print(f"  B={B}: weights + state fit on chip up to H={max(fits) if fits else 'none'} of those tried")
+        f = [r["H"] for r in fit if r["B"] == B and r["fits"]]
+        b = [r["H"] for r in fit if r["B"] == B and r["fits_backward"]]
+        print(f"  B={B}: on chip up to H={max(f) if f else 'none'} (forward), H={max(b) if b else 'none'} "
+              "(backward), of those tried")
 
 
 def versions():
@@ -564,6 +584,9 @@ def main(argv=None):
                         row["status"] = "measured"
                         row["gflops_fwdbwd"] = 3 * flops / row["times"]["seq_fwdbwd"] / 1e9
                         row["note"] = f"validated, max rel err {row['validation_max_rel_error']:.1e}"
+                        if hasattr(impl, "kernels"):  # the persistent kernels: which path each direction took
+                            row["paths"] = dict(impl.kernels.last_path)
+                            row["note"] += f"; ran {row['paths']}"
                         block.append(row)
                     for row in block:  # ratio to torch on the same kind of device
                         if row.get("status") != "measured":

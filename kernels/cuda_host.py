@@ -16,6 +16,8 @@ A kernel set has ``dtype`` and three methods (all arrays C-contiguous, of that d
     pointwise_forward(xg, hg, c_prev, h, c, gates, tanh_c)       xg, hg, gates (B, 4H); rest (B, H)
     pointwise_backward(dh, dc_next, gates, c_prev, tanh_c, da, dc_prev)
     sequence_forward(xg, w_hh, h_all, c_all, gates, tanh_c)      or None: the persistent kernel
+    sequence_backward(dout, dh_n, dc_n, gates, c_all, tanh_c, w_hh, da, dh0, dc0)   or None
+      (the sequence methods return True when they ran, False to hand the step to the per-step path)
 """
 from __future__ import annotations
 
@@ -152,12 +154,13 @@ class HostKernels:
         lib = ctypes.CDLL(str(pointwise_lib))
         self._fwd = getattr(lib, f"lstm_pointwise_forward{version}_host_{sfx}")
         self._bwd = getattr(lib, f"lstm_pointwise_backward{version}_host_{sfx}")
-        self._seq = None
+        self.sequence_forward = self.sequence_backward = None
         if persistent_lib is not None:
             plib = ctypes.CDLL(str(persistent_lib))
-            self._seq = getattr(plib, f"lstm_persistent_forward1_host_{sfx}")
+            self._seq_fwd = getattr(plib, f"lstm_persistent_forward1_host_{sfx}")
+            self._seq_bwd = getattr(plib, f"lstm_persistent_backward1_host_{sfx}")
             self.HS, self.NT = HS, NT
-        self.sequence_forward = self._sequence_forward if self._seq is not None else None
+            self.sequence_forward, self.sequence_backward = self._sequence_forward, self._sequence_backward
 
     def _count(self, arrays, B, H):
         if self.version == 1:
@@ -182,11 +185,18 @@ class HostKernels:
     def _sequence_forward(self, xg, w_hh, h_all, c_all, gates, tanh_c):
         T, B, G = xg.shape
         ptrs = [_ptr(a, self.dtype) for a in (xg, w_hh, h_all, c_all, gates, tanh_c)]
-        self._seq(*ptrs, *(ctypes.c_int(v) for v in (T, B, G // 4, self.HS, self.NT)))
+        self._seq_fwd(*ptrs, *(ctypes.c_int(v) for v in (T, B, G // 4, self.HS, self.NT)))
+        return True
+
+    def _sequence_backward(self, dout, dh_n, dc_n, gates, c_all, tanh_c, w_hh, da, dh0, dc0):
+        T, B, H = dout.shape
+        ptrs = [_ptr(a, self.dtype) for a in (dout, dh_n, dc_n, gates, c_all, tanh_c, w_hh, da, dh0, dc0)]
+        self._seq_bwd(*ptrs, *(ctypes.c_int(v) for v in (T, B, H, self.HS, self.NT)))
+        return True
 
 
-def persistent_smem_elems_host(persistent_lib, B: int, H: int, HS: int, NT: int) -> int:
+def persistent_smem_elems_host(persistent_lib, B: int, H: int, HS: int, NT: int, backward: bool = False) -> int:
     """The C side's shared-memory size formula (to test the Python copy in lstm_cupy)."""
     fn = ctypes.CDLL(str(persistent_lib)).lstm_persistent_smem_elems
     fn.restype = ctypes.c_long
-    return int(fn(ctypes.c_int(B), ctypes.c_int(H), ctypes.c_int(HS), ctypes.c_int(NT)))
+    return int(fn(*(ctypes.c_int(v) for v in (B, H, HS, NT, int(backward)))))

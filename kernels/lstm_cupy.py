@@ -13,9 +13,9 @@ backward
                      dh_{t-1} = da_t W_hh    one GEMM
     dW_ih = daᵀ x,  dW_hh = daᵀ h_{<T},  dx = da W_ih     three GEMMs over the whole sequence
 
-or, with ``CudaCKernels(persistent=True)``, the whole forward loop is one launch of the
-persistent kernel (kernels/lstm_persistent.cu); it writes the same cache, so the backward is
-the same.
+or, with ``CudaCKernels(persistent=True)``, each time loop is one launch of the persistent
+kernel (kernels/lstm_persistent.cu), which keeps its slice of W_hh in shared memory; it reads and
+writes the same cache as the per-step path, and the weight GEMMs after the loop are the same.
 
 The driver is written against an array module (``minis2s.backend.array_module``) and a *kernel
 set* (the interface in kernels/cuda_host.py): CUDA C through CuPy here (``CudaCKernels``),
@@ -53,15 +53,17 @@ def cuda_source(name: str) -> str:
     return text.replace('#include "lstm_cell.cuh"', header)
 
 
-def persistent_smem_elems(B: int, H: int, HS: int, NT: int) -> int:
+def persistent_smem_elems(B: int, H: int, HS: int, NT: int, backward: bool = False) -> int:
     """Dynamic shared memory per block of the persistent kernel, in elements.
 
     The Python copy of ``PersistentShape::smem_elems`` in lstm_persistent.cu (a test checks
-    they agree): W slice 4·HS·H + h_{t-1} B·H + partial sums ntasks·ksplit + c B·HS.
+    they agree): W slice 4·HS·H + the staged vector B·K + partial sums ntasks·ksplit + the
+    state B·HS, where forward K = H (h_{t-1}), R = 4·HS; backward K = 4H (da_{t+1}), R = HS.
     """
-    ntasks = B * 4 * HS
+    R, K = (HS, 4 * H) if backward else (4 * HS, H)
+    ntasks = B * R
     ksplit = max(1, NT // ntasks)
-    return 4 * HS * H + B * H + ntasks * ksplit + B * HS
+    return 4 * HS * H + B * K + ntasks * ksplit + B * HS
 
 
 def persistent_tiling(H: int, n_sm: int) -> tuple[int, int]:
@@ -74,8 +76,10 @@ class CudaCKernels:
     """The CUDA C kernel set on CuPy arrays: cupy.RawModule compiles the .cu files (NVRTC).
 
     version: 2 (16-byte loads, used when H % PACK == 0 and the arrays are 16-byte aligned,
-    else version 1) or 1. persistent: also compile lstm_persistent.cu and run the forward
-    sequence as one cooperative launch (``sequence_forward``).
+    else version 1) or 1. persistent: also compile lstm_persistent.cu and run the forward and
+    the backward sequence as one cooperative launch each (``sequence_forward`` /
+    ``sequence_backward``) when the block's share of the weights and state fits in shared
+    memory; otherwise that direction runs the per-step path, and ``last_path`` says which ran.
 
     RawKernel checks no arguments: every scalar is passed as cupy.int32 and every array is
     checked here for dtype, device and C-contiguity before the launch.
@@ -88,11 +92,13 @@ class CudaCKernels:
         self.cp, self.version = cp, version
         self._pointwise = cp.RawModule(code=cuda_source("lstm_pointwise.cu"))
         self._persistent = None
-        self.sequence_forward = None
+        self.sequence_forward = self.sequence_backward = None
+        self.last_path = {}  # direction -> "persistent" or why the per-step path ran instead
         if persistent:
             self._persistent = cp.RawModule(code=cuda_source("lstm_persistent.cu"),
                                             enable_cooperative_groups=True)
             self.sequence_forward = self._sequence_forward
+            self.sequence_backward = self._sequence_backward
 
     def _check(self, arrays):
         cp = self.cp
@@ -124,33 +130,38 @@ class CudaCKernels:
         B, H = dh.shape
         self._launch_pointwise("backward", (dh, dc_next, gates, c_prev, tanh_c, da, dc_prev), B, H)
 
-    def persistent_plan(self, B: int, H: int, itemsize: int) -> dict:
+    def persistent_plan(self, B: int, H: int, itemsize: int, backward: bool = False) -> dict:
         """The persistent kernel's launch for (B, H) on this GPU, and whether it fits."""
         dev = self.cp.cuda.Device()
         n_sm = dev.attributes["MultiProcessorCount"]
         limit = dev.attributes["MaxSharedMemoryPerBlockOptin"]
         HS, blocks = persistent_tiling(H, n_sm)
-        smem = persistent_smem_elems(B, H, HS, PERSISTENT_THREADS) * itemsize
+        smem = persistent_smem_elems(B, H, HS, PERSISTENT_THREADS, backward) * itemsize
         return {"HS": HS, "blocks": blocks, "threads": PERSISTENT_THREADS, "smem_bytes": smem,
                 "smem_limit": limit, "fits": smem <= limit}
 
-    def _sequence_forward(self, xg, w_hh, h_all, c_all, gates, tanh_c):
+    def _launch_persistent(self, direction, arrays, T, B, H):
         cp = self.cp
-        sfx = self._check((xg, w_hh, h_all, c_all, gates, tanh_c))
-        T, B, G = xg.shape
-        H = G // 4
-        plan = self.persistent_plan(B, H, xg.dtype.itemsize)
+        sfx = self._check(arrays)
+        plan = self.persistent_plan(B, H, arrays[0].dtype.itemsize, backward=direction == "backward")
+        self.last_path[direction] = "persistent" if plan["fits"] else "per-step (shared memory)"
         if not plan["fits"]:
-            raise ValueError(
-                f"persistent LSTM: B={B}, H={H} needs {plan['smem_bytes']} bytes of shared memory per "
-                f"block (HS={plan['HS']}), this GPU allows {plan['smem_limit']}: use the per-step path"
-            )
-        fn = self._persistent.get_function(f"lstm_persistent_forward1_{sfx}")
+            return False
+        fn = self._persistent.get_function(f"lstm_persistent_{direction}1_{sfx}")
         if plan["smem_bytes"] > 48 * 1024:  # beyond 48 KiB needs the opt-in attribute
             fn.max_dynamic_shared_size_bytes = plan["smem_bytes"]
         fn((plan["blocks"],), (plan["threads"],),
-           (xg, w_hh, h_all, c_all, gates, tanh_c, cp.int32(T), cp.int32(B), cp.int32(H), cp.int32(plan["HS"])),
-           shared_mem=plan["smem_bytes"])
+           (*arrays, cp.int32(T), cp.int32(B), cp.int32(H), cp.int32(plan["HS"])), shared_mem=plan["smem_bytes"])
+        return True
+
+    def _sequence_forward(self, xg, w_hh, h_all, c_all, gates, tanh_c):
+        T, B, G = xg.shape
+        return self._launch_persistent("forward", (xg, w_hh, h_all, c_all, gates, tanh_c), T, B, G // 4)
+
+    def _sequence_backward(self, dout, dh_n, dc_n, gates, c_all, tanh_c, w_hh, da, dh0, dc0):
+        T, B, H = dout.shape
+        return self._launch_persistent("backward", (dout, dh_n, dc_n, gates, c_all, tanh_c, w_hh, da, dh0, dc0),
+                                       T, B, H)
 
 
 _DEFAULT = {}
@@ -172,8 +183,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, *, kernels=Non
     """x: (T, B, I), h0/c0: (B, H), w_ih: (4H, I), w_hh: (4H, H), b_ih/b_hh: (4H,).
 
     Returns out (T, B, H), (h_n, c_n), cache — as minis2s.ops.lstm_forward. ``kernels``: a
-    kernel set (default: CudaCKernels for CuPy arrays). With ``lengths`` the per-step path runs
-    (the persistent kernel has no padding mask).
+    kernel set (default: CudaCKernels for CuPy arrays). A kernel set with ``sequence_forward``
+    (the persistent kernel) runs the whole loop when there are no ``lengths`` (it has no
+    padding mask) and it reports that it ran (True); otherwise the per-step path runs.
     """
     xp = array_module(x)
     kernels = kernels or default_kernels(xp)
@@ -192,9 +204,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, *, kernels=Non
     gates = xp.empty((T, B, 4 * H), dtype=dt)  # activated (i, f, g, o): the cache
     tanh_c = xp.empty((T, B, H), dtype=dt)
     mask = None if lengths is None else length_mask(lengths, T, dt, xp)  # (T, B, 1)
-    if kernels.sequence_forward is not None and mask is None:
-        kernels.sequence_forward(xg, w_hh, h_all, c_all, gates, tanh_c)  # one launch, all steps
-        out = h_all[1:]
+    if (kernels.sequence_forward is not None and mask is None
+            and kernels.sequence_forward(xg, xp.ascontiguousarray(w_hh), h_all, c_all, gates, tanh_c)):
+        out = h_all[1:]  # one launch did every step
     else:
         out = h_all[1:] if mask is None else xp.empty((T, B, H), dtype=dt)
         hg = xp.empty((B, 4 * H), dtype=dt)
@@ -222,9 +234,14 @@ def lstm_backward(dout, dh_n, dc_n, cache):
     dt = h_all.dtype
     dh = xp.zeros((B, H), dtype=dt) if dh_n is None else xp.array(dh_n, dtype=dt)  # own copies
     dc = xp.zeros((B, H), dtype=dt) if dc_n is None else xp.array(dc_n, dtype=dt)
+    da = xp.empty((T, B, 4 * H), dtype=dt)  # dxg = dhg, every step
+    if kernels.sequence_backward is not None and mask is None:  # the persistent kernel, one launch
+        dout_c = xp.zeros((T, B, H), dtype=dt) if dout is None else xp.ascontiguousarray(dout, dtype=dt)
+        dh0, dc0 = xp.empty((B, H), dtype=dt), xp.empty((B, H), dtype=dt)
+        if kernels.sequence_backward(dout_c, dh, dc, gates, c_all, tanh_c, xp.ascontiguousarray(w_hh), da, dh0, dc0):
+            return _weight_gradients(x, w_ih, h_all, da, dh0, dc0)
     dc_prev = xp.empty((B, H), dtype=dt)
     dnew_h = xp.empty((B, H), dtype=dt)
-    da = xp.empty((T, B, 4 * H), dtype=dt)  # dxg = dhg, every step
     for t in reversed(range(T)):
         if dout is None:
             dnew_h[...] = dh
@@ -242,9 +259,16 @@ def lstm_backward(dout, dh_n, dc_n, cache):
         if mask is not None:
             dh += carried_h
             dc += carried_c
-    da2 = da.reshape(T * B, 4 * H)
+    return _weight_gradients(x, w_ih, h_all, da, dh, dc)
+
+
+def _weight_gradients(x, w_ih, h_all, da, dh0, dc0):
+    """After the time loop: dW_ih = daᵀ x, dW_hh = daᵀ h_{<T}, dx = da W_ih (three GEMMs)."""
+    xp = array_module(da)
+    T, B, G = da.shape
+    da2 = da.reshape(T * B, G)  # (T·B, 4H)
     dw_ih = da2.T @ xp.ascontiguousarray(x).reshape(T * B, -1)  # (4H, I)
-    dw_hh = da2.T @ h_all[:T].reshape(T * B, H)  # (4H, H)
+    dw_hh = da2.T @ h_all[:T].reshape(T * B, -1)  # (4H, H)
     db = da2.sum(axis=0)
     dx = (da2 @ w_ih).reshape(T, B, -1)  # (T, B, I)
-    return dx, dh, dc, dw_ih, dw_hh, db, db.copy()
+    return dx, dh0, dc0, dw_ih, dw_hh, db, db.copy()

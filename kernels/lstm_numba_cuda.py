@@ -93,9 +93,9 @@ def make_kernels(dtype):
 
 
 class NumbaKernels:
-    """The Numba CUDA kernel set (no persistent kernel: ``sequence_forward`` is None)."""
+    """The Numba CUDA kernel set (no persistent kernel: the sequence methods are None)."""
 
-    sequence_forward = None
+    sequence_forward = sequence_backward = None
 
     def __init__(self):
         _numba_cuda()

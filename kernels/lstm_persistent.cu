@@ -1,40 +1,52 @@
 /*
-Persistent whole-sequence LSTM forward (Diamos et al. 2016, "Persistent RNNs"): one launch runs
-all T steps, and the recurrent weights stay on chip, in shared memory, for the whole sequence.
+Persistent whole-sequence LSTM, forward and backward (Diamos et al. 2016, "Persistent RNNs"):
+one launch runs all T steps, and the recurrent weights stay on chip, in shared memory, for the
+whole sequence.
 
 Why: the per-step path (kernels/lstm_cupy.py) re-reads W_hh (4H·H elements) from L2/HBM at
 every step for a GEMM that, at small batch B, has almost no reuse. Here every block owns HS
-consecutive hidden units — all four gates of them, so the pointwise math and c never leave the
-block — and keeps their 4·HS rows of W_hh in shared memory. Only h crosses blocks: at every step
-each block reads all of h_{t-1} (B·H) and writes its HS columns of h_t.
+consecutive hidden units — all four gates of them, so the pointwise math and the cell state
+never leave the block — and keeps the part of W_hh those units need in shared memory. Only
+h (forward) or da (backward) crosses blocks, once per step.
 
-Grid-wide barrier: cooperative groups, cg::this_grid().sync(), once per step (h_t must be complete
-before any block starts step t+1). That needs a cooperative launch (every block resident at
-once): CuPy's RawModule(enable_cooperative_groups=True) launches with cuLaunchCooperativeKernel.
-The launcher picks HS so that there are at most as many blocks as SMs (one block per SM).
+Grid-wide barrier: cooperative groups, cg::this_grid().sync(), once per step (step t needs all of
+h_{t-1}, or all of da_{t+1}). That needs a cooperative launch (every block resident at once):
+CuPy's RawModule(enable_cooperative_groups=True) launches with cuLaunchCooperativeKernel. The
+launcher picks HS so that there are at most as many blocks as SMs (one block per SM).
 
-Inputs (C-contiguous, T = n_steps; the scalar type is `real`):
+Forward (T = n_steps; arrays C-contiguous, scalar type `real`):
   xg     (T, B, 4H)    x W_ihᵀ + b_ih + b_hh for every step: one GEMM before the launch
   w_hh   (4H, H)       PyTorch's layout, gate order (i, f, g, o)
   h_all  (T+1, B, H)   h_all[0] = h0 on entry; the kernel writes h_all[1..T] (h_all[1:] is the output)
   c_all  (T+1, B, H)   c_all[0] = c0 on entry; the kernel writes c_all[1..T]
-Outputs also (the cache of kernels/lstm_cupy.py, so the backward is shared with the per-step path):
-  gates  (T, B, 4H)    activated (i, f, g, o)
-  tanh_c (T, B, H)
+  gates  (T, B, 4H)    out: activated (i, f, g, o)       } the cache of kernels/lstm_cupy.py,
+  tanh_c (T, B, H)     out: tanh(c_t)                    } shared with the per-step path
+  per step, block-local:  a[b, q] = xg[t, b, q] + Σ_k W_hh[q, k] h_{t-1}[b, k]  for its 4·HS rows q
 
-Shared memory per block, in elements of `real` (lstm_persistent_smem_elems):
-  W slice   4·HS·H      stored transposed, Ws[k·4HS + q], q = gate·HS + jj: at fixed k the threads
-                        of a warp read consecutive words (no bank conflicts)
-  h_{t-1}   B·H         staged from global memory (through L2: __ldcg, L1 is not coherent)
-  partials  ntasks·ksplit  dot products split over k when there are fewer (b, q) tasks than threads
-  c         B·HS        the block's cell state, carried across steps
-So the weights fit on chip while 4·HS·H + B·H + ... <= 227 KiB (sm_90's per-block limit), e.g.
-float32, 132 SMs: H = 1024 -> HS = 8, W slice 128 KiB, plus h 4 KiB per batch row.
+Backward (the same cache; dh_{t-1} = da_t W_hh is the only thing that crosses blocks):
+  dout (T, B, H), dh_n, dc_n (B, H)   upstream gradients (zeros where there are none)
+  da (T, B, 4H) out: dxg = dhg of every step;  dh0, dc0 (B, H) out
+  per step, block-local:  dh[b, j] = dout[t, b, j] + Σ_k da_{t+1}[b, k] W_hh[k, j]  for its HS units j
+  then the pointwise backward (kernels/lstm_cell.cuh); dc stays in the block. dW_ih, dW_hh and dx
+  are three big GEMMs after the launch (cuBLAS), as on the per-step path.
 
-Organised like kernels/lstm_pointwise.cu: every phase of a step is a __host__ __device__
-function of (block, thread); the __global__ kernel calls the phases with __syncthreads() and
-grid.sync() between them, and the extern "C" host function lstm_persistent_forward1_host_*
-runs the same phases block by block, thread by thread, on the CPU (for the tests).
+Both directions are "per step, a batch of small matrix-vector products out[b, r] = Σ_k W[k, r]·v[b, k]
+with W on chip": Gemv below. Shared memory per block, in elements of `real`:
+                       forward (R = 4·HS rows, K = H)   backward (R = HS columns, K = 4H)
+  W slice  K·R         Ws[k·4HS + q], q = gate·HS + jj   Ws[k·HS + jj] = W_hh[k, j0 + jj]
+  v        B·K         h_{t-1}                           da_{t+1}
+  partials B·R·ksplit  dot products split over k when there are fewer tasks (b, r) than threads
+  state    B·HS        c                                 dc
+(W is stored k-major, so at fixed k the threads of a warp read consecutive words: no bank
+conflicts; v is staged through L2 with __ldcg, since L1 is not coherent across blocks.)
+Forward fits while 4·HS·H + B·H + ... <= 227 KiB (sm_90's per-block limit): float32 on 132 SMs,
+H = 1024 -> HS = 8, W slice 128 KiB + 4 KiB per batch row. Backward stages da (B·4H), 4x more per
+batch row, so it fits at smaller B·H; the launcher checks and says so.
+
+Organised like kernels/lstm_pointwise.cu: every phase of a step is a __host__ __device__ function of
+(block, thread); the __global__ kernels call the phases with __syncthreads() and grid.sync() between
+them, and the extern "C" host functions lstm_persistent_{forward,backward}1_host_* run the same
+phases block by block, thread by thread, on the CPU (tests/test_cuda_c_host.py).
 
 version 1: the design above (one block per SM, weights in shared memory, k-split dot products).
 
@@ -44,7 +56,7 @@ Registers and static shared memory (the weights are dynamic shared memory, sized
   nvcc -arch=sm_90 --resource-usage -c kernels/lstm_persistent.cu -o /dev/null
 */
 
-#include "lstm_cell.cuh"  // lstm_unit_forward: the same per-element math as the per-step path
+#include "lstm_cell.cuh"  // lstm_unit_forward/_backward: the per-step path's per-element math
 
 #if defined(__CUDACC__)
 #include <cooperative_groups.h>
@@ -63,80 +75,102 @@ HD real load_cg(const real* p) {
 #endif
 }
 
-// The tiling, the same on host and device.
-struct PersistentShape {
-    int n_steps, B, H, HS, NT;  // steps, batch, hidden, hidden units per block, threads per block
-    HD int G() const { return 4 * HS; }  // gate rows per block
-    HD int ntasks() const { return B * G(); }  // dot products per step per block: (b, q)
+// ----------------------------------------------------------------------------------------------
+// The tiling and the shared-memory layout, the same on host and device.
+
+struct Gemv {  // out[b, r] = Σ_k Ws[k·R + r] · vs[b·K + k] for b < B, r < R, by NT threads
+    int B, R, K, NT;
+    HD int ntasks() const { return B * R; }
     HD int ksplit() const { int s = NT / ntasks(); return s > 1 ? s : 1; }
-    HD int chunk() const { return (H + ksplit() - 1) / ksplit(); }  // k range of one partial
-    // shared-memory offsets (elements)
-    HD long off_h() const { return (long)G() * H; }
-    HD long off_part() const { return off_h() + (long)B * H; }
-    HD long off_c() const { return off_part() + (long)ntasks() * ksplit(); }
-    HD long smem_elems() const { return off_c() + (long)B * HS; }
+    HD int chunk() const { return (K + ksplit() - 1) / ksplit(); }  // k range of one partial
+    HD int nparts() const { return ntasks() * ksplit(); }
 };
 
-// phase 0 (once): W_hh rows of this block's units -> shared (transposed); c0 -> shared
+struct PersistentShape {
+    int B, H, HS, NT;  // batch, hidden, hidden units per block, threads per block
+    bool backward;
+    HD Gemv gemv() const { return backward ? Gemv{B, HS, 4 * H, NT} : Gemv{B, 4 * HS, H, NT}; }
+    // shared-memory offsets (elements): W | v | partials | state
+    HD long off_v() const { return 4L * HS * H; }
+    HD long off_part() const { return off_v() + (long)B * gemv().K; }
+    HD long off_state() const { return off_part() + gemv().nparts(); }
+    HD long smem_elems() const { return off_state() + (long)B * HS; }
+};
+
+// ----------------------------------------------------------------------------------------------
+// Phases shared by both directions
+
+// once: this block's slice of W_hh -> shared, k-major; the block's state (c0 or dc_n) -> shared
 template <typename real>
-HD void persistent_load(const PersistentShape& s, int blk, int tid, const real* w_hh,
-                        const real* c_all, real* smem) {
-    const int G = s.G(), H = s.H, j0 = blk * s.HS;
-    for (long e = tid; e < (long)G * H; e += s.NT) {  // coalesced along k in global memory
-        const int q = (int)(e / H), k = (int)(e - (long)q * H);
-        const int gate = q / s.HS, j = j0 + q - gate * s.HS;
-        smem[(long)k * G + q] = j < H ? w_hh[((long)gate * H + j) * H + k] : real(0);
+HD void persistent_load(const PersistentShape& s, int blk, int tid, const real* w_hh, const real* state0,
+                        real* smem) {
+    const int H = s.H, HS = s.HS, j0 = blk * HS;
+    for (long e = tid; e < 4L * HS * H; e += s.NT) {
+        if (!s.backward) {  // rows q = gate·HS + jj of W_hh, element k; read along k (coalesced)
+            const int q = (int)(e / H), k = (int)(e - (long)q * H);
+            const int gate = q / HS, j = j0 + q - gate * HS;
+            smem[(long)k * 4 * HS + q] = j < H ? w_hh[((long)gate * H + j) * H + k] : real(0);
+        } else {  // columns j0 + jj of W_hh, every row k
+            const int k = (int)(e / HS), jj = (int)(e - (long)k * HS), j = j0 + jj;
+            smem[e] = j < H ? w_hh[(long)k * H + j] : real(0);
+        }
     }
-    real* cs = smem + s.off_c();
-    for (int e = tid; e < s.B * s.HS; e += s.NT) {
-        const int b = e / s.HS, j = j0 + e - b * s.HS;
-        cs[e] = j < H ? c_all[(long)b * H + j] : real(0);
+    real* st = smem + s.off_state();
+    for (int e = tid; e < s.B * HS; e += s.NT) {
+        const int b = e / HS, j = j0 + e - b * HS;
+        st[e] = j < H ? state0[(long)b * H + j] : real(0);
     }
 }
 
-// phase 1 (every step): h_{t-1} (all B·H of it, written by every block) -> shared
+// every step: the vector every block reads (B·K, written by every block) -> shared
 template <typename real>
-HD void persistent_stage_h(const PersistentShape& s, int t, int tid, const real* h_all, real* smem) {
-    real* hs = smem + s.off_h();
-    const real* src = h_all + (long)t * s.B * s.H;
-    for (int e = tid; e < s.B * s.H; e += s.NT) hs[e] = load_cg(src + e);
+HD void persistent_stage(const PersistentShape& s, int tid, const real* src, real* smem) {
+    real* vs = smem + s.off_v();
+    const long n = (long)s.B * s.gemv().K;
+    for (long e = tid; e < n; e += s.NT) vs[e] = load_cg(src + e);
 }
 
-// phase 2: partial dot products. Work item w = (k-slice sl, task), task = (b, q):
-//   part[w] = Σ_{k in slice sl} W[q, k] · h_{t-1}[b, k]
+// every step: partial dot products; work item w = (k-slice sl, task = b·R + r)
 template <typename real>
 HD void persistent_partial_dots(const PersistentShape& s, int tid, real* smem) {
-    const int G = s.G(), nt = s.ntasks(), ks = s.ksplit(), chunk = s.chunk();
+    const Gemv g = s.gemv();
+    const int nt = g.ntasks(), chunk = g.chunk();
     const real* Ws = smem;
-    const real* hs = smem + s.off_h();
+    const real* vs = smem + s.off_v();
     real* part = smem + s.off_part();
-    for (int w = tid; w < nt * ks; w += s.NT) {
-        const int sl = w / nt, task = w - sl * nt, b = task / G, q = task - b * G;
-        const int k0 = sl * chunk, k1 = k0 + chunk < s.H ? k0 + chunk : s.H;
+    for (int w = tid; w < g.nparts(); w += s.NT) {
+        const int sl = w / nt, task = w - sl * nt, b = task / g.R, r = task - b * g.R;
+        const int k0 = sl * chunk, k1 = k0 + chunk < g.K ? k0 + chunk : g.K;
         real acc = real(0);
-        for (int k = k0; k < k1; ++k) acc += Ws[(long)k * G + q] * hs[(long)b * s.H + k];
+        for (int k = k0; k < k1; ++k) acc += Ws[(long)k * g.R + r] * vs[(long)b * g.K + k];
         part[w] = acc;
     }
 }
 
-// phase 3: sum the partials, add xg, the pointwise LSTM math; write h_t, c_t and the cache
 template <typename real>
-HD void persistent_pointwise(const PersistentShape& s, int t, int blk, int tid, const real* xg,
-                             real* h_all, real* c_all, real* gates, real* tanh_c, real* smem) {
-    const int G = s.G(), nt = s.ntasks(), ks = s.ksplit(), H = s.H, B = s.B, j0 = blk * s.HS;
+HD real persistent_dot(const PersistentShape& s, const real* smem, int task) {
+    const Gemv g = s.gemv();
     const real* part = smem + s.off_part();
-    real* cs = smem + s.off_c();
-    for (int e = tid; e < B * s.HS; e += s.NT) {
-        const int b = e / s.HS, jj = e - b * s.HS, j = j0 + jj;
+    real acc = real(0);
+    for (int sl = 0; sl < g.ksplit(); ++sl) acc += part[sl * g.ntasks() + task];
+    return acc;
+}
+
+// ----------------------------------------------------------------------------------------------
+// Forward: the pointwise phase of step t
+
+template <typename real>
+HD void persistent_forward_pointwise(const PersistentShape& s, int t, int blk, int tid, const real* xg,
+                                     real* h_all, real* c_all, real* gates, real* tanh_c, real* smem) {
+    const int H = s.H, B = s.B, HS = s.HS, j0 = blk * HS;
+    real* cs = smem + s.off_state();
+    for (int e = tid; e < B * HS; e += s.NT) {
+        const int b = e / HS, jj = e - b * HS, j = j0 + jj;
         if (j >= H) continue;
         const long row4 = ((long)t * B + b) * 4 * H;  // (t, b) row of (T, B, 4H)
         real a[4];
-        for (int gate = 0; gate < 4; ++gate) {
-            const int task = b * G + gate * s.HS + jj;
-            real acc = xg[row4 + gate * H + j];
-            for (int sl = 0; sl < ks; ++sl) acc += part[sl * nt + task];
-            a[gate] = acc;
-        }
+        for (int gate = 0; gate < 4; ++gate)
+            a[gate] = xg[row4 + gate * H + j] + persistent_dot(s, smem, b * 4 * HS + gate * HS + jj);
         real i, f, g, o, c, tc, h;
         lstm_unit_forward(a[0], a[1], a[2], a[3], cs[e], i, f, g, o, c, tc, h);
         cs[e] = c;
@@ -151,46 +185,112 @@ HD void persistent_pointwise(const PersistentShape& s, int t, int blk, int tid, 
     }
 }
 
+// ----------------------------------------------------------------------------------------------
+// Backward: the pointwise phase of step t (t = -1: write dh0, dc0 instead)
+
+template <typename real>
+HD void persistent_backward_pointwise(const PersistentShape& s, int t, int n_steps, int blk, int tid,
+                                      const real* dout, const real* dh_n, const real* gates, const real* c_all,
+                                      const real* tanh_c, real* da, real* dh0, real* dc0, real* smem) {
+    const int H = s.H, B = s.B, HS = s.HS, j0 = blk * HS;
+    real* dcs = smem + s.off_state();
+    for (int e = tid; e < B * HS; e += s.NT) {
+        const int b = e / HS, jj = e - b * HS, j = j0 + jj;
+        if (j >= H) continue;
+        // the gradient reaching h_t from step t+1: da_{t+1} W_hh (or dh_n after the last step)
+        const real carried = t == n_steps - 1 ? dh_n[(long)b * H + j] : persistent_dot(s, smem, b * HS + jj);
+        if (t < 0) {
+            dh0[(long)b * H + j] = carried;
+            dc0[(long)b * H + j] = dcs[e];
+            continue;
+        }
+        const long n = ((long)t * B + b) * H + j, row4 = ((long)t * B + b) * 4 * H;
+        real da_i, da_f, da_g, da_o, dc_prev;
+        lstm_unit_backward(dout[n] + carried, dcs[e], gates[row4 + j], gates[row4 + H + j], gates[row4 + 2 * H + j],
+                           gates[row4 + 3 * H + j], c_all[n], tanh_c[n], da_i, da_f, da_g, da_o, dc_prev);
+        da[row4 + j] = da_i;
+        da[row4 + H + j] = da_f;
+        da[row4 + 2 * H + j] = da_g;
+        da[row4 + 3 * H + j] = da_o;
+        dcs[e] = dc_prev;
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Kernels: the phases in order, with the barriers
+
 #if defined(__CUDACC__)
 template <typename real>
-__device__ void lstm_persistent_forward1(const real* xg, const real* w_hh, real* h_all, real* c_all,
-                                         real* gates, real* tanh_c, int n_steps, int B, int H, int HS) {
+__device__ void lstm_persistent_forward1(const real* xg, const real* w_hh, real* h_all, real* c_all, real* gates,
+                                         real* tanh_c, int n_steps, int B, int H, int HS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     real* smem = reinterpret_cast<real*>(smem_raw);
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-    const PersistentShape s{n_steps, B, H, HS, (int)blockDim.x};
+    const PersistentShape s{B, H, HS, (int)blockDim.x, false};
     const int blk = blockIdx.x, tid = threadIdx.x;
-    persistent_load(s, blk, tid, w_hh, c_all, smem);
+    persistent_load(s, blk, tid, w_hh, c_all, smem);  // c_all[0] = c0
     for (int t = 0; t < n_steps; ++t) {
-        persistent_stage_h(s, t, tid, h_all, smem);
+        persistent_stage(s, tid, h_all + (long)t * B * H, smem);  // h_{t-1}
         __syncthreads();
         persistent_partial_dots(s, tid, smem);
         __syncthreads();
-        persistent_pointwise(s, t, blk, tid, xg, h_all, c_all, gates, tanh_c, smem);
+        persistent_forward_pointwise(s, t, blk, tid, xg, h_all, c_all, gates, tanh_c, smem);
         grid.sync();  // h_t complete (and visible) in every block before step t+1 reads it
+    }
+}
+
+template <typename real>
+__device__ void lstm_persistent_backward1(const real* dout, const real* dh_n, const real* dc_n, const real* gates,
+                                          const real* c_all, const real* tanh_c, const real* w_hh, real* da,
+                                          real* dh0, real* dc0, int n_steps, int B, int H, int HS) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    real* smem = reinterpret_cast<real*>(smem_raw);
+    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+    const PersistentShape s{B, H, HS, (int)blockDim.x, true};
+    const int blk = blockIdx.x, tid = threadIdx.x;
+    persistent_load(s, blk, tid, w_hh, dc_n, smem);
+    __syncthreads();
+    for (int t = n_steps - 1; t >= -1; --t) {
+        if (t < n_steps - 1) {
+            persistent_stage(s, tid, da + (long)(t + 1) * B * 4 * H, smem);  // da_{t+1}, every block's
+            __syncthreads();
+            persistent_partial_dots(s, tid, smem);
+            __syncthreads();
+        }
+        persistent_backward_pointwise(s, t, n_steps, blk, tid, dout, dh_n, gates, c_all, tanh_c, da, dh0, dc0, smem);
+        if (t >= 0) grid.sync();  // da_t complete in every block before step t-1 reads it
     }
 }
 
 // grid: ceil(H / HS) blocks (<= co-resident blocks), block: NT threads,
 // dynamic shared memory: lstm_persistent_smem_elems(...) * sizeof(real)
-#define LSTM_PERSISTENT_KERNEL(real, SUFFIX)                                                       \
-    extern "C" __global__ void lstm_persistent_forward1_##SUFFIX(                                 \
-        const real* xg, const real* w_hh, real* h_all, real* c_all, real* gates, real* tanh_c,    \
-        int n_steps, int B, int H, int HS) {                                                       \
-        lstm_persistent_forward1<real>(xg, w_hh, h_all, c_all, gates, tanh_c, n_steps, B, H, HS); \
+#define LSTM_PERSISTENT_KERNELS(real, SUFFIX)                                                         \
+    extern "C" __global__ void lstm_persistent_forward1_##SUFFIX(                                    \
+        const real* xg, const real* w_hh, real* h_all, real* c_all, real* gates, real* tanh_c,       \
+        int n_steps, int B, int H, int HS) {                                                          \
+        lstm_persistent_forward1<real>(xg, w_hh, h_all, c_all, gates, tanh_c, n_steps, B, H, HS);    \
+    }                                                                                                 \
+    extern "C" __global__ void lstm_persistent_backward1_##SUFFIX(                                   \
+        const real* dout, const real* dh_n, const real* dc_n, const real* gates, const real* c_all,  \
+        const real* tanh_c, const real* w_hh, real* da, real* dh0, real* dc0, int n_steps, int B,    \
+        int H, int HS) {                                                                              \
+        lstm_persistent_backward1<real>(dout, dh_n, dc_n, gates, c_all, tanh_c, w_hh, da, dh0, dc0,  \
+                                        n_steps, B, H, HS);                                           \
     }
-LSTM_PERSISTENT_KERNEL(float, f32)
-LSTM_PERSISTENT_KERNEL(double, f64)
+LSTM_PERSISTENT_KERNELS(float, f32)
+LSTM_PERSISTENT_KERNELS(double, f64)
 #endif
 
+// ----------------------------------------------------------------------------------------------
+// The kernels' schedule on the CPU: each step runs every block's phases in turn. Blocks share
+// only the staged vector, which a step reads at one time index and writes at another, so running
+// the blocks one after another is equivalent to running them at once with a barrier per step.
+
 #if !defined(__CUDACC_RTC__)
-// The kernel's schedule on the CPU: each step runs every block's phases in turn. Blocks only
-// share h_all, which step t reads at row t and writes at row t+1, so running blocks one after
-// another is equivalent to running them at once with a barrier at the end of the step.
 template <typename real>
-void lstm_persistent_forward1_host(const real* xg, const real* w_hh, real* h_all, real* c_all,
-                                   real* gates, real* tanh_c, int n_steps, int B, int H, int HS, int NT) {
-    const PersistentShape s{n_steps, B, H, HS, NT};
+void lstm_persistent_forward1_host(const real* xg, const real* w_hh, real* h_all, real* c_all, real* gates,
+                                   real* tanh_c, int n_steps, int B, int H, int HS, int NT) {
+    const PersistentShape s{B, H, HS, NT, false};
     const int nblocks = (H + HS - 1) / HS;
     std::vector<std::vector<real>> smem(nblocks, std::vector<real>(s.smem_elems()));
     for (int blk = 0; blk < nblocks; ++blk)
@@ -198,26 +298,53 @@ void lstm_persistent_forward1_host(const real* xg, const real* w_hh, real* h_all
     for (int t = 0; t < n_steps; ++t)
         for (int blk = 0; blk < nblocks; ++blk) {
             real* sm = smem[blk].data();
-            for (int tid = 0; tid < NT; ++tid) persistent_stage_h(s, t, tid, h_all, sm);
+            for (int tid = 0; tid < NT; ++tid) persistent_stage(s, tid, h_all + (long)t * B * H, sm);
             for (int tid = 0; tid < NT; ++tid) persistent_partial_dots(s, tid, sm);
             for (int tid = 0; tid < NT; ++tid)
-                persistent_pointwise(s, t, blk, tid, xg, h_all, c_all, gates, tanh_c, sm);
+                persistent_forward_pointwise(s, t, blk, tid, xg, h_all, c_all, gates, tanh_c, sm);
         }
 }
 
-extern "C" void lstm_persistent_forward1_host_f32(const float* xg, const float* w_hh, float* h_all,
-                                                  float* c_all, float* gates, float* tanh_c, int n_steps,
-                                                  int B, int H, int HS, int NT) {
-    lstm_persistent_forward1_host<float>(xg, w_hh, h_all, c_all, gates, tanh_c, n_steps, B, H, HS, NT);
-}
-extern "C" void lstm_persistent_forward1_host_f64(const double* xg, const double* w_hh, double* h_all,
-                                                  double* c_all, double* gates, double* tanh_c, int n_steps,
-                                                  int B, int H, int HS, int NT) {
-    lstm_persistent_forward1_host<double>(xg, w_hh, h_all, c_all, gates, tanh_c, n_steps, B, H, HS, NT);
+template <typename real>
+void lstm_persistent_backward1_host(const real* dout, const real* dh_n, const real* dc_n, const real* gates,
+                                    const real* c_all, const real* tanh_c, const real* w_hh, real* da, real* dh0,
+                                    real* dc0, int n_steps, int B, int H, int HS, int NT) {
+    const PersistentShape s{B, H, HS, NT, true};
+    const int nblocks = (H + HS - 1) / HS;
+    std::vector<std::vector<real>> smem(nblocks, std::vector<real>(s.smem_elems()));
+    for (int blk = 0; blk < nblocks; ++blk)
+        for (int tid = 0; tid < NT; ++tid) persistent_load(s, blk, tid, w_hh, dc_n, smem[blk].data());
+    for (int t = n_steps - 1; t >= -1; --t)
+        for (int blk = 0; blk < nblocks; ++blk) {
+            real* sm = smem[blk].data();
+            if (t < n_steps - 1) {
+                for (int tid = 0; tid < NT; ++tid) persistent_stage(s, tid, da + (long)(t + 1) * B * 4 * H, sm);
+                for (int tid = 0; tid < NT; ++tid) persistent_partial_dots(s, tid, sm);
+            }
+            for (int tid = 0; tid < NT; ++tid)
+                persistent_backward_pointwise(s, t, n_steps, blk, tid, dout, dh_n, gates, c_all, tanh_c, da, dh0, dc0,
+                                              sm);
+        }
 }
 
+#define LSTM_PERSISTENT_HOST(real, SUFFIX)                                                            \
+    extern "C" void lstm_persistent_forward1_host_##SUFFIX(                                          \
+        const real* xg, const real* w_hh, real* h_all, real* c_all, real* gates, real* tanh_c,       \
+        int n_steps, int B, int H, int HS, int NT) {                                                  \
+        lstm_persistent_forward1_host<real>(xg, w_hh, h_all, c_all, gates, tanh_c, n_steps, B, H, HS, NT); \
+    }                                                                                                 \
+    extern "C" void lstm_persistent_backward1_host_##SUFFIX(                                         \
+        const real* dout, const real* dh_n, const real* dc_n, const real* gates, const real* c_all,  \
+        const real* tanh_c, const real* w_hh, real* da, real* dh0, real* dc0, int n_steps, int B,    \
+        int H, int HS, int NT) {                                                                      \
+        lstm_persistent_backward1_host<real>(dout, dh_n, dc_n, gates, c_all, tanh_c, w_hh, da, dh0, dc0, \
+                                             n_steps, B, H, HS, NT);                                  \
+    }
+LSTM_PERSISTENT_HOST(float, f32)
+LSTM_PERSISTENT_HOST(double, f64)
+
 // dynamic shared memory per block, in elements (kernels/lstm_cupy.py computes the same in Python)
-extern "C" long lstm_persistent_smem_elems(int B, int H, int HS, int NT) {
-    return PersistentShape{1, B, H, HS, NT}.smem_elems();
+extern "C" long lstm_persistent_smem_elems(int B, int H, int HS, int NT, int backward) {
+    return PersistentShape{B, H, HS, NT, backward != 0}.smem_elems();
 }
 #endif

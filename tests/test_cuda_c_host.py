@@ -6,7 +6,8 @@ compiles, and no kernel spills registers), and ``-shared`` into a temporary libr
 ``__global__`` kernels. Those host loops, called through ctypes, are checked against the float64
 reference: float32 within 1e-5 relative, float64 within 1e-12. What stays untested without a
 device is only each ``__global__`` wrapper's line of index arithmetic (blockIdx·blockDim +
-threadIdx -> element) and, for the persistent kernel, the barriers themselves.
+threadIdx -> element) and, for the persistent kernels, the barriers themselves: their host twins
+run the same phases block by block, which is what the barriers make the device do.
 
 The whole-sequence driver of the GPU path (kernels/lstm_cupy.py) runs here too, on NumPy arrays
 with the host twins as its kernel set: GEMMs, masks and the backward's bookkeeping are the
@@ -30,7 +31,7 @@ dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 EXPECTED_KERNELS = {
     "lstm_pointwise": [f"lstm_pointwise_{d}{v}_{s}" for d in ("forward", "backward") for v in (1, 2)
                        for s in ("f32", "f64")],
-    "lstm_persistent": ["lstm_persistent_forward1_f32", "lstm_persistent_forward1_f64"],
+    "lstm_persistent": [f"lstm_persistent_{d}1_{s}" for d in ("forward", "backward") for s in ("f32", "f64")],
 }
 
 
@@ -107,18 +108,28 @@ PERSISTENT_TILINGS = [
 
 
 @dtypes
+@pytest.mark.parametrize("upstream", [("dout", "dh_n", "dc_n"), ("dh_n", "dc_n"), ("dout",)],
+                         ids=["all_grads", "no_dout", "no_state_grads"])
 @pytest.mark.parametrize("tiling", PERSISTENT_TILINGS, ids=lambda t: "T{}B{}H{}HS{}NT{}".format(*t))
-def test_persistent_forward_host_matches_reference_and_shares_the_backward(libs, tiling, dtype, rng):
+def test_persistent_forward_and_backward_host_match_reference(libs, tiling, upstream, dtype, rng):
+    """Both directions run as the persistent kernels' schedule (block by block, thread by thread)."""
     T, B, H, HS, NT = tiling
     kernels = cuda_host.HostKernels(dtype, libs["lstm_pointwise"], 1, libs["lstm_persistent"], HS=HS, NT=NT)
-    assert kernels.sequence_forward is not None
-    check_sequence(kernels, dtype, T, B, 7, H, rng)
+    assert kernels.sequence_forward is not None and kernels.sequence_backward is not None
+    check_sequence(kernels, dtype, T, B, 7, H, rng, upstream=upstream)
 
 
+def test_persistent_kernels_with_lengths_take_the_per_step_path(libs, rng):
+    """The persistent kernels have no padding mask: with lengths the driver runs per step."""
+    kernels = cuda_host.HostKernels(np.float64, libs["lstm_pointwise"], 1, libs["lstm_persistent"], HS=2, NT=32)
+    check_sequence(kernels, np.float64, 4, 3, 5, 6, rng, lengths=np.array([4, 1, 3]))
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 @pytest.mark.parametrize("B,H,HS,NT", [(1, 512, 4, 256), (8, 1024, 8, 256), (3, 10, 4, 32), (64, 256, 2, 256)])
-def test_persistent_shared_memory_formula_is_the_same_in_python_and_c(libs, B, H, HS, NT):
-    c_side = cuda_host.persistent_smem_elems_host(libs["lstm_persistent"], B, H, HS, NT)
-    assert lstm_cupy.persistent_smem_elems(B, H, HS, NT) == c_side
+def test_persistent_shared_memory_formula_is_the_same_in_python_and_c(libs, B, H, HS, NT, backward):
+    c_side = cuda_host.persistent_smem_elems_host(libs["lstm_persistent"], B, H, HS, NT, backward)
+    assert lstm_cupy.persistent_smem_elems(B, H, HS, NT, backward) == c_side
 
 
 def test_persistent_tiling_puts_at_most_one_block_on_each_sm():
