@@ -14,10 +14,10 @@ Shapes: T time, B batch, I input, H hidden, G gates*H, L layers, V vocabulary, E
 """
 import numpy as np
 import pytest
+from conftest import GRADCHECK_TOL
 
 from minis2s import Decoder, Encoder, Seq2Seq, gradcheck, gradcheck_module, ops
 from minis2s.nn import GRU, LSTM, RNN, Linear
-from conftest import GRADCHECK_TOL
 
 RECURRENT_MODULES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 OP_CELLS = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}  # module name -> ops.CELLS key
