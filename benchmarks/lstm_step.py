@@ -544,6 +544,10 @@ def main(argv=None):
         impls = [t for t in impls if t[0] in args.impl]
     print(f"minis2s LSTM benchmark, {args.dtype}, {datetime.datetime.now().isoformat(timespec='seconds')}, "
           f"host {socket.gethostname()}, {os.cpu_count()} CPUs, threads {args.threads or 'default'}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None and load > (os.cpu_count() or 1) and not args.threads:
+        print(f"WARNING: load average {load:.1f} on {os.cpu_count()} CPUs: multi-threaded BLAS/torch spin at "
+              "barriers on a busy machine and CPU timings come out erratic; --threads 1 is steadier")
     print("available: " + ", ".join(n for n, i, _ in impls if i is not None))
     for n, i, why in impls:
         if i is None:
@@ -621,6 +625,7 @@ def main(argv=None):
         "host": socket.gethostname(),
         "cpus": os.cpu_count(),
         "threads": args.threads,
+        "load_average_at_start": load,
         "versions": versions(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "flops_basis": "GEMM FLOPs: forward 8·T·B·H·(I+H) per layer, forward+backward 3x",
