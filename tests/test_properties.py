@@ -259,3 +259,22 @@ def test_full_teacher_forcing_equals_the_step_by_step_decoder_loop(rng, cell):
     check_close("outputs", out[1:], np.stack(steps), F64_TOL)
     for name, g in grads(model).items():
         check_close(f"{name} gradient", whole[name], g, F64_TOL)
+
+
+def test_gradients_keep_the_parameter_dtype_when_the_upstream_gradient_is_float64(rng):
+    """A float64 ``doutputs`` into a float32 model: every ``.grad`` stays float32 (torch casts
+    gradients to the parameter's dtype too), and matches the float32 upstream's to round-off."""
+    model = make_seq2seq(dtype=np.float32)
+    src, trg = rng.integers(0, 5, size=(3, 2)), rng.integers(0, 4, size=(4, 2))
+    r = rng.standard_normal((4, 2, 4))
+    for upstream in (r.astype(np.float32), r):
+        model.zero_grad()
+        model(src, trg, 1.0)
+        model.backward(upstream)
+        for name, p in model.named_parameters():
+            assert p.grad.dtype == np.float32, f"{name}.grad is {p.grad.dtype} for a {upstream.dtype} upstream"
+        got = grads(model)
+        if upstream.dtype == np.float32:
+            want = got
+    for name, g in got.items():
+        check_close(f"{name}: float64 vs float32 upstream", g, want[name], F32_TOL)

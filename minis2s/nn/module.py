@@ -45,9 +45,11 @@ class Parameter:
         self.grad = None
 
     def accumulate(self, g):
-        """``.grad += g`` (gradients add up across backward calls, as in PyTorch)."""
+        """``.grad += g`` (gradients add up across backward calls, as in PyTorch). The gradient
+        keeps the parameter's dtype, as torch casts it, even if ``g`` arrived in float64 (a
+        float64 upstream gradient into a float32 model)."""
         if self.grad is None:
-            self.grad = g.copy()
+            self.grad = g.astype(self.data.dtype)  # a copy
         else:
             self.grad += g
 
