@@ -4,11 +4,15 @@
     python benchmarks/lstm_cpu.py --repeats 3 --configs 32,64,256,1
     python benchmarks/lstm_cpu.py --versions      # also every kernels/lstm_cpu.py version
 
+    OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu   # one core, CPU time
+
 For each (T, B, H, layers) (input size I = H, float32): builds one minis2s.nn.LSTM and one
 torch.nn.LSTM with the same weights, *validates first* (fast path vs reference, reference vs
 torch: out and every weight gradient), then times forward and backward of every path in the
 same process, interleaved (ref, fast, torch, sgemm, next repeat starts one later), and reports
-medians. torch runs with 2 threads; NumPy's BLAS with its default (all cores).
+medians. Threads: NumPy's BLAS uses OPENBLAS_NUM_THREADS (default: every core, 2 here) and torch
+is given the same number. ``--clock cpu`` (one thread only) times process CPU time instead of
+wall time: on a machine shared with other jobs it measures the work, not the waiting.
 
 FLOPs per layer: forward 2·T·B·4H·(I+H) (input and recurrent GEMMs), backward twice that (dx and
 dW for each of the two). GFLOP/s = FLOPs / median time; "peak" is a float32 2048³ matmul timed in
@@ -39,7 +43,9 @@ from minis2s.nn import LSTM
 
 CONFIGS = [(32, 64, 256, 1), (32, 64, 512, 1), (32, 16, 128, 2)]  # (T, B, H, layers)
 RESULTS = ROOT / "benchmarks" / "results" / "lstm_cpu.json"
-TORCH_THREADS = 2
+THREADS = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count() or 1))  # NumPy's BLAS; torch gets as many
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
 
 
 def lstm_flops(T, B, I, H, layers):
@@ -68,11 +74,11 @@ def minis2s_step(problem, fast: bool):
     fastpath.set_enabled(fast)
     try:
         m.zero_grad()
-        t0 = time.perf_counter()
+        t0 = clock()
         m(x)
-        t1 = time.perf_counter()
+        t1 = clock()
         dx = m.backward(dout)
-        t2 = time.perf_counter()
+        t2 = clock()
     finally:
         fastpath.set_enabled(None)
     return t1 - t0, t2 - t1, dx
@@ -87,11 +93,11 @@ def torch_step(problem):
     dout = torch.from_numpy(problem["dout"])
     for p in m.parameters():
         p.grad = None
-    t0 = time.perf_counter()
+    t0 = clock()
     out, _ = m(x)
-    t1 = time.perf_counter()
+    t1 = clock()
     out.backward(dout)
-    t2 = time.perf_counter()
+    t2 = clock()
     return t1 - t0, t2 - t1, x.grad
 
 
@@ -105,9 +111,9 @@ def sgemm_step(n=2048):
         a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
         _SGEMM_ARRAYS[n] = (a, b, np.empty((n, n), dtype=np.float32))
     a, b, c = _SGEMM_ARRAYS[n]
-    t0 = time.perf_counter()
+    t0 = clock()
     np.matmul(a, b, out=c)
-    return time.perf_counter() - t0, 0.0, None
+    return clock() - t0, 0.0, None
 
 
 def validate(problem):
@@ -164,11 +170,11 @@ def version_runners(problem):
 
     def runner(forward, backward):
         def run():
-            t0 = time.perf_counter()
+            t0 = clock()
             _, _, cache = forward(x, h0, h0, *w)
-            t1 = time.perf_counter()
+            t1 = clock()
             backward(dout, None, None, cache)
-            return t1 - t0, time.perf_counter() - t1, None
+            return t1 - t0, clock() - t1, None
         return run
 
     return {f"fast v{v}": runner(f, b) for v, (f, b) in lstm_cpu.VERSIONS.items()}
@@ -178,7 +184,7 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
     """Validate, then time every configuration. Returns the JSON-ready result dict."""
     import torch
 
-    torch.set_num_threads(TORCH_THREADS)
+    torch.set_num_threads(THREADS)
     load_before = os.getloadavg()
     rows = []
     for T, B, H, layers in configs:
@@ -215,8 +221,10 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
         "benchmark": "lstm_cpu", "repeats": repeats, "statistic": "median",
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "clock": "cpu" if clock is CLOCKS["cpu"] else "wall", "threads": THREADS,
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "versions": {"numpy": np.__version__, "torch": torch.__version__, "numba": _numba_version(),
-                     "torch_threads": TORCH_THREADS, "fast_kernel_version": lstm_cpu.DEFAULT_VERSION},
+                     "fast_kernel_version": lstm_cpu.DEFAULT_VERSION},
         "rows": rows,
     }
 
@@ -260,8 +268,14 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--configs", nargs="*", help="T,B,H,L ... (default: the issue's three)")
     ap.add_argument("--versions", action="store_true", help="also time every kernels/lstm_cpu.py version")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="cpu: process CPU time, only meaningful with OPENBLAS_NUM_THREADS=1")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.clock == "cpu" and THREADS != 1:
+        sys.exit("--clock cpu needs one thread: OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu")
+    global clock
+    clock = CLOCKS[args.clock]
     if not fastpath.available():
         sys.exit("the fast path needs Numba: pip install numba")
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS

@@ -7,5 +7,6 @@
     lstm_numba_cuda.py     the same pointwise kernels in Numba CUDA (CuPy arrays, or the simulator)
     cuda_host.py           nvcc builds, the CUDA C host twins through ctypes, resource usage
     lstm_cpu.py            the CPU LSTM: BLAS GEMMs + fused Numba pointwise kernels (versions 1, 2)
+    gru_cpu.py             the CPU GRU, the same recipe
     activations_cpu.py     tanh and sigmoid that Numba vectorises (no libm calls), for lstm_cpu.py
 """

@@ -149,7 +149,8 @@ _FORWARD_STEP = {
 # ---- the driver: GEMMs and the time loop --------------------------------------------------------
 
 
-def _lengths_array(lengths, T, B):
+def lengths_array(lengths, T, B):
+    """(B,) int64 lengths for the kernels: all T when there is no padding."""
     if lengths is None:
         return np.full(B, T, dtype=np.int64)
     return np.asarray(lengths, dtype=np.int64)
@@ -174,7 +175,7 @@ def lstm_forward_version(version, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=Non
     tanh_c = np.empty((T, B, H), dtype=dt)
     out = np.empty((T, B, H), dtype=dt)
     hg = np.empty((B, 4 * H), dtype=dt)  # (B, 4H): reused by every step
-    lens = _lengths_array(lengths, T, B)
+    lens = lengths_array(lengths, T, B)
     w_hh_t = w_hh.T  # (H, 4H) view: BLAS reads it transposed, no copy
     for t in range(T):
         np.matmul(hs[t], w_hh_t, out=hg)

@@ -5,10 +5,11 @@ with the signatures of ``ops.recurrent_forward`` / ``ops.recurrent_backward``, a
 backward beside the cache it pushes, so a cache is always consumed by the path that made it:
 
     reference   minis2s/ops/recurrent.py     plain NumPy, always there, the specification
-    fast path   kernels/lstm_cpu.py          GEMMs + fused Numba pointwise kernels (LSTM only)
+    fast path   kernels/lstm_cpu.py          GEMMs + fused Numba pointwise kernels
+                kernels/gru_cpu.py           (the tanh RNN has no fast path: nothing to fuse)
 
 The fast path is taken when all of these hold: the switch is on, Numba imports, the cell is an
-LSTM, and ``x`` is a float32/float64 NumPy array. Turn it off with the environment variable
+LSTM or a GRU, and ``x`` is a float32/float64 NumPy array. Turn it off with the environment variable
 ``MINIS2S_FASTPATH=0`` or ``minis2s.fastpath.set_enabled(False)`` (``set_enabled(None)`` hands
 the choice back to the variable); ``with minis2s.fastpath.disabled():`` for a block.
 Both paths give the same numbers (tests/test_fastpath.py: float64 within 1e-12, float32 1e-5).
@@ -25,25 +26,26 @@ from minis2s.backend import FLOAT_DTYPES
 
 ENV_VAR = "MINIS2S_FASTPATH"
 _switch: list = [None]  # set_enabled's choice; None: the environment variable decides
-_kernels: dict = {}  # "lstm" -> the kernels.lstm_cpu module, or None if it cannot be imported
+_kernels: dict = {}  # "cpu" -> (kernels.lstm_cpu, kernels.gru_cpu), or None if they cannot be imported
 
 
-def _lstm_cpu():
-    """kernels.lstm_cpu, imported on first use (it imports Numba), or None without Numba."""
-    if "lstm" not in _kernels:
+def _cpu_kernels():
+    """(kernels.lstm_cpu, kernels.gru_cpu), imported on first use (they import Numba), or None."""
+    if "cpu" not in _kernels:
         try:
-            from kernels import lstm_cpu
+            from kernels import gru_cpu, lstm_cpu
         except ImportError as e:  # no Numba (or no kernels/ next to minis2s): the reference it is
             if (e.name or "").split(".")[0] not in ("numba", "llvmlite", "kernels"):
                 raise
-            lstm_cpu = None
-        _kernels["lstm"] = lstm_cpu
-    return _kernels["lstm"]
+            _kernels["cpu"] = None
+        else:
+            _kernels["cpu"] = (lstm_cpu, gru_cpu)
+    return _kernels["cpu"]
 
 
 def available() -> bool:
     """True when the fused CPU kernels can run here (Numba imports)."""
-    return _lstm_cpu() is not None
+    return _cpu_kernels() is not None
 
 
 def set_enabled(flag: bool | None) -> None:
@@ -72,18 +74,33 @@ def disabled():
 
 def _lstm_forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths=None):
     """ops.recurrent_forward's signature over kernels/lstm_cpu.lstm_forward."""
-    out, (h_n, c_n), cache = _lstm_cpu().lstm_forward(x, state0[0], state0[1], w_ih, w_hh, b_ih, b_hh, lengths)
+    out, (h_n, c_n), cache = _cpu_kernels()[0].lstm_forward(x, *state0, w_ih, w_hh, b_ih, b_hh, lengths)
     return out, (h_n, c_n), cache
 
 
 def _lstm_backward(dout, dstate_n, cache):
     """ops.recurrent_backward's signature over kernels/lstm_cpu.lstm_backward."""
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = _lstm_cpu().lstm_backward(dout, dstate_n[0], dstate_n[1], cache)
-    return dx, (dh0, dc0), (dw_ih, dw_hh, db_ih, db_hh)
+    dx, dh0, dc0, *dparams = _cpu_kernels()[0].lstm_backward(dout, *dstate_n, cache)
+    return dx, (dh0, dc0), tuple(dparams)
+
+
+def _gru_forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths=None):
+    """ops.recurrent_forward's signature over kernels/gru_cpu.gru_forward."""
+    out, h_n, cache = _cpu_kernels()[1].gru_forward(x, *state0, w_ih, w_hh, b_ih, b_hh, lengths)
+    return out, (h_n,), cache
+
+
+def _gru_backward(dout, dstate_n, cache):
+    """ops.recurrent_backward's signature over kernels/gru_cpu.gru_backward."""
+    dx, dh0, *dparams = _cpu_kernels()[1].gru_backward(dout, *dstate_n, cache)
+    return dx, (dh0,), tuple(dparams)
+
+
+FAST = {"lstm": (_lstm_forward, _lstm_backward), "gru": (_gru_forward, _gru_backward)}
 
 
 def recurrent_functions(cell, x):
     """(forward, backward) for one recurrent layer on ``x``: the fast path or the reference."""
-    if cell.name == "lstm" and type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and enabled():
-        return _lstm_forward, _lstm_backward
+    if cell.name in FAST and type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and enabled():
+        return FAST[cell.name]
     return ops.recurrent_forward, ops.recurrent_backward

@@ -1,10 +1,12 @@
-"""The fused CPU LSTM (kernels/lstm_cpu.py) equals the float64 reference (minis2s/ops), and the
-switch in minis2s/fastpath.py picks the path it says it picks.
+"""The fused CPU LSTM and GRU (kernels/lstm_cpu.py, gru_cpu.py) equal the float64 reference
+(minis2s/ops), and the switch in minis2s/fastpath.py picks the path it says it picks.
 
-Kernel level: every version through the shared harness (tests/lstm_kernel_harness.py: data exactly
-representable in the dtype, float64 within 1e-12, float32 within 1e-5 of the float64 reference).
-Module level: nn.LSTM (several layers, padding, dropout) and Seq2Seq (the decoder's T=1 step loop
-and its whole-sequence mode) on the fast path against the same module on the reference path.
+Kernel level: every LSTM version through the shared harness (tests/lstm_kernel_harness.py: data
+exactly representable in the dtype, float64 within 1e-12, float32 within 1e-5 of the float64
+reference); the GRU the same way against ops.recurrent_forward/backward with the GRU cell.
+Module level: nn.LSTM/nn.GRU (several layers, padding, dropout) and Seq2Seq (the decoder's T=1
+step loop and its whole-sequence mode) on the fast path against the same module on the
+reference path.
 Without Numba the kernel tests skip; the library must still work (checked in a subprocess).
 """
 import os
@@ -14,10 +16,10 @@ import sys
 import numpy as np
 import pytest
 from conftest import check_close
-from lstm_kernel_harness import TOL, check_sequence
+from lstm_kernel_harness import TOL, check_all, check_sequence, draw
 
 from minis2s import Decoder, Encoder, Seq2Seq, fastpath, ops
-from minis2s.nn import GRU, LSTM
+from minis2s.nn import GRU, LSTM, RNN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = [np.float64, np.float32]
@@ -29,6 +31,13 @@ def lstm_cpu():
     from kernels import lstm_cpu
 
     return lstm_cpu
+
+
+@pytest.fixture(scope="module")
+def gru_cpu(lstm_cpu):
+    from kernels import gru_cpu
+
+    return gru_cpu
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +131,42 @@ def test_lstm_cpu_does_not_modify_its_inputs(lstm_cpu):
         np.testing.assert_array_equal(a, c)
 
 
-# ---- nn.LSTM and Seq2Seq: the fast path against the reference path of the same module ---------------
+# ---- kernels/gru_cpu.py against ops.recurrent_forward/backward with the GRU cell ---------------------
+
+def check_gru_sequence(gru_cpu, dtype, T, B, I, H, rng, lengths=None, upstream=("dout", "dh_n")):
+    """gru_cpu.gru_forward/backward in ``dtype`` vs the float64 reference on the same values."""
+    dtype = np.dtype(dtype)
+    x, h0, dout, dh_n = draw(rng, dtype, [(T, B, I), (B, H), (T, B, H), (B, H)])
+    w = draw(rng, dtype, [(3 * H, I), (3 * H, H), (3 * H,), (3 * H,)], scale=1.0 / np.sqrt(H))
+    dout, dh_n = (dout if "dout" in upstream else None), (dh_n if "dh_n" in upstream else None)
+    out_r, (h_r,), cache_r = ops.recurrent_forward(ops.CELLS["gru"], x, (h0,), *w, lengths=lengths)
+    dx_r, (dh0_r,), dparams_r = ops.recurrent_backward(dout, (dh_n,), cache_r)
+
+    def cast(a):
+        return None if a is None else a.astype(dtype)
+
+    out, h_n, cache = gru_cpu.gru_forward(cast(x), cast(h0), *map(cast, w), lengths=lengths)
+    dx, dh0, *dparams = gru_cpu.gru_backward(cast(dout), cast(dh_n), cache)
+    names = ("out", "h_n", "dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh")
+    ours = dict(zip(names, (out, h_n, dx, dh0, *dparams)))
+    assert all(a.dtype == dtype for a in ours.values())
+    return check_all(ours, dict(zip(names, (out_r, h_r, dx_r, dh0_r, *dparams_r))), TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_gru_cpu_sequence_matches_reference(gru_cpu, case, dtype):
+    T, B, I, H, lengths = SHAPES[case]
+    check_gru_sequence(gru_cpu, dtype, T, B, I, H, np.random.default_rng(12), lengths=lengths)
+
+
+@pytest.mark.parametrize("upstream", [("dout",), ("dh_n",), ()])
+@pytest.mark.parametrize("lengths", [None, [5, 3, 1, 5]])
+def test_gru_cpu_backward_with_missing_upstream_gradients_matches_reference(gru_cpu, upstream, lengths):
+    check_gru_sequence(gru_cpu, np.float64, 5, 4, 3, 6, np.random.default_rng(13), lengths, upstream)
+
+
+# ---- nn.LSTM, nn.GRU and Seq2Seq: the fast path against the reference path of the same module ---------------
 
 def run_module(m, x, state, lengths, dout, dstate, fast):
     """Forward + backward on one path -> every output, input/state gradient and parameter gradient."""
@@ -130,19 +174,25 @@ def run_module(m, x, state, lengths, dout, dstate, fast):
     m.zero_grad()
     if m.dropout:
         m.rng = np.random.default_rng(5)  # the same dropout masks on both paths
-    out, (h, c) = m(x, state, lengths=lengths)
-    dx, (dh0, dc0) = m.backward(dout, *dstate, return_state_grads=True)
-    grads = {name: p.grad for name, p in m.named_parameters()}
-    return {"out": out, "h_n": h, "c_n": c, "dx": dx, "dh0": dh0, "dc0": dc0, **grads}
+    if isinstance(m, LSTM):
+        out, (h, c) = m(x, state, lengths=lengths)
+        dx, (dh0, dc0) = m.backward(dout, *dstate, return_state_grads=True)
+        result = {"out": out, "h_n": h, "c_n": c, "dx": dx, "dh0": dh0, "dc0": dc0}
+    else:
+        out, h = m(x, state[0], lengths=lengths)
+        dx, dh0 = m.backward(dout, dstate[0], return_state_grads=True)
+        result = {"out": out, "h_n": h, "dx": dx, "dh0": dh0}
+    return {**result, **{name: p.grad for name, p in m.named_parameters()}}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("module", [LSTM, GRU])
 @pytest.mark.parametrize("layers,lengths,dropout", [(1, None, 0.0), (3, None, 0.0), (2, [5, 1, 3], 0.0),
                                                     (3, [2, 5, 4], 0.3)])
-def test_lstm_module_fast_path_matches_reference_path(lstm_cpu, dtype, layers, lengths, dropout):
+def test_module_fast_path_matches_reference_path(gru_cpu, module, dtype, layers, lengths, dropout):
     rng = np.random.default_rng(6)
     T, B, I, H = 5, 3, 4, 13
-    m = LSTM(I, H, layers, dropout=dropout, dtype=dtype, rng=np.random.default_rng(7))
+    m = module(I, H, layers, dropout=dropout, dtype=dtype, rng=np.random.default_rng(7))
     x = rng.standard_normal((T, B, I)).astype(dtype)
     state = tuple(rng.standard_normal((layers, B, H)).astype(dtype) for _ in range(2))
     dout = rng.standard_normal((T, B, H)).astype(dtype)
@@ -164,11 +214,12 @@ def seq2seq_grads(model, src, trg, ratio, fast):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("ratio", [0.5, 1.0])  # 0.5: the decoder's T=1 step loop; 1.0: one sequence call
-def test_seq2seq_fast_path_matches_reference_path(lstm_cpu, dtype, ratio):
+def test_seq2seq_fast_path_matches_reference_path(gru_cpu, cell, dtype, ratio):
     rng = np.random.default_rng(10)
     S, T, B, V_in, V_out, E, H, L = 6, 5, 3, 11, 9, 4, 8, 2
-    model = Seq2Seq(Encoder(V_in, H, E, L, dtype=dtype), Decoder(V_out, H, E, L, dtype=dtype))
+    model = Seq2Seq(Encoder(V_in, H, E, L, cell=cell, dtype=dtype), Decoder(V_out, H, E, L, cell=cell, dtype=dtype))
     src = rng.integers(0, V_in, (S, B))
     trg = rng.integers(0, V_out, (T, B))
     ref = seq2seq_grads(model, src, trg, ratio, fast=False)
@@ -246,10 +297,12 @@ def test_a_cache_is_consumed_by_the_path_that_made_it(lstm_cpu):
     check_close("dx", dx_fast, dx_ref, TOL[np.dtype(np.float64)])
 
 
-def test_gru_and_non_numpy_inputs_take_the_reference(lstm_cpu):
-    gru = GRU(3, 4, dtype=np.float64)
+def test_gru_takes_the_fast_path_and_rnn_and_float16_the_reference(gru_cpu):
+    gru, rnn = GRU(3, 4, dtype=np.float64), RNN(3, 4, dtype=np.float64)
     gru(np.ones((2, 1, 3)))
-    assert layer_backwards(gru) == [ops.recurrent_backward]
+    rnn(np.ones((2, 1, 3)))
+    assert isinstance(gru._tape[-1][0][0], gru_cpu.GRUCache)
+    assert layer_backwards(rnn) == [ops.recurrent_backward]
     assert fastpath.recurrent_functions(ops.CELLS["lstm"], np.ones((2, 1, 3), dtype=np.float16))[0] is \
         ops.recurrent_forward
 

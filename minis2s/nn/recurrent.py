@@ -4,7 +4,7 @@ Parameters per layer l: ``weight_ih_l{l}`` (G, I_l), ``weight_hh_l{l}`` (G, H), 
 ``bias_hh_l{l}`` (G,), G = 4H (LSTM), 3H (GRU), H (RNN); all ~ U(-1/√H, 1/√H) as in torch.
 Dropout is applied to the output of every layer but the last (torch's ``dropout=``).
 
-The per-layer math is the shared recurrence in minis2s/ops/recurrent.py, or for NumPy LSTMs the
+The per-layer math is the shared recurrence in minis2s/ops/recurrent.py, or for NumPy LSTMs and GRUs the
 fused CPU kernels when Numba is present (minis2s/fastpath.py chooses; same numbers).
 """
 from __future__ import annotations
