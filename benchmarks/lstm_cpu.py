@@ -18,7 +18,8 @@ FLOPs per layer: forward 2·T·B·4H·(I+H) (input and recurrent GEMMs), backwar
 dW for each of the two). GFLOP/s = FLOPs / median time; "peak" is a float32 2048³ matmul timed in
 the same interleaved loop, so it sees the same machine load.
 
-Prints a table, writes benchmarks/results/lstm_cpu.json; never passes or fails on time. The
+Prints a table, writes benchmarks/results/lstm_cpu_<time>_<threads>t_<clock>.json; never passes
+or fails on time. The
 functions are importable (``run_benchmark``, ``time_interleaved``, ...) for benchmarks/lstm_step.py.
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ from minis2s.gradcheck import rel_error
 from minis2s.nn import LSTM
 
 CONFIGS = [(32, 64, 256, 1), (32, 64, 512, 1), (32, 16, 128, 2)]  # (T, B, H, layers)
-RESULTS = ROOT / "benchmarks" / "results" / "lstm_cpu.json"
+RESULTS = ROOT / "benchmarks" / "results"
 THREADS = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count() or 1))  # NumPy's BLAS; torch gets as many
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
@@ -143,6 +144,15 @@ def validate(problem):
     return {name: max(rel_error(results[name][k], ref[k]) for k in ref) for name in ("fast", "torch")}
 
 
+MAX_ERROR = {"fast": 1e-5, "torch": 1e-4}  # float32, relative to the reference (README's bounds)
+
+
+def check_validation(name, err, bound):
+    """Stop before timing anything that computes the wrong numbers."""
+    if not err <= bound:
+        raise SystemExit(f"{name}: relative error {err:.2e} against the reference exceeds {bound:.0e}; not timing it")
+
+
 def time_interleaved(runners: dict, repeats: int):
     """runners: name -> () -> (forward s, backward s, _). Round-robin, starting one later each
     repeat; returns name -> {"forward", "backward", "total"} medians in seconds."""
@@ -159,14 +169,23 @@ def time_interleaved(runners: dict, repeats: int):
                    "total": statistics.median(f + b for f, b in s)} for name, s in samples.items()}
 
 
-def version_runners(problem):
-    """One runner per kernels/lstm_cpu.py version, on layer 0 of the problem's LSTM (functional)."""
+def version_runners(problem, log=print):
+    """One runner per kernels/lstm_cpu.py version, on layer 0 of the problem's LSTM (functional);
+    each version is validated against ops.lstm_forward/backward first."""
     from kernels import lstm_cpu
+    from minis2s import ops
 
     m, x, dout = problem["ours"], problem["x"], problem["dout"]
     _, B, H, _ = problem["shape"]
     w = [p.data for p in m.layer_params(0)]
     h0 = np.zeros((B, H), dtype=x.dtype)
+    out_r, _, cache_r = ops.lstm_forward(x, h0, h0, *w)
+    ref = (out_r, *ops.lstm_backward(dout, None, None, cache_r))
+    for v, (forward, backward) in lstm_cpu.VERSIONS.items():
+        out, _, cache = forward(x, h0, h0, *w)
+        err = max(rel_error(a, b) for a, b in zip((out, *backward(dout, None, None, cache)), ref))
+        check_validation(f"kernels/lstm_cpu.py version {v}", err, MAX_ERROR["fast"])
+        log(f"validated version {v}: {err:.1e}")
 
     def runner(forward, backward):
         def run():
@@ -190,6 +209,8 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
     for T, B, H, layers in configs:
         problem = make_problem(T, B, H, layers)
         errors = validate(problem)
+        for name, err in errors.items():
+            check_validation(f"{name} at (T,B,H,L)=({T},{B},{H},{layers})", err, MAX_ERROR[name])
         log(f"validated (T,B,H,L)=({T},{B},{H},{layers}): fast vs reference {errors['fast']:.1e}, "
             f"torch vs reference {errors['torch']:.1e}")
         runners = {
@@ -199,7 +220,7 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
             "sgemm": sgemm_step,
         }
         if versions and layers == 1:
-            runners.update(version_runners(problem))
+            runners.update(version_runners(problem, log))
         times = time_interleaved(runners, repeats)
         fwd_flops, bwd_flops = lstm_flops(T, B, H, H, layers)
         sgemm = 2 * 2048**3 / times["sgemm"]["total"] / 1e9
@@ -270,7 +291,7 @@ def main(argv=None):
     ap.add_argument("--versions", action="store_true", help="also time every kernels/lstm_cpu.py version")
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
                     help="cpu: process CPU time, only meaningful with OPENBLAS_NUM_THREADS=1")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, help="JSON file (default: a new one in benchmarks/results/)")
     args = ap.parse_args(argv)
     if args.clock == "cpu" and THREADS != 1:
         sys.exit("--clock cpu needs one thread: OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu")
@@ -281,9 +302,10 @@ def main(argv=None):
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
     print(HEADER)
     result = run_benchmark(configs, args.repeats, args.versions, log=print)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    out = args.out or RESULTS / f"lstm_cpu_{time.strftime('%Y%m%d-%H%M%S')}_{THREADS}t_{args.clock}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,15 @@ decoder calls this with T = 1 at every step).
 Versions (llm.c style; ``VERSIONS`` maps number -> (forward, backward); tests check them all):
 
     1  fused Numba kernels calling ``math.tanh``: libm is a scalar call, the gate loop does not
-       vectorise; at B=64, H=512 the pointwise part costs more than the GEMMs.
-    2  the same kernels with kernels/activations_cpu.py's vectorisable tanh. The default.
+       vectorise. Forward step at B=64, H=512, float32, one core: pointwise 2.3 ms, twice the
+       recurrent GEMM (1.1 ms).
+    2  the same kernels with kernels/activations_cpu.py's vectorisable tanh: pointwise 0.09 ms
+       forward, 0.02 ms backward. The default.
+
+Where the time goes now (one core, float32, T=32, B=64, H=512, benchmarks/lstm_cpu.py --clock cpu):
+~97% in the GEMMs, which run at ~90% of the machine's measured sgemm rate; the rest is the fused
+kernels. The loops inside the kernels are written for LLVM's vectoriser: zero-based ranges over
+views, few arrays written per loop (it gives up when it cannot check them all for overlap).
 
 Padding (``lengths`` (B,)), as the reference: steps t >= lengths[b] keep row b's state, emit
 zeros and get no gradient. Rows are padded at the end, so in backward row b's gradient from
