@@ -231,42 +231,60 @@ def test_seq2seq_fast_path_matches_reference_path(gru_cpu, cell, dtype, ratio):
 
 # ---- the switch ------------------------------------------------------------------------------------
 
-def layer_backwards(m):
-    """The backward function each layer's cache on the module's tape is bound to."""
-    return [entry[2] for entry in m._tape[-1]]
+@pytest.fixture
+def calls(monkeypatch, gru_cpu):
+    """Counts the calls of every recurrent implementation: {"lstm_cpu.lstm_forward": n, ...}."""
+    from kernels import lstm_cpu
+
+    counts = {}
+
+    def counted(key, f):
+        def call(*args, **kwargs):
+            counts[key] += 1
+            return f(*args, **kwargs)
+        return call
+
+    targets = {"lstm_cpu": lstm_cpu, "gru_cpu": gru_cpu, "ops": ops}
+    for prefix, name in [("lstm_cpu", "lstm_forward"), ("lstm_cpu", "lstm_backward"), ("gru_cpu", "gru_forward"),
+                         ("gru_cpu", "gru_backward"), ("ops", "recurrent_forward"), ("ops", "recurrent_backward")]:
+        counts[f"{prefix}.{name}"] = 0
+        monkeypatch.setattr(targets[prefix], name, counted(f"{prefix}.{name}", getattr(targets[prefix], name)))
+    return counts
 
 
-def test_fast_path_is_the_default_with_numba(lstm_cpu):
-    m = LSTM(3, 4, 2, dtype=np.float32)
-    m(np.ones((2, 1, 3), dtype=np.float32))
+def forward_backward(m, dtype=np.float64):
+    out = m(np.ones((2, 1, m.input_size), dtype=dtype))[0]
+    m.backward(np.ones_like(out))
+
+
+def test_fast_path_is_the_default_with_numba(calls):
     assert fastpath.enabled()
-    assert ops.recurrent_backward not in layer_backwards(m)
-    assert isinstance(m._tape[-1][0][0], lstm_cpu.LSTMCache)
+    forward_backward(LSTM(3, 4, 2, dtype=np.float32), np.float32)
+    assert calls["lstm_cpu.lstm_forward"] == calls["lstm_cpu.lstm_backward"] == 2
+    assert calls["ops.recurrent_forward"] == calls["ops.recurrent_backward"] == 0
 
 
-def test_environment_variable_0_selects_the_reference(lstm_cpu, monkeypatch):
+def test_environment_variable_0_selects_the_reference(calls, monkeypatch):
     monkeypatch.setenv(fastpath.ENV_VAR, "0")
     assert not fastpath.enabled()
-    m = LSTM(3, 4, 2, dtype=np.float64)
-    m(np.ones((2, 1, 3)))
-    assert layer_backwards(m) == [ops.recurrent_backward] * 2
+    forward_backward(LSTM(3, 4, 2, dtype=np.float64))
+    assert calls["ops.recurrent_forward"] == calls["ops.recurrent_backward"] == 2
+    assert calls["lstm_cpu.lstm_forward"] == calls["lstm_cpu.lstm_backward"] == 0
     fastpath.set_enabled(True)  # the function overrides the variable ...
     assert fastpath.enabled()
     fastpath.set_enabled(None)  # ... until handed back
     assert not fastpath.enabled()
 
 
-def test_set_enabled_false_and_disabled_select_the_reference(lstm_cpu, monkeypatch):
+def test_set_enabled_false_and_disabled_select_the_reference(calls):
     m = LSTM(3, 4, dtype=np.float64)
-    x = np.ones((2, 1, 3))
     fastpath.set_enabled(False)
-    m(x)
-    assert layer_backwards(m) == [ops.recurrent_backward]
+    forward_backward(m)
     fastpath.set_enabled(True)
     with fastpath.disabled():
-        m(x)
-        assert layer_backwards(m) == [ops.recurrent_backward]
+        forward_backward(m)
     assert fastpath.enabled(), "disabled() must restore the switch"
+    assert calls["ops.recurrent_forward"] == 2 and calls["lstm_cpu.lstm_forward"] == 0
     with pytest.raises(TypeError, match="True, False or None"):
         fastpath.set_enabled("0")
 
@@ -277,13 +295,11 @@ def test_the_reference_path_never_calls_the_kernels(lstm_cpu, monkeypatch):
 
     monkeypatch.setattr(lstm_cpu, "lstm_forward", refuse)
     monkeypatch.setattr(lstm_cpu, "lstm_backward", refuse)
-    m = LSTM(3, 4, dtype=np.float64)
     with fastpath.disabled():
-        m(np.ones((2, 1, 3)))
-        m.backward(np.ones((2, 1, 4)))
+        forward_backward(LSTM(3, 4, dtype=np.float64))
 
 
-def test_a_cache_is_consumed_by_the_path_that_made_it(lstm_cpu):
+def test_a_cache_is_consumed_by_the_path_that_made_it(calls):
     """Flipping the switch between forward and backward changes nothing."""
     rng = np.random.default_rng(11)
     m = LSTM(3, 5, 2, dtype=np.float64)
@@ -291,18 +307,19 @@ def test_a_cache_is_consumed_by_the_path_that_made_it(lstm_cpu):
     with fastpath.disabled():
         m(x)
     dx_ref = m.backward(dout)  # made on the reference path, the switch now on
+    assert calls["ops.recurrent_backward"] == 2 and calls["lstm_cpu.lstm_backward"] == 0
     m(x)
     with fastpath.disabled():
         dx_fast = m.backward(dout)
+    assert calls["lstm_cpu.lstm_backward"] == 2
     check_close("dx", dx_fast, dx_ref, TOL[np.dtype(np.float64)])
 
 
-def test_gru_takes_the_fast_path_and_rnn_and_float16_the_reference(gru_cpu):
-    gru, rnn = GRU(3, 4, dtype=np.float64), RNN(3, 4, dtype=np.float64)
-    gru(np.ones((2, 1, 3)))
-    rnn(np.ones((2, 1, 3)))
-    assert isinstance(gru._tape[-1][0][0], gru_cpu.GRUCache)
-    assert layer_backwards(rnn) == [ops.recurrent_backward]
+def test_gru_takes_the_fast_path_and_rnn_and_float16_the_reference(calls):
+    forward_backward(GRU(3, 4, dtype=np.float64))
+    assert calls["gru_cpu.gru_forward"] == calls["gru_cpu.gru_backward"] == 1
+    forward_backward(RNN(3, 4, dtype=np.float64))
+    assert calls["ops.recurrent_forward"] == calls["ops.recurrent_backward"] == 1
     assert fastpath.recurrent_functions(ops.CELLS["lstm"], np.ones((2, 1, 3), dtype=np.float16))[0] is \
         ops.recurrent_forward
 
