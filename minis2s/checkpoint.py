@@ -49,8 +49,10 @@ def read_model_dir(folder) -> tuple[dict, dict]:
     try:
         with open(meta_path) as f:
             meta = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{meta_path} is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path} holds a JSON {type(meta).__name__}, not an object")
     try:
         weights = safetensors.load_file(w_path)
     except ValueError as e:

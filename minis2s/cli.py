@@ -96,8 +96,12 @@ def cmd_demo(args):
     train(task, model, _train_config(args, target=0.0), out)
     from minis2s.checkpoint import load_weights, read_model_dir
 
-    _, weights = read_model_dir(os.path.join(out, "best"))
-    load_weights(model, weights, out)
+    best = os.path.join(out, "best")
+    if os.path.isdir(best):  # the best epoch's weights
+        _, weights = read_model_dir(best)
+        load_weights(model, weights, best)
+    else:  # --max-steps stopped the run before its first epoch ended: no best/ yet
+        print("no epoch finished: evaluating the weights as trained", file=sys.stderr)
     acc = task.accuracy(model, "test")
     print(f"held-out exact-sequence accuracy: {100 * acc:.2f}% on {len(task.splits['test'])} strings "
           f"({time.perf_counter() - t0:.0f} s)")

@@ -23,7 +23,8 @@ def save_file(tensors: dict, path, metadata: dict | None = None) -> None:
     """Write {name: array} to ``path`` atomically (temp file + rename)."""
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = np.asarray(tensors[name])
+        a = np.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray alone makes a 0-d array 1-d
         if a.dtype not in _NAMES:
             raise TypeError(f"tensors[{name!r}] has dtype {a.dtype}, which safetensors cannot store")
         b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -46,6 +47,8 @@ def load_file(path) -> dict:
         if n > len(raw) - 8:
             raise ValueError("header length exceeds the file size")
         header = json.loads(raw[8 : 8 + n])
+        if not isinstance(header, dict):
+            raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
         data = memoryview(raw)[8 + n :]
         out = {}
         for name, info in header.items():

@@ -33,7 +33,7 @@ from minis2s.optim import Adam, clip_grad_norm_
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+    """The loss (or its gradient) became NaN or infinite; the last good checkpoint is left untouched."""
 
 
 @dataclass
@@ -160,7 +160,13 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, lo
             batch = batches[i]
             model.zero_grad()
             loss = loss_and_grad(model, batch, loss_fn, tf, tf_rng)
-            clip_grad_norm_(model.parameters(), config.clip)
+            norm = clip_grad_norm_(model.parameters(), config.clip)
+            if not math.isfinite(norm):  # a finite loss can still overflow its gradient: stop
+                model.zero_grad()  # before the step, so no NaN weight reaches a checkpoint
+                raise TrainingDiverged(
+                    f"the gradient norm became {norm} at step {state['global_step'] + 1} — stopping; "
+                    "the last good checkpoint is unchanged (try a lower --lr or a smaller --clip)"
+                )
             optimizer.step()
             state["global_step"] += 1
             state["step_in_epoch"] = i + 1
