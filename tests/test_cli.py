@@ -1,0 +1,249 @@
+"""The ``minis2s`` command end to end, as a user runs it: ``python -m minis2s`` in a subprocess.
+
+A tiny G2P model is trained inside the test (300 train words, hidden 16, one epoch), then
+evaluated and used for prediction (words on the command line, ``--input FILE``, beam search with
+n-best lists). Output format: one ``word<TAB>PH O N`` line per word (per hypothesis with
+``--nbest``). Every bad input -- characters outside the alphabet, an empty word, a missing or
+corrupt model folder, a checkpoint of the wrong shape, an existing run without --resume, --resume
+without a run -- exits non-zero with one line ``minis2s: error: ...`` on stderr, never a traceback.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from minis2s.g2p import G2P, PHONEMES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LINE = re.compile(r"^(?P<word>[^\t]+)\t(?P<phonemes>[A-Z]+( [A-Z]+)*)?$")
+
+
+def minis2s(*args, cwd, timeout=300):
+    """Run ``python -m minis2s ARGS`` in ``cwd``; returns the CompletedProcess (text)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [REPO] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    return subprocess.run([sys.executable, "-m", "minis2s", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def assert_ok(p):
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    assert "Traceback" not in p.stderr
+
+
+def assert_clean_error(p, *fragments, last_line_only=False):
+    """Non-zero exit, a one-line ``minis2s: error: ...`` on stderr that names the problem."""
+    assert p.returncode != 0, f"expected a failure\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+    lines = p.stderr.strip().splitlines()
+    if not last_line_only:
+        assert len(lines) == 1, f"expected one line on stderr, got:\n{p.stderr}"
+    assert lines[-1].startswith("minis2s: error: "), p.stderr
+    for f in fragments:
+        assert f in lines[-1], f"{f!r} not in {lines[-1]!r}"
+    return lines[-1]
+
+
+def parse_lines(stdout):
+    out = []
+    for line in stdout.splitlines():
+        m = LINE.match(line)
+        assert m, f"not a 'word<TAB>PH O N' line: {line!r}"
+        phonemes = (m["phonemes"] or "").split()
+        assert set(phonemes) <= set(PHONEMES), line
+        out.append((m["word"], phonemes))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """cwd with a run folder ``tmp`` trained by the CLI; (cwd, completed process)."""
+    cwd = tmp_path_factory.mktemp("cli")
+    p = minis2s("g2p", "train", "--train-words", "300", "--hidden", "16", "--layers", "1", "--embedding", "8",
+                "--epochs", "1", "--out", "tmp", "--quiet", cwd=cwd)
+    assert_ok(p)
+    return cwd, p
+
+
+@pytest.fixture
+def model_copy(trained, tmp_path):
+    """A copy of the trained best/ folder the test may damage."""
+    cwd, _ = trained
+    dst = tmp_path / "m"
+    shutil.copytree(cwd / "tmp" / "best", dst)
+    return dst
+
+
+# ---- the happy path ------------------------------------------------------------------------------
+def test_train_writes_a_run_folder(trained):
+    cwd, p = trained
+    run = cwd / "tmp"
+    assert {"config.json", "metrics.jsonl", "curves.png", "best", "checkpoints"} <= set(os.listdir(run))
+    assert sorted(os.listdir(run / "best")) == ["model.json", "model.safetensors"]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train_words"] == 300 and cfg["task"]["model"]["hidden"] == 16 and cfg["train"]["epochs"] == 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert re.search(r"best dev WER \d+\.\d\d%", p.stdout)
+    assert "training pairs" in p.stderr and "batch/s" not in p.stderr  # --quiet: a summary, no progress bar
+
+
+def test_eval_prints_wer_and_per(trained):
+    cwd, _ = trained
+    p = minis2s("g2p", "eval", "--model", "tmp/best", "--split", "dev", cwd=cwd)
+    assert_ok(p)
+    m = re.search(r"dev: WER (\d+\.\d\d)%\s+PER (\d+\.\d\d)%\s+\(5857 words, greedy", p.stdout)
+    assert m, p.stdout
+    assert 0 <= float(m[1]) <= 100 and float(m[2]) >= 0
+
+
+def test_predict_words_on_the_command_line(trained):
+    cwd, _ = trained
+    p = minis2s("g2p", "predict", "--model", "tmp/best", "hello", "world", cwd=cwd)
+    assert_ok(p)
+    got = parse_lines(p.stdout)
+    assert [w for w, _ in got] == ["hello", "world"]
+    assert [ph for _, ph in got] == G2P(str(cwd / "tmp" / "best"))(["hello", "world"])  # same as the Python API
+
+
+def test_predict_input_file(trained, tmp_path):
+    cwd, _ = trained
+    f = tmp_path / "words.txt"
+    f.write_text("cat\n\n  dog  \nelephant\n")
+    p = minis2s("g2p", "predict", "--model", "tmp/best", "--input", str(f), cwd=cwd)
+    assert_ok(p)
+    assert [w for w, _ in parse_lines(p.stdout)] == ["cat", "dog", "elephant"]
+
+
+def test_predict_beam_nbest(trained):
+    cwd, _ = trained
+    p = minis2s("g2p", "predict", "--model", "tmp/best", "--beam", "3", "--nbest", "2", "hello", "world", cwd=cwd)
+    assert_ok(p)
+    got = parse_lines(p.stdout)
+    assert [w for w, _ in got] == ["hello", "hello", "world", "world"]
+    assert got[0][1] != got[1][1] and got[2][1] != got[3][1]  # two different hypotheses each
+    hyps = G2P(str(cwd / "tmp" / "best")).predict(["hello"], beam=3, nbest=2)[0]
+    assert [ph for ph, _ in hyps] == [got[0][1], got[1][1]]
+    assert hyps[0][1] >= hyps[1][1]  # best first
+
+
+def test_demo_reverse_runs(tmp_path):
+    p = minis2s("demo", "reverse", "--max-steps", "3", "--hidden", "8", "--quiet", "--out", "d", cwd=tmp_path)
+    assert_ok(p)
+    m = re.search(r"held-out exact-sequence accuracy: (\d+\.\d\d)%", p.stdout)
+    assert m and 0 <= float(m[1]) <= 100
+    assert os.path.isfile(tmp_path / "d" / "checkpoints" / "latest.json")
+
+
+def test_console_script_is_declared():
+    from importlib.metadata import entry_points
+
+    eps = [ep for ep in entry_points(group="console_scripts") if ep.name == "minis2s"]
+    assert eps and eps[0].value == "minis2s.cli:main"
+
+
+# ---- bad input: one clean line, non-zero exit ----------------------------------------------------
+@pytest.mark.parametrize("word,fragment", [
+    ("hello1", "outside the model's alphabet"), ("héllo", "outside the model's alphabet"),
+    ("", "empty"), ("two words", "outside the model's alphabet"),
+])
+def test_predict_bad_words(trained, word, fragment):
+    cwd, _ = trained
+    p = minis2s("g2p", "predict", "--model", "tmp/best", "fine", word, cwd=cwd)
+    assert_clean_error(p, fragment)
+    assert p.stdout == ""  # nothing half-printed before the refusal
+
+
+def test_predict_bad_word_in_an_input_file(trained, tmp_path):
+    cwd, _ = trained
+    f = tmp_path / "w.txt"
+    f.write_text("fine\nbad!\n", encoding="utf-8")
+    assert_clean_error(minis2s("g2p", "predict", "--model", "tmp/best", "--input", str(f), cwd=cwd), "'bad!'")
+
+
+DAMAGES = [
+    ("missing", "does not exist"),
+    ("garbage-weights", "not a valid safetensors file"),
+    ("truncated-weights", "not a valid safetensors file"),
+    ("bad-json", "not valid JSON"),
+    ("json-not-an-object", "not an object"),
+    ("no-weights", "has no model.safetensors"),
+    ("wrong-hidden", "do not fit the model"),
+    ("wrong-vocab", "do not fit the model"),
+]
+
+
+def damage_model(m, tmp_path, damage):
+    """Damage the model folder ``m`` one way; returns the folder to pass to --model."""
+    if damage == "missing":
+        return tmp_path / "nowhere"
+    if damage == "garbage-weights":
+        (m / "model.safetensors").write_bytes(b"\x00garbage" * 40)
+    elif damage == "truncated-weights":
+        data = (m / "model.safetensors").read_bytes()
+        (m / "model.safetensors").write_bytes(data[: len(data) - 100])
+    elif damage == "bad-json":
+        (m / "model.json").write_text("{oops")
+    elif damage == "json-not-an-object":
+        (m / "model.json").write_text('"g2p"')
+    elif damage == "no-weights":
+        os.remove(m / "model.safetensors")
+    elif damage in ("wrong-hidden", "wrong-vocab"):  # a checkpoint of the wrong shape
+        meta = json.loads((m / "model.json").read_text())
+        if damage == "wrong-hidden":
+            meta["model"]["hidden"] = 32
+        else:
+            meta["vocab"]["trg"] = meta["vocab"]["trg"][:-3]
+        (m / "model.json").write_text(json.dumps(meta))
+    return m
+
+
+@pytest.mark.parametrize("damage,fragment", DAMAGES, ids=[d for d, _ in DAMAGES])
+def test_predict_refuses_bad_model_folders(model_copy, tmp_path, damage, fragment):
+    m = damage_model(model_copy, tmp_path, damage)
+    assert_clean_error(minis2s("g2p", "predict", "--model", str(m), "hello", cwd=tmp_path), fragment)
+
+
+@pytest.mark.parametrize("damage,fragment", [DAMAGES[0], DAMAGES[1], DAMAGES[6]], ids=["missing", "garbage", "wrong-hidden"])
+def test_eval_refuses_bad_model_folders(model_copy, tmp_path, damage, fragment):
+    m = damage_model(model_copy, tmp_path, damage)
+    assert_clean_error(minis2s("g2p", "eval", "--model", str(m), cwd=tmp_path), fragment)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--beam", "0"], "beam"), (["--beam", "2", "--nbest", "3"], "cannot exceed the beam width"),
+    (["--input", "no-such-file.txt"], "does not exist"), ([], "give words"),
+])
+def test_predict_bad_options(trained, args, fragment):
+    cwd, _ = trained
+    words = [] if args == [] or args[0] == "--input" else ["hello"]
+    assert_clean_error(minis2s("g2p", "predict", "--model", "tmp/best", *args, *words, cwd=cwd), fragment)
+
+
+def test_train_refuses_an_existing_run_without_resume(trained):
+    cwd, _ = trained
+    before = {f: (cwd / "tmp" / f).read_bytes() for f in ("config.json", "metrics.jsonl")}
+    p = minis2s("g2p", "train", "--train-words", "300", "--hidden", "16", "--layers", "1", "--embedding", "8",
+                "--epochs", "1", "--out", "tmp", "--quiet", cwd=cwd)
+    assert_clean_error(p, "already holds a run", "--resume")
+    assert {f: (cwd / "tmp" / f).read_bytes() for f in before} == before  # untouched
+
+
+@pytest.mark.parametrize("folder", ["empty", "missing"])
+def test_resume_refuses_a_folder_without_a_run(tmp_path, folder):
+    if folder == "empty":
+        (tmp_path / "run").mkdir()
+    p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", cwd=tmp_path)
+    assert_clean_error(p, "--resume", "not a run folder")
+
+
+def test_resume_refuses_a_run_without_a_checkpoint(trained, tmp_path):
+    cwd, _ = trained
+    shutil.copytree(cwd / "tmp", tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", cwd=tmp_path)
+    # the saved configuration is announced first; the refusal is the last line
+    assert_clean_error(p, "no checkpoint to resume from", last_line_only=True)
