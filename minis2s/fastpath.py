@@ -7,6 +7,9 @@ backward beside the cache it pushes, so a cache is always consumed by the path t
     reference   minis2s/ops/recurrent.py     plain NumPy, always there, the specification
     fast path   kernels/lstm_cpu.py          GEMMs + fused Numba pointwise kernels
                 kernels/gru_cpu.py           (the tanh RNN has no fast path: nothing to fuse)
+    GPU path    kernels/lstm_cupy.py         cuBLAS GEMMs + fused CUDA C kernels, for CuPy arrays
+                                             (LSTM; off with set_enabled(False); untested on a
+                                             device so far: no GPU was lent yet)
 
 The fast path is taken when all of these hold: the switch is on, Numba imports, the cell is an
 LSTM or a GRU, and ``x`` is a float32/float64 NumPy array. Turn it off with the environment variable
@@ -99,8 +102,28 @@ def _gru_backward(dout, dstate_n, cache):
 FAST = {"lstm": (_lstm_forward, _lstm_backward), "gru": (_gru_forward, _gru_backward)}
 
 
+def _cuda_lstm_forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths=None):
+    """ops.recurrent_forward's signature over kernels/lstm_cupy.lstm_forward (CuPy arrays)."""
+    from kernels import lstm_cupy
+
+    out, (h_n, c_n), cache = lstm_cupy.lstm_forward(x, *state0, w_ih, w_hh, b_ih, b_hh, lengths)
+    return out, (h_n, c_n), cache
+
+
+def _cuda_lstm_backward(dout, dstate_n, cache):
+    from kernels import lstm_cupy
+
+    dx, dh0, dc0, *dparams = lstm_cupy.lstm_backward(dout, *dstate_n, cache)
+    return dx, (dh0, dc0), tuple(dparams)
+
+
+GPU = {"lstm": (_cuda_lstm_forward, _cuda_lstm_backward)}
+
+
 def recurrent_functions(cell, x):
     """(forward, backward) for one recurrent layer on ``x``: the fast path or the reference."""
     if cell.name in FAST and type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and enabled():
         return FAST[cell.name]
+    if cell.name in GPU and type(x).__module__.split(".")[0] == "cupy" and _switch[0] is not False:
+        return GPU[cell.name]  # cuBLAS GEMMs + the fused CUDA C pointwise kernels
     return ops.recurrent_forward, ops.recurrent_backward
