@@ -1,9 +1,9 @@
 """The ``minis2s`` command (also ``python -m minis2s``).
 
     minis2s demo reverse|sort                 train on a synthetic task, report held-out accuracy
-    minis2s g2p train --out DIR [--resume]    train a G2P model on CMUdict
+    minis2s g2p train --out DIR [--arch seq2seq|attention] [--resume]    train a G2P model on CMUdict
     minis2s g2p eval [--model DIR] [--split dev|test] [--beam K]
-    minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR]
+    minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR] [--plot OUT.png]
 
 Bad input prints one line ``minis2s: error: ...`` and exits with status 2, never a traceback.
 """
@@ -56,15 +56,26 @@ def build_parser():
     _add_train_args(demo, TrainConfig(epochs=15, batch_size=64, patience=3))
 
     g2p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict").add_subparsers(dest="action", required=True)
-    tr = g2p.add_parser("train", help="train a model (the seed's architecture)")
+    tr = g2p.add_parser("train", help="train a model (the seed's architecture, or with attention)")
     tr.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves, best/)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.add_argument("--arch", choices=["seq2seq", "attention"], default="seq2seq",
+                    help="seq2seq: the seed's (last encoder state is the context); attention: bidirectional "
+                         "encoder of hidden/2 per direction, bridge, attentional decoder")
+    tr.add_argument("--attention", choices=["bahdanau", "general", "dot"], default="general",
+                    help="the attention score (--arch attention)")
+    tr.add_argument("--no-input-feeding", action="store_true",
+                    help="do not feed the attentional state into the next step (--arch attention)")
     tr.add_argument("--hidden", type=int, default=384)
     tr.add_argument("--layers", type=int, default=2)
     tr.add_argument("--embedding", type=int, default=128)
     tr.add_argument("--dropout", type=float, default=0.2)
     tr.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
-    tr.add_argument("--no-reverse-source", action="store_true", help="feed letters in reading order")
+    rev = tr.add_mutually_exclusive_group()
+    rev.add_argument("--no-reverse-source", action="store_true",
+                     help="feed letters in reading order (the default for --arch attention)")
+    rev.add_argument("--reverse-source", action="store_true",
+                     help="feed letters reversed (the default for --arch seq2seq)")
     tr.add_argument("--train-words", type=int, default=None, help="use only the first N train words (quick runs)")
     _add_train_args(tr, TrainConfig(epochs=40))
 
@@ -79,6 +90,8 @@ def build_parser():
     pr.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     pr.add_argument("--beam", type=int, default=1)
     pr.add_argument("--nbest", type=int, default=1)
+    pr.add_argument("--plot", default=None, metavar="OUT.png",
+                    help="draw the attention heatmap (letters x phonemes) of one WORD (attention models)")
     return parser
 
 
@@ -130,8 +143,10 @@ def cmd_g2p_train(args):
         if os.path.isfile(cfg_path):
             raise ValueError(f"--out {args.out!r} already holds a run: add --resume, or choose another folder")
         tc = _train_config(args)
-        model_cfg = G2PModelConfig(hidden=args.hidden, layers=args.layers, embedding=args.embedding,
-                                   dropout=args.dropout, cell=args.cell, reverse_source=not args.no_reverse_source)
+        reverse = args.reverse_source or (args.arch == "seq2seq" and not args.no_reverse_source)
+        model_cfg = G2PModelConfig(arch=args.arch, hidden=args.hidden, layers=args.layers, embedding=args.embedding,
+                                   dropout=args.dropout, cell=args.cell, reverse_source=reverse,
+                                   attention=args.attention, input_feeding=not args.no_input_feeding)
         train_words = args.train_words
     words = load_split("train")
     if train_words is not None:
@@ -185,11 +200,21 @@ def cmd_g2p_predict(args):
             words += [w.strip() for w in f if w.strip()]
     if not words:
         raise ValueError("give words to pronounce, or --input FILE")
+    if args.plot is not None and len(words) != 1:
+        raise ValueError(f"--plot draws the attention of one word, got {len(words)} words")
     g2p = _load_g2p(args.model)
     results = g2p.predict(words, beam=args.beam, nbest=args.nbest)
     for w, hyps in zip(words, results):
         for phonemes, _ in hyps:
             print(f"{w}\t{' '.join(phonemes)}")
+    if args.plot is not None:
+        from minis2s.g2p import plot_attention
+
+        best = results[0][0][0]
+        letters, outputs, weights = g2p.attention(words[0], best)
+        decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
+        plot_attention(letters, outputs, weights, args.plot, title=f"{words[0]} -> {' '.join(best)} ({decoding})")
+        print(f"attention heatmap written to {args.plot}", file=sys.stderr)
     return 0
 
 

@@ -4,9 +4,17 @@
     >>> G2P()(["hello"])            # the model shipped inside the package
     [['HH', 'AH', 'L', 'OW']]
 
-Letters go in reversed (``reverse_source``): with the encoder's last state as the only context,
-the first letters — which decide the first phonemes — are then the most recently read
-(Sutskever et al. 2014's trick), which lowers the error of the seed's architecture.
+Two architectures (``G2PModelConfig.arch``), trained, evaluated and decoded by the same code:
+
+* ``"seq2seq"``, the seed's: the encoder's last state is the decoder's only context. Letters go
+  in reversed (``reverse_source``): the first letters — which decide the first phonemes — are
+  then the most recently read (Sutskever et al. 2014's trick), which lowers its error.
+* ``"attention"`` (minis2s/models/attention.py): a bidirectional LSTM encoder of ``hidden // 2``
+  per direction (so its outputs have ``hidden`` features), a bridge to the decoder's initial
+  state, and a decoder of ``hidden`` that attends over the letters at every step with the score
+  ``attention`` ("bahdanau", "general" or "dot"), feeding its attentional state to the next
+  step when ``input_feeding``. ``G2P.attention(word)`` returns its alignment of letters to
+  phonemes and ``plot_attention`` draws it.
 """
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ from minis2s.data import Vocab, make_batches
 from minis2s.data.cmudict import load_split
 from minis2s.decode import beam_search, greedy_decode
 from minis2s.metrics import score
-from minis2s.models import Decoder, Encoder, Seq2Seq
+from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, Decoder, Encoder, Seq2Seq
+from minis2s.nn import no_grad
 
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "g2p")
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
@@ -38,6 +47,8 @@ class G2PModelConfig:
     dropout: float = 0.2
     cell: str = "lstm"
     reverse_source: bool = True
+    attention: str = "general"  # arch "attention" only: the score, "bahdanau", "general" or "dot"
+    input_feeding: bool = True  # arch "attention" only: feed h̃_{t-1} into step t (Luong et al. 2015)
 
     @classmethod
     def from_dict(cls, d):
@@ -48,9 +59,25 @@ class G2PModelConfig:
         return cls(**d)
 
 
-def build_model(cfg: G2PModelConfig, src_vocab: Vocab, trg_vocab: Vocab, dtype=np.float32) -> Seq2Seq:
-    if cfg.arch != "seq2seq":
-        raise ValueError(f"arch must be 'seq2seq', got {cfg.arch!r}")
+ARCHS = ("seq2seq", "attention")
+
+
+def build_model(cfg: G2PModelConfig, src_vocab: Vocab, trg_vocab: Vocab, dtype=np.float32):
+    """A Seq2Seq (arch "seq2seq") or an AttentionSeq2Seq (arch "attention") for ``cfg``."""
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
+    if cfg.arch == "attention":
+        if cfg.cell != "lstm":
+            raise ValueError(f"the attention architecture is built of LSTMs: cell must be 'lstm', got {cfg.cell!r}")
+        if cfg.hidden % 2:
+            raise ValueError(f"the attention architecture needs an even hidden size (hidden // 2 per "
+                             f"encoder direction), got {cfg.hidden}")
+        enc = AttentionEncoder(len(src_vocab), cfg.hidden // 2, cfg.embedding, cfg.layers, dropout=cfg.dropout,
+                               dtype=dtype)
+        dec = AttentionDecoder(len(trg_vocab), cfg.hidden, cfg.embedding, cfg.layers, cfg.hidden,
+                               attention=cfg.attention, input_feeding=cfg.input_feeding, dropout=cfg.dropout,
+                               dtype=dtype)
+        return AttentionSeq2Seq(enc, dec, "cpu")
     enc = Encoder(len(src_vocab), cfg.hidden, cfg.embedding, cfg.layers, dropout=cfg.dropout, cell=cfg.cell, dtype=dtype)
     dec = Decoder(len(trg_vocab), cfg.hidden, cfg.embedding, cfg.layers, dropout=cfg.dropout, cell=cfg.cell, dtype=dtype)
     return Seq2Seq(enc, dec, "cpu")
@@ -140,6 +167,29 @@ class G2P:
                 results[i] = [(self.trg_vocab.decode(h), s) for h, s in hyps[j]]
         return results
 
+    def attention(self, word: str, phonemes=None, *, beam: int = 1):
+        """The attention of an attention model while it pronounces ``word``.
+
+        ``phonemes``: the pronunciation to align (default: the model's own, greedy or beam).
+        Returns (letters, phonemes + ['<eos>'], weights (len(phonemes) + 1, len(letters))): row i
+        is the attention while predicting output i, columns are the letters in reading order.
+        The weights come from a teacher-forced forward along ``phonemes``; for the model's own
+        output that is exactly the attention of its greedy decoding.
+        """
+        if not isinstance(self.model, AttentionSeq2Seq):
+            raise TypeError(f"this model has no attention (arch {self.cfg.arch!r}): attention weights "
+                             "need a model trained with --arch attention")
+        if phonemes is None:
+            phonemes = self.predict([word], beam=beam)[0][0][0]
+        src = np.array(encode_words([word], self.src_vocab, self.cfg.reverse_source)[0])[:, None]  # (S, 1)
+        trg = np.array([Vocab.sos_id, *self.trg_vocab.encode(list(phonemes)), Vocab.eos_id])[:, None]  # (T, 1)
+        with no_grad():
+            self.model(src, trg, 1.0, generator=np.random.default_rng(0))
+        weights = self.model.attention_weights[1:, :, 0]  # (T-1, S): row 0 is never predicted
+        if self.cfg.reverse_source:
+            weights = weights[:, ::-1]  # columns back into reading order
+        return list(word.lower()), list(phonemes) + ["<eos>"], np.asarray(weights, dtype=np.float64)
+
     def __call__(self, words, *, beam: int = 1):
         """words -> the best phoneme list of each."""
         return [r[0][0] for r in self.predict(words, beam=beam)]
@@ -150,3 +200,35 @@ def evaluate(g2p: G2P, words: dict, *, beam: int = 1, batch_size: int = 512) -> 
     names = list(words)
     preds = [r[0][0] for r in g2p.predict(names, beam=beam, batch_size=batch_size)]
     return score(preds, [words[w] for w in names])
+
+
+def plot_attention(letters, phonemes, weights, path, title=None) -> None:
+    """The heatmap of ``weights`` (len(phonemes), len(letters)): letters across, phonemes down,
+    as a PNG written atomically to ``path`` (matplotlib, Agg backend)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minis2s.atomic import atomic_write_bytes
+
+    weights = np.asarray(weights)
+    if weights.shape != (len(phonemes), len(letters)):
+        raise ValueError(f"weights have shape {weights.shape}, expected ({len(phonemes)}, {len(letters)})")
+    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * len(letters), 1.2 + 0.35 * len(phonemes)))
+    im = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(letters)), letters)
+    ax.set_yticks(range(len(phonemes)), phonemes)
+    ax.xaxis.tick_top()
+    ax.set_xlabel("letters")
+    ax.set_ylabel("phonemes (output order)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.05, label="attention weight")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,3 +1,4 @@
+from minis2s.models.attention import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq
 from minis2s.models.seq2seq import Decoder, Encoder, Seq2Seq
 
-__all__ = ["Decoder", "Encoder", "Seq2Seq"]
+__all__ = ["AttentionDecoder", "AttentionEncoder", "AttentionSeq2Seq", "Decoder", "Encoder", "Seq2Seq"]

@@ -31,6 +31,30 @@ def _rnn_class(cell: str):
     return RNN_TYPES[cell]
 
 
+def check_forward_inputs(src, trg, teacher_forcing_ratio, src_lengths, generator, src_vocab, trg_vocab):
+    """The checks of a model's ``forward(src, trg, ratio, src_lengths=, generator=)`` and its
+    teacher-forcing coins: one flip per decoder step (T-1 of them), True with probability
+    ``teacher_forcing_ratio``; the flip of step t decides step t+1's input.
+
+    Returns src, trg, src_lengths, flips.
+    """
+    teacher_forcing_ratio = check_probability("teacher_forcing_ratio", teacher_forcing_ratio)
+    src = check_ids("src", src, src_vocab, ndim=2)
+    trg = check_ids("trg", trg, trg_vocab, ndim=2)
+    if src.shape[1] != trg.shape[1]:
+        raise ValueError(f"src has batch {src.shape[1]} but trg has batch {trg.shape[1]}")
+    if src_lengths is not None:
+        src_lengths = check_lengths("src_lengths", src_lengths, src.shape[1], src.shape[0])
+    if generator is None:
+        generator = np.random.default_rng()
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
+    if trg.shape[0] < 2:
+        raise ValueError(f"trg must have at least 2 steps (<sos> and one target), got shape {trg.shape}")
+    flips = [bool(generator.random() < teacher_forcing_ratio) for _ in range(trg.shape[0] - 1)]
+    return src, trg, src_lengths, flips
+
+
 class Encoder(Module):
     """Embeds the source and runs it through the RNN; its final state is the context."""
 
@@ -155,24 +179,12 @@ class Seq2Seq(Module):
 
         Returns outputs (T, B, V) with outputs[0] all zeros.
         """
-        teacher_forcing_ratio = check_probability("teacher_forcing_ratio", teacher_forcing_ratio)
-        src = check_ids("src", src, self.encoder.embedding.num_embeddings, ndim=2)
-        trg = check_ids("trg", trg, self.decoder.output_dim, ndim=2)
-        if src.shape[1] != trg.shape[1]:
-            raise ValueError(f"src has batch {src.shape[1]} but trg has batch {trg.shape[1]}")
-        if src_lengths is not None:
-            src_lengths = check_lengths("src_lengths", src_lengths, src.shape[1], src.shape[0])
-        if generator is None:
-            generator = np.random.default_rng()
-        if not isinstance(generator, np.random.Generator):
-            raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
-        if trg.shape[0] < 2:
-            raise ValueError(f"trg must have at least 2 steps (<sos> and one target), got shape {trg.shape}")
+        src, trg, src_lengths, flips = check_forward_inputs(
+            src, trg, teacher_forcing_ratio, src_lengths, generator,
+            self.encoder.embedding.num_embeddings, self.decoder.output_dim)
         self.clear_tape()  # a previous forward that was never backpropagated
         xp = self.xp
         T, B = trg.shape
-        # One flip per decoder step (T-1 of them); the flip of step t decides step t+1's input.
-        flips = [bool(generator.random() < teacher_forcing_ratio) for _ in range(T - 1)]
         self.teacher_forcing_flips = flips
         hidden, cell = self.encoder(src, src_lengths)
         outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)

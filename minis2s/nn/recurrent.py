@@ -4,6 +4,13 @@ Parameters per layer l: ``weight_ih_l{l}`` (G, I_l), ``weight_hh_l{l}`` (G, H), 
 ``bias_hh_l{l}`` (G,), G = 4H (LSTM), 3H (GRU), H (RNN); all ~ U(-1/√H, 1/√H) as in torch.
 Dropout is applied to the output of every layer but the last (torch's ``dropout=``).
 
+``bidirectional=True`` adds a reverse direction per layer, ``*_l{l}_reverse`` (torch's names and
+order: forward then reverse parameters of layer l, then layer l+1). Layer l > 0 reads both
+directions, I_l = 2H. Outputs concatenate the directions, out (T, B, 2H) = [forward | reverse];
+states are (2L, B, H) with row 2l the forward and 2l+1 the reverse direction of layer l. With
+``lengths`` the reverse direction reads each row reversed within its own length
+(``ops.reverse_time``), so it starts at the row's last real step, as torch's packed sequences do.
+
 The per-layer math is the shared recurrence in minis2s/ops/recurrent.py, or for NumPy LSTMs and GRUs the
 fused CPU kernels when Numba is present (minis2s/fastpath.py chooses; same numbers).
 """
@@ -22,12 +29,16 @@ class RNNBase(Module):
     mode = ""  # a key of ops.CELLS
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 *, dtype=None, rng=None):
+                 *, bidirectional: bool = False, dtype=None, rng=None):
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.dropout = check_probability("dropout", dropout, closed_right=False)
+        if not isinstance(bidirectional, bool):
+            raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
         self.cell = ops.CELLS[self.mode]
         self.rng = rng
         rng = rng or default_rng()
@@ -35,18 +46,22 @@ class RNNBase(Module):
         G, H = self.cell.gates * hidden_size, hidden_size
         bound = 1.0 / math.sqrt(H)
         for layer in range(num_layers):
-            i = input_size if layer == 0 else H
-            setattr(self, f"weight_ih_l{layer}", Parameter(init_uniform(rng, (G, i), bound, dtype)))
-            setattr(self, f"weight_hh_l{layer}", Parameter(init_uniform(rng, (G, H), bound, dtype)))
-            setattr(self, f"bias_ih_l{layer}", Parameter(init_uniform(rng, (G,), bound, dtype)))
-            setattr(self, f"bias_hh_l{layer}", Parameter(init_uniform(rng, (G,), bound, dtype)))
+            i = input_size if layer == 0 else H * self.num_directions
+            for suffix in ("", "_reverse")[: self.num_directions]:
+                name = f"l{layer}{suffix}"
+                setattr(self, f"weight_ih_{name}", Parameter(init_uniform(rng, (G, i), bound, dtype)))
+                setattr(self, f"weight_hh_{name}", Parameter(init_uniform(rng, (G, H), bound, dtype)))
+                setattr(self, f"bias_ih_{name}", Parameter(init_uniform(rng, (G,), bound, dtype)))
+                setattr(self, f"bias_hh_{name}", Parameter(init_uniform(rng, (G,), bound, dtype)))
 
-    def layer_params(self, layer: int):
-        return [getattr(self, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    def layer_params(self, layer: int, direction: int = 0):
+        """[weight_ih, weight_hh, bias_ih, bias_hh] of one layer; direction 1 is ``*_reverse``."""
+        suffix = "_reverse" if direction else ""
+        return [getattr(self, f"{n}_l{layer}{suffix}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
     def _check_state(self, state, B):
-        """state: tuple of (L, B, H) arrays, or None for zeros."""
-        L, H, dtype, xp = self.num_layers, self.hidden_size, self.dtype, self.xp
+        """state: tuple of (L·D, B, H) arrays (D directions), or None for zeros."""
+        L, H, dtype, xp = self.num_layers * self.num_directions, self.hidden_size, self.dtype, self.xp
         if state is None:
             return tuple(xp.zeros((L, B, H), dtype=dtype) for _ in range(self.cell.n_states))
         names = ("h0", "c0")[: self.cell.n_states]
@@ -55,7 +70,7 @@ class RNNBase(Module):
         return tuple(state)
 
     def _forward(self, x, state, lengths):
-        """x: (T, B, I); state: tuple of (L, B, H) -> out (T, B, H), tuple of (L, B, H)."""
+        """x: (T, B, I); state: tuple of (L·D, B, H) -> out (T, B, D·H), tuple of (L·D, B, H)."""
         check_float_array("x", x, ndim=3, dtype=self.dtype)
         T, B, I = x.shape
         if I != self.input_size:
@@ -63,43 +78,63 @@ class RNNBase(Module):
         state = self._check_state(state, B)
         if lengths is not None:
             lengths = check_lengths("lengths", lengths, B, T)
-        xp = self.xp
+        xp, D = self.xp, self.num_directions
+        rev = None if D == 1 else ops.reverse_time_index(T, B, lengths, xp)  # (T, B)
         finals = [xp.empty_like(s) for s in state]
         caches = []
         inp = x
         for layer in range(self.num_layers):
-            w = [p.data for p in self.layer_params(layer)]
-            forward, backward = fastpath.recurrent_functions(self.cell, inp)  # reference or fused
-            out, s_n, cache = forward(self.cell, inp, tuple(s[layer] for s in state), *w, lengths=lengths)
-            for f, s in zip(finals, s_n):
-                f[layer] = s
+            outs, dir_caches = [], []
+            for d in range(D):
+                k = layer * D + d  # the state row of this layer and direction (torch's order)
+                w = [p.data for p in self.layer_params(layer, d)]
+                x_d = inp if d == 0 else ops.reverse_time(inp, rev)  # reverse: each row within its length
+                forward, backward = fastpath.recurrent_functions(self.cell, x_d)  # reference or fused
+                out, s_n, cache = forward(self.cell, x_d, tuple(s[k] for s in state), *w, lengths=lengths)
+                for f, s in zip(finals, s_n):
+                    f[k] = s
+                outs.append(out if d == 0 else ops.reverse_time(out, rev))  # back to reading order
+                dir_caches.append((cache, backward))
+            out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)  # (T, B, D·H)
             drop = None
             if layer < self.num_layers - 1 and self.training and self.dropout > 0:
                 out, drop = ops.dropout_forward(out, self.dropout, self.rng or default_rng())
-            caches.append((cache, drop, backward))
+            caches.append((dir_caches, drop))
             inp = out
-        self._push(caches)
+        self._push((caches, rev))
         return inp, tuple(finals)
 
     def _backward(self, dout, dstate_n):
-        """dout: (T, B, H); dstate_n: tuple of (L, B, H) or None -> dx (T, B, I), dstate0."""
-        caches = self._pop()
-        ds0_layers = [None] * self.num_layers
+        """dout: (T, B, D·H) or None; dstate_n: tuple of (L·D, B, H) or None -> dx (T, B, I), dstate0."""
+        caches, rev = self._pop()
+        D, H = self.num_directions, self.hidden_size
+        ds0_layers = [None] * (self.num_layers * D)
         d = dout
         for layer in reversed(range(self.num_layers)):
-            cache, drop, backward = caches[layer]  # the backward of the path that made the cache
-            d = ops.dropout_backward(d, drop)
-            ds_n = tuple(None if s is None else s[layer] for s in dstate_n)
-            d, ds0_layers[layer], grads = backward(d, ds_n, cache)
-            for p, g in zip(self.layer_params(layer), grads):
-                p.accumulate(g)
+            dir_caches, drop = caches[layer]
+            d = None if d is None else ops.dropout_backward(d, drop)
+            dx = None
+            for direction, (cache, backward) in enumerate(dir_caches):  # the path that made the cache
+                k = layer * D + direction
+                d_dir = d if (d is None or D == 1) else d[:, :, direction * H : (direction + 1) * H]
+                if direction == 1 and d_dir is not None:
+                    d_dir = ops.reverse_time(d_dir, rev)  # into the order the reverse pass ran in
+                ds_n = tuple(None if s is None else s[k] for s in dstate_n)
+                dx_dir, ds0_layers[k], grads = backward(d_dir, ds_n, cache)
+                if direction == 1:
+                    dx_dir = ops.reverse_time(dx_dir, rev)
+                for p, g in zip(self.layer_params(layer, direction), grads):
+                    p.accumulate(g)
+                dx = dx_dir if dx is None else dx + dx_dir
+            d = dx
         xp = array_module(d)
         dstate0 = tuple(xp.stack([ds0[k] for ds0 in ds0_layers]) for k in range(len(dstate_n)))
-        return d, dstate0  # each (L, B, H)
+        return d, dstate0  # each (L·D, B, H)
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
-        return s + (f", dropout={self.dropout}" if self.dropout else "")
+        s += f", dropout={self.dropout}" if self.dropout else ""
+        return s + (", bidirectional=True" if self.bidirectional else "")
 
 
 class LSTM(RNNBase):
@@ -108,9 +143,9 @@ class LSTM(RNNBase):
     mode = "lstm"
 
     def forward(self, x, state=None, lengths=None):
-        """x: (T, B, I); state: (h0, c0) each (L, B, H) or None; lengths: (B,) ints or None.
+        """x: (T, B, I); state: (h0, c0) each (L·D, B, H) or None; lengths: (B,) ints or None.
 
-        Returns out (T, B, H) and (h_n, c_n) each (L, B, H).
+        Returns out (T, B, D·H) and (h_n, c_n) each (L·D, B, H); D = 2 if bidirectional else 1.
         """
         if state is not None and (not isinstance(state, (tuple, list)) or len(state) != 2):
             raise TypeError("state must be a tuple (h0, c0) or None")

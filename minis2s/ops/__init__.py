@@ -5,6 +5,17 @@ and that cache and returns gradients. No op keeps state between calls. Shape leg
 every file: T time, B batch, I input features, E embedding, H hidden, G gates*H, V vocabulary.
 """
 from minis2s.ops.activations import sigmoid
+from minis2s.ops.attention import (
+    ATTENTION_PARAMS,
+    attention_backward,
+    attention_forward,
+    attention_keys_backward,
+    attention_keys_forward,
+    attention_step_backward,
+    attention_step_forward,
+    masked_softmax_backward,
+    masked_softmax_forward,
+)
 from minis2s.ops.dropout import dropout_backward, dropout_forward
 from minis2s.ops.embedding import embedding_backward, embedding_forward
 from minis2s.ops.gru import gru_cell_backward, gru_cell_forward, gru_step_backward, gru_step_forward
@@ -18,7 +29,13 @@ from minis2s.ops.lstm import (
     lstm_step_backward,
     lstm_step_forward,
 )
-from minis2s.ops.recurrent import CELLS, recurrent_backward, recurrent_forward
+from minis2s.ops.recurrent import (
+    CELLS,
+    recurrent_backward,
+    recurrent_forward,
+    reverse_time,
+    reverse_time_index,
+)
 from minis2s.ops.rnn import rnn_cell_backward, rnn_cell_forward, rnn_step_backward, rnn_step_forward
 
 __all__ = [name for name in dir() if not name.startswith("_")]

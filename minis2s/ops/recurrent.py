@@ -17,6 +17,11 @@ zeros, so the final state of each row is its state at its own length (what PyTor
 ``pack_padded_sequence`` gives) and padded steps get no gradient.
 
 State is a tuple: ``(h, c)`` for the LSTM, ``(h,)`` for GRU and RNN; ``state[0]`` is the output.
+
+Bidirectional layers (minis2s/nn/recurrent.py) run the reverse direction through this same
+driver on ``reverse_time(x, reverse_time_index(T, B, lengths))``: each row reversed within its
+own length, so the reverse direction starts at the row's last real step and its final state is
+the one after step 0 (what PyTorch's packed bidirectional LSTM gives).
 """
 from __future__ import annotations
 
@@ -48,6 +53,28 @@ CELLS: dict[str, Cell] = {}  # filled by lstm.py, gru.py and rnn.py
 def length_mask(lengths, T, dtype, xp):
     """lengths (B,) -> float mask (T, B, 1), 1 where t < lengths[b]."""
     return (xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]).astype(dtype)[:, :, None]
+
+
+def reverse_time_index(T, B, lengths, xp):
+    """(T, B) int index that reverses every row within its own length; padded steps stay put.
+
+    idx[t, b] = lengths[b] - 1 - t  for t < lengths[b],  else t     (all rows T - 1 - t without
+    lengths). It is a permutation of each column and its own inverse, so the same gather undoes it.
+    """
+    t = xp.arange(T)[:, None]  # (T, 1)
+    if lengths is None:
+        return xp.broadcast_to(T - 1 - t, (T, B))
+    n = xp.asarray(lengths)[None, :]  # (1, B)
+    return xp.where(t < n, n - 1 - t, t)
+
+
+def reverse_time(a, index):
+    """a: (T, B, F), index: (T, B) from reverse_time_index -> a[index[t, b], b] (T, B, F), a copy.
+
+    Its gradient is the same gather (the index is its own inverse): d_a = reverse_time(d_out, index).
+    """
+    xp = array_module(a)
+    return a[index, xp.arange(a.shape[1])[None, :]]
 
 
 def recurrent_forward(cell: Cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths=None):

@@ -1,0 +1,228 @@
+"""Seq2Seq with attention: a bidirectional encoder, a bridge, and a decoder that attends.
+
+The sibling of ``Seq2Seq`` (minis2s/models/seq2seq.py) with the same API — ``forward(src, trg,
+teacher_forcing_ratio, *, src_lengths, generator)`` -> outputs (T, B, V) with outputs[0] = 0,
+``backward(doutputs)``, and the decoding interface of minis2s/decode.py — so the training loop,
+checkpoints, greedy decoding and beam search take either model.
+
+Flow of one batch (S source, T target steps, B batch, L layers, He encoder hidden per direction,
+Hk = 2He, H decoder hidden, V target vocabulary):
+
+    src (S, B) -> AttentionEncoder (bidirectional LSTM)
+        keys (S, B, Hk) = [forward | reverse] outputs;  h_n, c_n (2L, B, He)
+    bridge:   h_0 = tanh(W_h [h_n fwd; h_n rev] + b_h)   c_0 = tanh(W_c [c_n fwd; c_n rev] + b_c)
+              per layer, (L, B, Hk) -> (L, B, H); the same two Linear layers for every layer
+    for t in 1..T-1 (Luong et al. 2015's global attention, with their input feeding):
+        x_t   = [emb(y_{t-1}); h̃_{t-1}]                (h̃_0 = 0; without input feeding x_t = emb)
+        h_t   = LSTM(x_t, state)                        (B, H), the top layer's output
+        c_t, a_t = attention(h_t, keys, mask)           (B, Hk), (S, B): a_t = 0 on padding
+        h̃_t   = tanh(W_a [c_t; h_t] + b_a)              (B, H)   ``attn_out``
+        logits = fc_out(dropout(h̃_t))                   (B, V)
+
+The attention score is Bahdanau's additive one or Luong's dot/general (minis2s/ops/attention.py);
+the decoder's flow is Luong's for all three (as OpenNMT's global attention). The weights of the
+last ``forward`` are kept in ``model.attention_weights`` (T, S, B) for inspection (row 0 zero).
+
+Decoder state (``init_decoder_state``, ``decode_step``): the tuple (hidden (L, B, H), cell
+(L, B, H), feed (1, B, H) or None, keys (S, B, Hk), proj, mask (S, B)) — every entry has the
+batch on axis 1, so ``select_state`` reorders the encoder outputs and mask with the beams.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minis2s.models.seq2seq import Seq2Seq, check_forward_inputs
+from minis2s.nn import LSTM, Attention, Dropout, Embedding, Linear, Module
+from minis2s.ops.recurrent import length_mask
+from minis2s.validate import check_float_array, check_ids
+
+
+class AttentionEncoder(Module):
+    """Embeddings and a bidirectional LSTM; its outputs are the attention's keys."""
+
+    def __init__(self, input_dim, hidden_dim, embedding_dim, num_layers, *, dropout=0.0, dtype=None):
+        super().__init__()
+        self.hidden_dim = hidden_dim  # per direction
+        self.embedding = Embedding(input_dim, embedding_dim, dtype=dtype)
+        self.rnn = LSTM(embedding_dim, hidden_dim, num_layers, dropout=dropout, bidirectional=True, dtype=dtype)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, src, src_lengths=None):
+        """src: (S, B) ids -> outputs (S, B, 2He) (zero at padding), (h_n, c_n) each (2L, B, He)."""
+        src = check_ids("src", src, self.embedding.num_embeddings, ndim=2)
+        embedded = self.dropout(self.embedding(src))  # (S, B, E)
+        return self.rnn(embedded, lengths=src_lengths)
+
+    def backward(self, doutputs, dh_n, dc_n):
+        """Gradients of outputs (S, B, 2He) and final states (2L, B, He) -> parameters."""
+        demb = self.rnn.backward(doutputs, dh_n, dc_n)
+        self.embedding.backward(self.dropout.backward(demb))
+
+
+class AttentionDecoder(Module):
+    """One step of the attentional decoder (see the module docstring)."""
+
+    def __init__(self, output_dim, hidden_dim, embedding_dim, num_layers, key_dim, *, attention="general",
+                 input_feeding=True, dropout=0.0, dtype=None):
+        super().__init__()
+        self.output_dim = output_dim
+        self.hidden_dim = hidden_dim
+        self.key_dim = key_dim
+        self.input_feeding = bool(input_feeding)
+        self.embedding = Embedding(output_dim, embedding_dim, dtype=dtype)
+        rnn_in = embedding_dim + (hidden_dim if self.input_feeding else 0)
+        self.rnn = LSTM(rnn_in, hidden_dim, num_layers, dropout=dropout, dtype=dtype)
+        self.attention = Attention(attention, hidden_dim, key_dim, hidden_dim, dtype=dtype)
+        self.attn_out = Linear(key_dim + hidden_dim, hidden_dim, dtype=dtype)  # h̃ = tanh(W_a [c; h] + b_a)
+        self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, input, hidden, cell, feed, keys, proj, mask):
+        """input: (B,) ids; hidden, cell: (L, B, H); feed: (B, H) (h̃ of the previous step) or
+        None without input feeding; keys (S, B, Hk), proj, mask (S, B) from the encoder.
+
+        Returns prediction (B, V), hidden, cell, attentional h̃ (B, H), weights (S, B).
+        """
+        input = check_ids("input", input, self.output_dim, ndim=1)
+        xp = self.xp
+        x = self.dropout(self.embedding(input))  # (B, E)
+        if self.input_feeding:
+            x = xp.concatenate([x, feed], axis=1)  # (B, E + H)
+        output, (hidden, cell) = self.rnn(x[None], (hidden, cell))  # (1, B, H)
+        query = output[0]  # (B, H)
+        context, weights = self.attention(query, keys, proj, mask)  # (B, Hk), (S, B)
+        attentional = xp.tanh(self.attn_out(xp.concatenate([context, query], axis=1)))  # (B, H)
+        prediction = self.fc_out(self.dropout(attentional))  # (B, V)
+        self._push(attentional)
+        return prediction, hidden, cell, attentional, weights
+
+    def backward(self, dprediction, dhidden=None, dcell=None, dattentional=None):
+        """dprediction: (B, V); dhidden, dcell: (L, B, H) of the returned state; dattentional:
+        (B, H), the gradient of h̃ from the next step's input feeding (or None).
+
+        Returns dhidden, dcell (L, B, H) and dfeed (B, H) (None without input feeding) of the
+        incoming state, dkeys (S, B, Hk) and dproj of this step's attention.
+        """
+        attentional = self._pop()
+        da = self.dropout.backward(self.fc_out.backward(dprediction))  # (B, H)
+        if dattentional is not None:
+            da = da + dattentional
+        dcat = self.attn_out.backward(da * (1.0 - attentional * attentional))  # (B, Hk + H): tanh'
+        dcontext, dquery = dcat[:, : self.key_dim], dcat[:, self.key_dim :]
+        dq_attention, dkeys, dproj = self.attention.backward(dcontext)
+        dout = (dquery + dq_attention)[None]  # (1, B, H)
+        dx, (dh, dc) = self.rnn.backward(dout, dhidden, dcell, return_state_grads=True)
+        E = self.embedding.embedding_dim
+        dx = dx[0]  # (B, E [+ H])
+        self.embedding.backward(self.dropout.backward(dx[:, :E]))
+        dfeed = dx[:, E:] if self.input_feeding else None
+        return dh, dc, dfeed, dkeys, dproj
+
+
+def join_directions(state, num_layers):
+    """(2L, B, He) in torch's order (layer-major, forward then reverse) -> (L, B, 2He)."""
+    _, B, He = state.shape
+    return state.reshape(num_layers, 2, B, He).transpose(0, 2, 1, 3).reshape(num_layers, B, 2 * He)
+
+
+def split_directions(joined, num_layers):
+    """The inverse of join_directions: (L, B, 2He) -> (2L, B, He)."""
+    _, B, H2 = joined.shape
+    return joined.reshape(num_layers, B, 2, H2 // 2).transpose(0, 2, 1, 3).reshape(2 * num_layers, B, H2 // 2)
+
+
+class AttentionSeq2Seq(Module):
+    """AttentionEncoder + bridge + AttentionDecoder, with Seq2Seq's API and teacher forcing."""
+
+    def __init__(self, encoder, decoder, device="cpu"):
+        super().__init__()
+        if not isinstance(encoder, AttentionEncoder) or not isinstance(decoder, AttentionDecoder):
+            raise TypeError("AttentionSeq2Seq(encoder, decoder) needs an AttentionEncoder and an AttentionDecoder")
+        if decoder.key_dim != 2 * encoder.hidden_dim:
+            raise ValueError(f"decoder key_dim {decoder.key_dim} != 2 x encoder hidden_dim {encoder.hidden_dim}")
+        if encoder.rnn.num_layers != decoder.rnn.num_layers:
+            raise ValueError(
+                f"encoder num_layers {encoder.rnn.num_layers} != decoder num_layers {decoder.rnn.num_layers}")
+        if encoder.dtype != decoder.dtype:
+            raise TypeError(f"encoder dtype {encoder.dtype} != decoder dtype {decoder.dtype}")
+        self.encoder = encoder
+        self.bridge_h = Linear(decoder.key_dim, decoder.hidden_dim, dtype=encoder.dtype)
+        self.bridge_c = Linear(decoder.key_dim, decoder.hidden_dim, dtype=encoder.dtype)
+        self.decoder = decoder
+        self.device = device
+        self.teacher_forcing_flips: list[bool] = []
+        self.attention_weights = None  # (T, S, B) after a forward
+        self.to(device=device)
+
+    # ---- the decoding interface (also the first half of forward) ----------------------------
+    def init_decoder_state(self, src, src_lengths=None):
+        """Encode ``src`` (S, B) -> the decoder's initial state (see the module docstring)."""
+        xp, L = self.xp, self.decoder.rnn.num_layers
+        keys, (h_n, c_n) = self.encoder(src, src_lengths)  # (S, B, Hk), (2L, B, He)
+        hidden = xp.tanh(self.bridge_h(join_directions(h_n, L)))  # (L, B, H)
+        cell = xp.tanh(self.bridge_c(join_directions(c_n, L)))  # (L, B, H)
+        S, B = keys.shape[:2]
+        proj = self.decoder.attention.keys_forward(keys)  # once per batch
+        lengths = np.full(B, S) if src_lengths is None else src_lengths
+        mask = length_mask(lengths, S, keys.dtype, xp)[:, :, 0] > 0  # (S, B) bool
+        feed = xp.zeros((1, B, self.decoder.hidden_dim), dtype=keys.dtype) if self.decoder.input_feeding else None
+        self._push((hidden, cell))  # the bridge's tanh, for backward
+        return (hidden, cell, feed, keys, proj, mask)
+
+    def _step(self, input, state):
+        """input: (B,) ids -> logits (B, V), the new state, attention weights (S, B)."""
+        hidden, cell, feed, keys, proj, mask = state
+        logits, hidden, cell, attentional, weights = self.decoder(
+            input, hidden, cell, None if feed is None else feed[0], keys, proj, mask)
+        feed = attentional[None] if self.decoder.input_feeding else None  # (1, B, H)
+        return logits, (hidden, cell, feed, keys, proj, mask), weights
+
+    def decode_step(self, input, state):
+        """input: (B,) ids; state from init_decoder_state -> logits (B, V), new state."""
+        logits, state, _ = self._step(input, state)
+        return logits, state
+
+    select_state = staticmethod(Seq2Seq.select_state)
+
+    # ---- training ---------------------------------------------------------------------------
+    def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None):
+        """src: (S, B), trg: (T, B) ids, trg[0] the start token -> outputs (T, B, V), outputs[0] = 0.
+
+        Teacher forcing as ``Seq2Seq.forward`` (one coin per step, kept in
+        ``teacher_forcing_flips``); the attention weights go to ``attention_weights`` (T, S, B).
+        """
+        src, trg, src_lengths, flips = check_forward_inputs(
+            src, trg, teacher_forcing_ratio, src_lengths, generator,
+            self.encoder.embedding.num_embeddings, self.decoder.output_dim)
+        self.clear_tape()  # a previous forward that was never backpropagated
+        self.teacher_forcing_flips = flips
+        xp = self.xp
+        (S, B), T = src.shape, trg.shape[0]
+        state = self.init_decoder_state(src, src_lengths)
+        outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
+        weights = xp.zeros((T, S, B), dtype=self.dtype)  # (T, S, B)
+        input = trg[0]  # (B,) <sos>
+        for t in range(1, T):
+            outputs[t], state, weights[t] = self._step(input, state)
+            input = trg[t] if flips[t - 1] else outputs[t].argmax(axis=1)
+        self.attention_weights = weights
+        self._push((T, state[4].shape, outputs.shape))
+        return outputs
+
+    def backward(self, doutputs):
+        """doutputs: (T, B, V) (row 0 unused) -> gradients accumulate into every parameter."""
+        T, proj_shape, shape = self._pop()
+        check_float_array("doutputs", doutputs, ndim=3, shape=shape)
+        hidden, cell = self._pop()
+        xp, L = self.xp, self.decoder.rnn.num_layers
+        dh = dc = dfeed = None
+        dkeys = xp.zeros((proj_shape[0], shape[1], self.decoder.key_dim), dtype=doutputs.dtype)  # (S, B, Hk)
+        dproj = xp.zeros(proj_shape, dtype=doutputs.dtype)
+        for t in reversed(range(1, T)):
+            dh, dc, dfeed, dk, dp = self.decoder.backward(doutputs[t], dh, dc, dfeed)
+            dkeys += dk
+            dproj += dp
+        dkeys += self.decoder.attention.keys_backward(dproj)
+        dh_n = split_directions(self.bridge_h.backward(dh * (1.0 - hidden * hidden)), L)  # (2L, B, He)
+        dc_n = split_directions(self.bridge_c.backward(dc * (1.0 - cell * cell)), L)
+        self.encoder.backward(dkeys, dh_n, dc_n)
