@@ -37,6 +37,19 @@ def save_model_dir(folder, model, meta: dict) -> None:
     atomic_write_json(os.path.join(folder, MODEL_META), meta)
 
 
+def export_model_dir(src, dst, *, float16: bool = False) -> dict:
+    """Copy a model folder, optionally storing the weights as float16 (half the bytes; they are
+    cast back to the model's dtype on load). Returns the meta written."""
+    meta, weights = read_model_dir(src)
+    if float16:
+        weights = {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in weights.items()}
+        meta = {**meta, "stored_dtype": "float16"}
+    os.makedirs(dst, exist_ok=True)
+    safetensors.save_file(weights, os.path.join(dst, MODEL_WEIGHTS))
+    atomic_write_json(os.path.join(dst, MODEL_META), meta)
+    return meta
+
+
 def read_model_dir(folder) -> tuple[dict, dict]:
     """(meta, weights) of a model folder, with a CheckpointError naming what is wrong."""
     folder = os.fspath(folder)

@@ -84,6 +84,11 @@ def build_parser():
     ev.add_argument("--split", choices=["dev", "test"], default="dev")
     ev.add_argument("--beam", type=int, default=1)
 
+    ex = g2p.add_parser("export", help="copy a model folder (e.g. RUN/best), optionally as float16")
+    ex.add_argument("--model", required=True, help="model folder to copy")
+    ex.add_argument("--out", required=True, help="destination folder")
+    ex.add_argument("--float16", action="store_true", help="store the weights in half precision")
+
     pr = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
     pr.add_argument("words", nargs="*")
     pr.add_argument("--input", default=None, help="a file with one word per line")
@@ -191,6 +196,16 @@ def cmd_g2p_eval(args):
     return 0
 
 
+def cmd_g2p_export(args):
+    from minis2s.checkpoint import export_model_dir
+
+    export_model_dir(args.model, args.out, float16=args.float16)
+    _load_g2p(args.out)  # proves the copy loads
+    size = os.path.getsize(os.path.join(args.out, "model.safetensors"))
+    print(f"wrote {args.out} ({size / 1e6:.1f} MB of weights)")
+    return 0
+
+
 def cmd_g2p_predict(args):
     words = list(args.words)
     if args.input is not None:
@@ -222,7 +237,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"demo": cmd_demo}.get(args.command) or {
-        "train": cmd_g2p_train, "eval": cmd_g2p_eval, "predict": cmd_g2p_predict}[args.action]
+        "train": cmd_g2p_train, "eval": cmd_g2p_eval, "predict": cmd_g2p_predict, "export": cmd_g2p_export}[args.action]
     try:
         return handler(args)
     except EXPECTED_ERRORS as e:

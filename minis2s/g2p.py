@@ -100,6 +100,11 @@ def encode_words(words, vocab: Vocab, reverse: bool):
     return out
 
 
+def describe_model(cfg: G2PModelConfig, src_vocab: Vocab, trg_vocab: Vocab) -> dict:
+    """What model.json holds: enough to rebuild the model before its weights are loaded."""
+    return {"task": "g2p", "model": asdict(cfg), "vocab": {"src": src_vocab.to_json(), "trg": trg_vocab.to_json()}}
+
+
 class G2PTask:
     """Train on every pronunciation of every train word; judge by greedy dev WER."""
 
@@ -120,8 +125,7 @@ class G2PTask:
         return make_batches(self.train_src, self.train_trg, batch_size, rng=rng)
 
     def describe(self):
-        return {"task": "g2p", "model": asdict(self.model_cfg),
-                "vocab": {"src": self.src_vocab.to_json(), "trg": self.trg_vocab.to_json()}}
+        return describe_model(self.model_cfg, self.src_vocab, self.trg_vocab)
 
     def evaluate(self, model):
         return evaluate(G2P(model=model, meta=self.describe()), self.dev, batch_size=self.eval_batch)
