@@ -364,6 +364,21 @@ def test_beam_search_with_attention_width_1_equals_greedy_and_rows_are_independe
         assert scores == sorted(scores, reverse=True)
 
 
+def test_greedy_decoding_follows_the_forward_with_argmax_feedback():
+    """decode_step (the decoding interface) and forward (training) are the same computation:
+    greedy tokens = the argmax path of forward with teacher forcing 0, row by row."""
+    manual_seed(4)
+    model = make_model("bahdanau", True, src_vocab=13, trg_vocab=9, He=4, H=8, E=6).eval()
+    model.decoder.fc_out.weight.data *= 4.0
+    lengths = np.array([5, 2, 7, 3])
+    src = padded_source(np.random.default_rng(8), lengths, 13)
+    greedy = greedy_decode(model, src, lengths, max_len=8, sos_id=Vocab.sos_id, eos_id=Vocab.eos_id)
+    out = model(src, np.full((9, 4), Vocab.sos_id), 0.0, src_lengths=lengths)
+    for b, ids in enumerate(greedy):
+        path = [int(i) for i in out[1:, b].argmax(axis=1)]
+        assert path[: len(ids)] == ids and (len(ids) == 8 or path[len(ids)] == Vocab.eos_id)
+
+
 def test_attention_seq2seq_learns_to_copy_through_attention():
     """A few Adam steps on a copy task drive the loss well down: the model trains end to end."""
     manual_seed(0)
@@ -454,6 +469,21 @@ def test_g2p_predict_plot_refuses_a_seq2seq_model_and_several_words(tiny_attenti
     assert "no attention" in capsys.readouterr().err and not png.exists()
     assert main(["g2p", "predict", "a", "b", "--model", str(tiny_attention_run / "best"), "--plot", str(png)]) == 2
     assert "one word" in capsys.readouterr().err and not png.exists()
+
+
+def test_g2p_attention_columns_are_letters_in_reading_order_when_the_source_is_reversed():
+    from minis2s.g2p import G2P, G2PModelConfig, G2PTask, build_model
+
+    manual_seed(1)
+    cfg = G2PModelConfig(arch="attention", hidden=8, layers=1, embedding=4, reverse_source=True, dropout=0.0)
+    task = G2PTask(cfg, train_words={"a": [["AH"]]}, dev_words={})
+    g2p = G2P(model=build_model(cfg, task.src_vocab, task.trg_vocab, dtype=F64), meta=task.describe())
+    letters, phonemes, weights = g2p.attention("cab", ["K", "AE", "B"])
+    src = np.array(task.src_vocab.encode(list("bac")))[:, None]  # what the model reads: reversed
+    trg = np.array([Vocab.sos_id, *task.trg_vocab.encode(["K", "AE", "B"]), Vocab.eos_id])[:, None]
+    g2p.model(src, trg, 1.0)
+    assert letters == list("cab") and phonemes == ["K", "AE", "B", "<eos>"]
+    np.testing.assert_array_equal(weights, g2p.model.attention_weights[1:, ::-1, 0])
 
 
 def test_build_model_checks_the_attention_settings():
