@@ -145,6 +145,9 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, lo
     def checkpoint():
         state["tf_rng"] = rng_state_to_json(tf_rng.bit_generator.state)
         state["dropout_rng"] = rng_state_to_json(mrandom.get_rng_state())
+        # The checkpoint carries its own description (training config, model config and
+        # vocabularies), so it stands on its own even without the run folder's config.json.
+        state["config"] = {"train": asdict(config), "task": task.describe()}
         save_checkpoint(run_dir, model, optimizer, state)
 
     while state["epoch"] < config.epochs:

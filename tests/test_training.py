@@ -245,6 +245,11 @@ def test_run_folder_contents(straight):
     assert ck[0] == "latest.json" and ck[-1] == f"step-{STEPS:08d}" and len(ck) == 3  # the newest two kept
     assert all(sorted(os.listdir(os.path.join(d, "checkpoints", c))) ==
                ["model.safetensors", "optimizer.safetensors", "state.json"] for c in ck[1:])
+    with open(os.path.join(d, "checkpoints", ck[-1], "state.json")) as f:
+        st = json.load(f)  # a checkpoint describes itself: configs, vocabularies, RNG states, position
+    assert st["config"] == cfg
+    assert st["config"]["task"]["vocab"]["trg"][:3] == ["AA", "AE", "AH"]
+    assert {"tf_rng", "dropout_rng", "epoch", "step_in_epoch", "global_step", "optimizer"} <= set(st)
 
 
 def test_train_config_refuses_bad_values():
