@@ -32,6 +32,8 @@ def _add_train_args(p, defaults: TrainConfig):
     p.add_argument("--teacher-forcing-end", type=float, default=None,
                    help="move the teacher-forcing ratio linearly to this by the last epoch")
     p.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, in epochs")
+    p.add_argument("--lr-threshold", type=float, default=defaults.lr_threshold,
+                   help="halve the learning rate when dev improves by less than this fraction")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (a checkpoint is saved)")
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -41,7 +43,7 @@ def _add_train_args(p, defaults: TrainConfig):
 def _train_config(args, **overrides) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
                        teacher_forcing=args.teacher_forcing, teacher_forcing_end=args.teacher_forcing_end,
-                       patience=args.patience, seed=args.seed, max_steps=args.max_steps,
+                       patience=args.patience, lr_threshold=args.lr_threshold, seed=args.seed, max_steps=args.max_steps,
                        checkpoint_every=args.checkpoint_every, progress=not args.quiet, **overrides)
 
 
@@ -77,7 +79,7 @@ def build_parser():
     rev.add_argument("--reverse-source", action="store_true",
                      help="feed letters reversed (the default for --arch seq2seq)")
     tr.add_argument("--train-words", type=int, default=None, help="use only the first N train words (quick runs)")
-    _add_train_args(tr, TrainConfig(epochs=40))
+    _add_train_args(tr, TrainConfig(epochs=40, lr_threshold=0.01))
 
     ev = g2p.add_parser("eval", help="WER and PER of a model on the dev or test split")
     ev.add_argument("--model", default=None, help="model folder (default: the shipped model)")

@@ -47,6 +47,7 @@ class TrainConfig:
     patience: int = 4  # early stopping: epochs without a dev improvement
     lr_patience: int = 1  # epochs without improvement before the learning rate is reduced
     lr_factor: float = 0.5
+    lr_threshold: float = 0.0  # relative dev improvement below which the lr counts as stalled
     min_lr: float = 1e-5
     seed: int = 0
     checkpoint_every: int = 200  # steps
@@ -69,6 +70,8 @@ class TrainConfig:
                 raise ValueError(f"{f} must be in [0, 1], got {v!r}")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
+        if not 0 <= self.lr_threshold < 1:
+            raise ValueError(f"lr_threshold must be in [0, 1), got {self.lr_threshold}")
 
     @classmethod
     def from_dict(cls, d):
@@ -208,17 +211,25 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, lo
         plot_curves(state["history"], os.path.join(run_dir, "curves.png"))
         value = metrics[task.metric]
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if state["best"] is None or value < state["best"]:
-            state["best"], state["bad_epochs"], state["lr_bad_epochs"] = value, 0, 0
+        # Any improvement keeps the model and resets early stopping; the learning rate is kept
+        # only by an improvement of at least ``lr_threshold`` (relative), as in torch's
+        # ReduceLROnPlateau(threshold_mode="rel"): creeping gains mean a smaller step is due.
+        previous = state["best"]
+        if previous is None or value < previous:
+            state["best"], state["bad_epochs"] = value, 0
             save_model_dir(os.path.join(run_dir, "best"), model,
                            {**task.describe(), "epoch": epoch + 1, "dev": metrics})
         else:
             state["bad_epochs"] += 1
+        if previous is None or value < previous * (1.0 - config.lr_threshold):
+            state["lr_bad_epochs"] = 0
+        else:
             state["lr_bad_epochs"] += 1
             if state["lr_bad_epochs"] >= config.lr_patience and optimizer.lr > config.min_lr:
                 optimizer.lr = max(optimizer.lr * config.lr_factor, config.min_lr)
                 state["lr_bad_epochs"] = 0
-                log(f"dev {task.metric} did not improve: learning rate -> {optimizer.lr:.2e}")
+                log(f"dev {task.metric} improved by less than {100 * config.lr_threshold:g}%: "
+                    f"learning rate -> {optimizer.lr:.2e}")
         state["epoch"] += 1
         state["step_in_epoch"] = 0
         state["epoch_loss"], state["epoch_n"] = 0.0, 0

@@ -279,3 +279,26 @@ def test_digit_demo_trains_and_reports_accuracy(tmp_path):
     assert all(isinstance(p, str) and set(p) <= set("0123456789") for p in preds)
     # the held-out strings never occur in training
     assert not set(task.splits["test"]) & set(task.splits["train"])
+
+
+# ---- the learning-rate schedule and early stopping ---------------------------------------------
+@pytest.mark.parametrize("threshold", [0.0, 0.01])
+def test_plateau_schedule_follows_the_relative_threshold(tmp_path, monkeypatch, threshold):
+    """Scripted dev errors: any improvement keeps the model and resets early stopping; only an
+    improvement of at least ``lr_threshold`` (relative) keeps the learning rate."""
+    script = iter([0.50, 0.40, 0.398, 0.397, 0.45, 0.45, 0.45, 0.45, 0.45])  # epoch 3, 4: +0.5%, +0.25%
+    task = DigitTask(DemoConfig(task="reverse", train_size=64, dev_size=8, test_size=8, hidden=8, embedding=4))
+    monkeypatch.setattr(task, "evaluate", lambda model: {"error": next(script)})
+    manual_seed(0)
+    model = task.build_model()
+    state = train(task, model, TrainConfig(epochs=9, batch_size=64, lr=1e-3, patience=4, lr_patience=1,
+                                           lr_threshold=threshold, progress=False), str(tmp_path), log=lambda m: None)
+    lrs = [h["lr"] for h in state["history"]]  # the lr each epoch trained with
+    if threshold == 0.0:  # epochs 3 and 4 improved: the lr holds until the first worse epoch (5)
+        assert lrs[:6] == [1e-3] * 5 + [5e-4]
+    else:  # 0.5% and 0.25% are below 1%: halved after epochs 3 and 4 as well
+        assert lrs[:6] == [1e-3, 1e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4]
+    assert state["best"] == 0.397  # the model of epoch 4 was kept either way
+    with open(os.path.join(tmp_path, "best", "model.json")) as f:
+        assert json.load(f)["epoch"] == 4
+    assert len(state["history"]) == 8  # epochs 5-8 did not improve: early stop after patience 4
