@@ -162,7 +162,7 @@ class G2P:
         results = [None] * len(words)
         for batch in make_batches(ids, None, batch_size):
             limit = max_len or int(batch.src_lengths.max()) * 2 + 5
-            kw = dict(max_len=limit, sos_id=Vocab.sos_id, eos_id=Vocab.eos_id)
+            kw = {"max_len": limit, "sos_id": Vocab.sos_id, "eos_id": Vocab.eos_id}
             if beam == 1 and nbest == 1:
                 hyps = [[(h, 0.0)] for h in greedy_decode(self.model, batch.src, batch.src_lengths, **kw)]
             else:
@@ -209,14 +209,12 @@ def evaluate(g2p: G2P, words: dict, *, beam: int = 1, batch_size: int = 512) -> 
 def plot_attention(letters, phonemes, weights, path, title=None) -> None:
     """The heatmap of ``weights`` (len(phonemes), len(letters)): letters across, phonemes down,
     as a PNG written atomically to ``path`` (matplotlib, Agg backend)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from minis2s.atomic import atomic_write_bytes
+    from minis2s.atomic import atomic_save_png
 
     weights = np.asarray(weights)
     if weights.shape != (len(phonemes), len(letters)):
@@ -232,7 +230,4 @@ def plot_attention(letters, phonemes, weights, path, title=None) -> None:
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05, label="attention weight")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save_png(fig, path, dpi=100)

@@ -16,7 +16,6 @@ run stopped and resumed ends with the same weights, bit for bit, as one never st
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import sys
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from minis2s import random as mrandom
-from minis2s.atomic import atomic_write_bytes, atomic_write_json
+from minis2s.atomic import atomic_save_png, atomic_write_bytes, atomic_write_json
 from minis2s.checkpoint import load_checkpoint, rng_state_to_json, save_checkpoint, save_model_dir
 from minis2s.nn import CrossEntropyLoss
 from minis2s.optim import Adam, clip_grad_norm_
@@ -121,10 +120,7 @@ def plot_curves(history, path) -> None:
     ax[1].set(xlabel="epoch", ylabel="%", title="dev metrics (greedy)")
     ax[1].legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save_png(fig, path, dpi=90)
 
 
 def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, log=None) -> dict:
