@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
 
 from minis2s.checkpoint import CheckpointError
 from minis2s.train import TrainConfig, TrainingDiverged, train

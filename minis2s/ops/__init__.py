@@ -1,3 +1,4 @@
+# ruff: noqa: F401  (this file re-exports the ops; __all__ is built from them below)
 """Pure forward/backward functions: the float64-exact reference of every op in minis2s.
 
 Each ``*_forward`` returns ``(output, cache)``; each ``*_backward`` takes the upstream gradient
