@@ -2,7 +2,7 @@
 
     >>> from minis2s.g2p import G2P
     >>> G2P()(["hello"])            # the model shipped inside the package
-    [['HH', 'AH', 'L', 'OW']]
+    [['HH', 'EH', 'L', 'OW']]
 
 Two architectures (``G2PModelConfig.arch``), trained, evaluated and decoded by the same code:
 
