@@ -1,11 +1,15 @@
 """Atomic file writes: write a temp file in the same folder, fsync, then rename over the target.
 
 A crash at any moment leaves either the old file or the new one, never half of either.
+``atomic_folder`` does the same for a folder of files that belong together (a model's weights
+and its description): they are written into a temporary sibling that is then swapped in whole.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -35,6 +39,45 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """``with atomic_folder(path) as tmp:`` write files into ``tmp``; on leaving the block the
+    folder ``tmp`` replaces ``path`` whole, so ``path`` holds all the old files or all the new
+    ones, never a mix. An exception inside the block removes ``tmp`` and leaves ``path`` as it was.
+
+    POSIX cannot rename a folder over a non-empty one, so an existing ``path`` is first renamed
+    aside (``.NAME.old-XXXX``), the new folder renamed into place, and the old one deleted. Only
+    a crash in the instant between those two renames leaves ``path`` missing, with the old folder
+    complete under the aside name (``leftover_folders`` finds it, to name it in an error).
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.new-")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what makedirs would have
+        if os.path.isdir(path):
+            aside = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
+            os.rmdir(aside)  # only its unique name is wanted
+            os.rename(path, aside)
+            os.rename(tmp, path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def leftover_folders(path) -> list[str]:
+    """The old copies of ``path`` that an interrupted ``atomic_folder`` left beside it."""
+    parent, name = os.path.split(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(parent):
+        return []
+    return sorted(os.path.join(parent, d) for d in os.listdir(parent) if d.startswith(f".{name}.old-"))
 
 
 def atomic_save_png(fig, path, dpi: int = 100) -> None:

@@ -8,7 +8,8 @@ Training checkpoint (inside a run folder):
     RUN/checkpoints/step-00001234/{model.safetensors, optimizer.safetensors, state.json}
     RUN/checkpoints/latest.json   {"dir": "step-00001234"}
 
-A checkpoint is written to a temporary folder, renamed into place (atomic), and only then is
+A checkpoint (and a model folder) is written to a temporary folder, renamed into place
+(``atomic_folder``), and only then is
 ``latest.json`` replaced (atomic). A crash at any point leaves the previous checkpoint as the
 latest, intact and loadable.
 """
@@ -20,8 +21,9 @@ import shutil
 
 import numpy as np
 
-from minis2s import safetensors
-from minis2s.atomic import atomic_write_json
+from minis2s import quantize, safetensors
+from minis2s.atomic import atomic_folder, atomic_write_json, leftover_folders
+from minis2s.quantize import STORED_DTYPES, check_stored_dtype
 
 MODEL_WEIGHTS, MODEL_META = "model.safetensors", "model.json"
 
@@ -31,22 +33,23 @@ class CheckpointError(ValueError):
 
 
 def save_model_dir(folder, model, meta: dict) -> None:
-    """Weights and their description into ``folder`` (each file written atomically)."""
-    os.makedirs(folder, exist_ok=True)
-    safetensors.save_file(model.state_dict(), os.path.join(folder, MODEL_WEIGHTS))
-    atomic_write_json(os.path.join(folder, MODEL_META), meta)
+    """Weights and their description into ``folder``, swapped in as a pair (``atomic_folder``):
+    a crash leaves the previous folder or the new one, never new weights beside an old description."""
+    with atomic_folder(folder) as tmp:
+        safetensors.save_file(model.state_dict(), os.path.join(tmp, MODEL_WEIGHTS))
+        atomic_write_json(os.path.join(tmp, MODEL_META), meta)
 
 
-def export_model_dir(src, dst, *, float16: bool = False) -> dict:
-    """Copy a model folder, optionally storing the weights as float16 (half the bytes; they are
-    cast back to the model's dtype on load). Returns the meta written."""
+def export_model_dir(src, dst, *, stored_dtype: str = "float32") -> dict:
+    """Copy a model folder, storing its weights as ``stored_dtype`` (minis2s/quantize.py):
+    "float32", "float16" (half the bytes) or "int8" (a quarter, one float32 scale per row);
+    ``read_model_dir`` turns them back into floats. Returns the meta written."""
+    check_stored_dtype(stored_dtype)
     meta, weights = read_model_dir(src)
-    if float16:
-        weights = {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in weights.items()}
-        meta = {**meta, "stored_dtype": "float16"}
-    os.makedirs(dst, exist_ok=True)
-    safetensors.save_file(weights, os.path.join(dst, MODEL_WEIGHTS))
-    atomic_write_json(os.path.join(dst, MODEL_META), meta)
+    meta = {**meta, "stored_dtype": stored_dtype}
+    with atomic_folder(dst) as tmp:
+        safetensors.save_file(quantize.pack(weights, stored_dtype), os.path.join(tmp, MODEL_WEIGHTS))
+        atomic_write_json(os.path.join(tmp, MODEL_META), meta)
     return meta
 
 
@@ -54,7 +57,9 @@ def read_model_dir(folder) -> tuple[dict, dict]:
     """(meta, weights) of a model folder, with a CheckpointError naming what is wrong."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
-        raise CheckpointError(f"model folder {folder!r} does not exist")
+        aside = leftover_folders(folder)
+        hint = f" (an interrupted save left the previous one at {aside[-1]!r})" if aside else ""
+        raise CheckpointError(f"model folder {folder!r} does not exist{hint}")
     meta_path, w_path = os.path.join(folder, MODEL_META), os.path.join(folder, MODEL_WEIGHTS)
     for p in (meta_path, w_path):
         if not os.path.isfile(p):
@@ -66,10 +71,14 @@ def read_model_dir(folder) -> tuple[dict, dict]:
         raise CheckpointError(f"{meta_path} is not valid JSON ({e})") from e
     if not isinstance(meta, dict):
         raise CheckpointError(f"{meta_path} holds a JSON {type(meta).__name__}, not an object")
+    stored = meta.get("stored_dtype", "float32")
+    if stored not in STORED_DTYPES:
+        raise CheckpointError(f"{meta_path}: stored_dtype must be one of {STORED_DTYPES}, got {stored!r}")
     try:
-        weights = safetensors.load_file(w_path)
-    except ValueError as e:
-        raise CheckpointError(str(e)) from e
+        weights = quantize.unpack(safetensors.load_file(w_path), stored)
+    except (KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise CheckpointError(f"{w_path}: {msg}") from e
     return meta, weights
 
 
@@ -88,22 +97,18 @@ def save_checkpoint(run_dir, model, optimizer, state: dict, keep: int = 2) -> st
     os.makedirs(ck, exist_ok=True)
     name = f"step-{state['global_step']:08d}"
     final = os.path.join(ck, name)
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    safetensors.save_file(model.state_dict(), os.path.join(tmp, MODEL_WEIGHTS))
-    opt = optimizer.state_dict()
-    arrays, scalars = {}, []
-    for i, st in enumerate(opt["state"]):
-        scalars.append({k: v for k, v in st.items() if not hasattr(v, "shape")})
-        arrays.update({f"{i}.{k}": v for k, v in st.items() if hasattr(v, "shape")})
-    safetensors.save_file(arrays, os.path.join(tmp, "optimizer.safetensors"))
-    atomic_write_json(os.path.join(tmp, "state.json"), {**state, "optimizer": {"lr": opt["lr"], "scalars": scalars}})
-    if os.path.exists(final):  # the same step saved again (e.g. end of epoch after a step save)
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    with atomic_folder(final) as tmp:  # the same step saved again (end of epoch after a step save) is replaced
+        safetensors.save_file(model.state_dict(), os.path.join(tmp, MODEL_WEIGHTS))
+        opt = optimizer.state_dict()
+        arrays, scalars = {}, []
+        for i, st in enumerate(opt["state"]):
+            scalars.append({k: v for k, v in st.items() if not hasattr(v, "shape")})
+            arrays.update({f"{i}.{k}": v for k, v in st.items() if hasattr(v, "shape")})
+        safetensors.save_file(arrays, os.path.join(tmp, "optimizer.safetensors"))
+        atomic_write_json(os.path.join(tmp, "state.json"),
+                          {**state, "optimizer": {"lr": opt["lr"], "scalars": scalars}})
     atomic_write_json(os.path.join(ck, "latest.json"), {"dir": name})
-    old = sorted(d for d in os.listdir(ck) if d.startswith("step-") and not d.endswith(".tmp"))
+    old = sorted(d for d in os.listdir(ck) if d.startswith("step-"))
     for d in old[:-keep]:
         shutil.rmtree(os.path.join(ck, d), ignore_errors=True)
     return final

@@ -31,8 +31,13 @@ def _add_train_args(p, defaults: TrainConfig):
     p.add_argument("--teacher-forcing-end", type=float, default=None,
                    help="move the teacher-forcing ratio linearly to this by the last epoch")
     p.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, in epochs")
+    p.add_argument("--lr-schedule", choices=["plateau", "cosine"], default=defaults.lr_schedule,
+                   help="plateau: halve the lr when dev stalls; cosine: anneal it to --min-lr by the last epoch")
     p.add_argument("--lr-threshold", type=float, default=defaults.lr_threshold,
-                   help="halve the learning rate when dev improves by less than this fraction")
+                   help="(plateau) halve the learning rate when dev improves by less than this fraction")
+    p.add_argument("--lr-patience", type=int, default=defaults.lr_patience,
+                   help="(plateau) epochs of too little improvement before the lr is halved")
+    p.add_argument("--min-lr", type=float, default=defaults.min_lr)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (a checkpoint is saved)")
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -42,7 +47,8 @@ def _add_train_args(p, defaults: TrainConfig):
 def _train_config(args, **overrides) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
                        teacher_forcing=args.teacher_forcing, teacher_forcing_end=args.teacher_forcing_end,
-                       patience=args.patience, lr_threshold=args.lr_threshold, seed=args.seed, max_steps=args.max_steps,
+                       patience=args.patience, lr_schedule=args.lr_schedule, lr_threshold=args.lr_threshold,
+                       lr_patience=args.lr_patience, min_lr=args.min_lr, seed=args.seed, max_steps=args.max_steps,
                        checkpoint_every=args.checkpoint_every, progress=not args.quiet, **overrides)
 
 
@@ -60,6 +66,12 @@ def build_parser():
     tr = g2p.add_parser("train", help="train a model (the seed's architecture, or with attention)")
     tr.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves, best/)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --resume: change a saved training setting (e.g. epochs=60, lr_schedule=cosine); "
+                         "the change is written to the run's config.json")
+    tr.add_argument("--restart-lr", action="store_true",
+                    help="with --resume: set the learning rate back to the (possibly --set) lr and start a new "
+                         "schedule cycle at the current step (a warm restart)")
     tr.add_argument("--arch", choices=["seq2seq", "attention"], default="seq2seq",
                     help="seq2seq: the seed's (last encoder state is the context); attention: bidirectional "
                          "encoder of hidden/2 per direction, bridge, attentional decoder")
@@ -85,10 +97,13 @@ def build_parser():
     ev.add_argument("--split", choices=["dev", "test"], default="dev")
     ev.add_argument("--beam", type=int, default=1)
 
-    ex = g2p.add_parser("export", help="copy a model folder (e.g. RUN/best), optionally as float16")
+    ex = g2p.add_parser("export", help="copy a model folder (e.g. RUN/best), optionally as float16 or int8")
     ex.add_argument("--model", required=True, help="model folder to copy")
     ex.add_argument("--out", required=True, help="destination folder")
-    ex.add_argument("--float16", action="store_true", help="store the weights in half precision")
+    store = ex.add_mutually_exclusive_group()
+    store.add_argument("--dtype", choices=["float32", "float16", "int8"], default="float32",
+                       help="how the weights are stored: int8 is a quarter of float32 (one scale per row)")
+    store.add_argument("--float16", dest="dtype", action="store_const", const="float16", help="= --dtype float16")
 
     pr = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
     pr.add_argument("words", nargs="*")
@@ -130,6 +145,36 @@ def cmd_demo(args):
     return 0
 
 
+RESUME_SETTINGS = ("epochs", "lr", "lr_schedule", "lr_threshold", "lr_patience", "lr_factor", "min_lr", "patience",
+                   "clip", "teacher_forcing", "teacher_forcing_end", "checkpoint_every", "target")
+
+
+def _parse_settings(items) -> dict:
+    """["epochs=60", "lr_schedule=cosine"] -> {"epochs": 60, "lr_schedule": "cosine"} (JSON values,
+    else strings); only the settings a resumed run may change (not the data, batches or seed)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in RESUME_SETTINGS:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(RESUME_SETTINGS)}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _saved_epoch(run_dir) -> int:
+    """The epoch a run folder's latest checkpoint is in (0 if none)."""
+    try:
+        with open(os.path.join(run_dir, "checkpoints", "latest.json")) as f:
+            latest = json.load(f)["dir"]
+        with open(os.path.join(run_dir, "checkpoints", latest, "state.json")) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
 def cmd_g2p_train(args):
     from minis2s.data.cmudict import load_split
     from minis2s.g2p import G2PModelConfig, G2PTask, build_model
@@ -141,11 +186,25 @@ def cmd_g2p_train(args):
             raise CheckpointError(f"--resume: {args.out!r} has no config.json (not a run folder)")
         with open(cfg_path) as f:
             saved = json.load(f)
-        tc = TrainConfig.from_dict({**saved["train"], "progress": not args.quiet, "max_steps": args.max_steps})
+        changes = _parse_settings(args.set)
+        tc = TrainConfig.from_dict({**saved["train"], **changes, "progress": not args.quiet,
+                                    "max_steps": args.max_steps})
         model_cfg = G2PModelConfig.from_dict(saved["task"]["model"])
         train_words = saved.get("train_words")
-        print(f"resuming {args.out} with its saved configuration", file=sys.stderr)
+        if changes or args.restart_lr:  # the run folder says how its later epochs were trained
+            from minis2s.atomic import atomic_write_json
+
+            epoch = _saved_epoch(args.out)
+            saved["train"].update(changes)
+            saved.setdefault("changes", []).append(
+                {"from_epoch": epoch, "set": changes, "restart_lr": bool(args.restart_lr)})
+            atomic_write_json(cfg_path, saved)
+        print(f"resuming {args.out} with its saved configuration"
+              + (f", changed: {changes}" if changes else "") + (", lr restarted" if args.restart_lr else ""),
+              file=sys.stderr)
     else:
+        if args.set or args.restart_lr:
+            raise ValueError("--set and --restart-lr change a run being resumed: they need --resume")
         if os.path.isfile(cfg_path):
             raise ValueError(f"--out {args.out!r} already holds a run: add --resume, or choose another folder")
         tc = _train_config(args)
@@ -162,7 +221,7 @@ def cmd_g2p_train(args):
     model = build_model(model_cfg, task.src_vocab, task.trg_vocab)
     n = sum(p.data.size for p in model.parameters())
     print(f"G2P {model_cfg}: {n:,} parameters, {len(task.train_src):,} training pairs", file=sys.stderr)
-    state = train(task, model, tc, args.out, resume=args.resume)
+    state = train(task, model, tc, args.out, resume=args.resume, restart_lr=args.restart_lr)
     if not args.resume and train_words is not None:  # remember the subset for --resume
         with open(cfg_path) as f:
             saved = json.load(f)
@@ -200,10 +259,10 @@ def cmd_g2p_eval(args):
 def cmd_g2p_export(args):
     from minis2s.checkpoint import export_model_dir
 
-    export_model_dir(args.model, args.out, float16=args.float16)
+    export_model_dir(args.model, args.out, stored_dtype=args.dtype)
     _load_g2p(args.out)  # proves the copy loads
     size = os.path.getsize(os.path.join(args.out, "model.safetensors"))
-    print(f"wrote {args.out} ({size / 1e6:.1f} MB of weights)")
+    print(f"wrote {args.out} ({size / 1e6:.1f} MB of weights, stored as {args.dtype})")
     return 0
 
 

@@ -8,7 +8,14 @@ A *task* supplies the data and the judgement:
 
 Per step: forward with teacher forcing -> masked cross-entropy over trg[1:] -> backward ->
 clip the global gradient norm -> Adam. Per epoch: dev evaluation, metrics.jsonl, a PNG of the
-curves, the best model saved to RUN/best, learning rate halved on a plateau, early stopping.
+curves, the best model saved to RUN/best, early stopping.
+
+Learning rate (``lr_schedule``): "plateau" halves it when dev stops improving (by at least
+``lr_threshold``, relative); "cosine" moves it every step from ``lr`` down to ``min_lr`` along
+half a cosine, reaching ``min_lr`` at the last step of the last epoch — a run that must end by a
+deadline ends annealed. ``restart_lr=True`` on resume begins a new cycle at ``lr`` from the
+current step (a warm restart, Loshchilov & Hutter 2017), e.g. after a plateau schedule decayed
+too early: the cycle's start is saved, so a resumed cycle continues where it was.
 
 Resuming (``resume=True``) restores weights, optimiser, step counters and every random state
 (teacher-forcing coins, dropout masks); batch order is a pure function of (seed, epoch). So a
@@ -35,6 +42,16 @@ class TrainingDiverged(RuntimeError):
     """The loss (or its gradient) became NaN or infinite; the last good checkpoint is left untouched."""
 
 
+LR_SCHEDULES = ("plateau", "cosine")
+
+
+def cosine_lr(lr: float, min_lr: float, step: int, start: int, end: int) -> float:
+    """The learning rate at ``step`` of a cycle over steps [start, end): half a cosine from
+    ``lr`` (at start) to ``min_lr`` (at end - 1, the cycle's last step)."""
+    p = min(max(step - start, 0) / max(end - 1 - start, 1), 1.0)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 20
@@ -47,6 +64,7 @@ class TrainConfig:
     lr_patience: int = 1  # epochs without improvement before the learning rate is reduced
     lr_factor: float = 0.5
     lr_threshold: float = 0.0  # relative dev improvement below which the lr counts as stalled
+    lr_schedule: str = "plateau"  # or "cosine": lr -> min_lr by the last step (see the docstring)
     min_lr: float = 1e-5
     seed: int = 0
     checkpoint_every: int = 200  # steps
@@ -71,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
         if not 0 <= self.lr_threshold < 1:
             raise ValueError(f"lr_threshold must be in [0, 1), got {self.lr_threshold}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
     @classmethod
     def from_dict(cls, d):
@@ -123,8 +143,14 @@ def plot_curves(history, path) -> None:
     atomic_save_png(fig, path, dpi=90)
 
 
-def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, log=None) -> dict:
-    """Train ``model`` on ``task``; everything lands in ``run_dir``. Returns the final state."""
+def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, restart_lr: bool = False,
+          log=None) -> dict:
+    """Train ``model`` on ``task``; everything lands in ``run_dir``. Returns the final state.
+
+    ``restart_lr`` (with ``resume``): set the learning rate back to ``config.lr`` and start a new
+    schedule cycle at the current step (see the module docstring)."""
+    if restart_lr and not resume:
+        raise ValueError("restart_lr=True restarts the learning rate of a resumed run: it needs resume=True")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     os.makedirs(run_dir, exist_ok=True)
     loss_fn = CrossEntropyLoss(ignore_index=task.pad_id)
@@ -135,9 +161,15 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, lo
         tf_rng.bit_generator.state = state["tf_rng"]
         mrandom.set_rng_state(state["dropout_rng"])
         log(f"resumed from step {state['global_step']} (epoch {state['epoch']}, batch {state['step_in_epoch']})")
+        if restart_lr:
+            optimizer.lr = config.lr
+            state["lr_cycle_start"] = state["global_step"]
+            state["bad_epochs"] = state["lr_bad_epochs"] = 0
+            log(f"learning rate restarted at {config.lr:g} ({config.lr_schedule} schedule from step "
+                f"{state['global_step']})")
     else:
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "bad_epochs": 0,
-                 "lr_bad_epochs": 0, "history": [], "train_seconds": 0.0, "words": 0}
+                 "lr_bad_epochs": 0, "history": [], "train_seconds": 0.0, "words": 0, "lr_cycle_start": 0}
         atomic_write_json(os.path.join(run_dir, "config.json"),
                           {"train": asdict(config), "task": task.describe()})
 
@@ -158,8 +190,12 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, lo
         bar = _progress(config.progress, total=len(batches), initial=start, desc=f"epoch {epoch + 1}/{config.epochs}")
         ema, t0, words0 = None, time.perf_counter(), 0
         epoch_loss, epoch_n = state.get("epoch_loss", 0.0), state.get("epoch_n", 0)
+        cycle_end = state["global_step"] - start + (config.epochs - epoch) * len(batches)  # the last epoch's end
         for i in range(start, len(batches)):
             batch = batches[i]
+            if config.lr_schedule == "cosine":
+                optimizer.lr = cosine_lr(config.lr, config.min_lr, state["global_step"],
+                                         state.get("lr_cycle_start", 0), cycle_end)
             model.zero_grad()
             loss = loss_and_grad(model, batch, loss_fn, tf, tf_rng)
             norm = clip_grad_norm_(model.parameters(), config.clip)
@@ -221,7 +257,8 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, lo
             state["lr_bad_epochs"] = 0
         else:
             state["lr_bad_epochs"] += 1
-            if state["lr_bad_epochs"] >= config.lr_patience and optimizer.lr > config.min_lr:
+            if (config.lr_schedule == "plateau" and state["lr_bad_epochs"] >= config.lr_patience
+                    and optimizer.lr > config.min_lr):
                 optimizer.lr = max(optimizer.lr * config.lr_factor, config.min_lr)
                 state["lr_bad_epochs"] = 0
                 log(f"dev {task.metric} improved by less than {100 * config.lr_threshold:g}%: "

@@ -288,7 +288,7 @@ def test_checkpoint_crash_keeps_the_previous_checkpoint(tmp_path, monkeypatch, r
     # and the next save after the crash works and becomes the latest
     save_checkpoint(run, model, opt, {"global_step": 20, "epoch": 0, "note": "retried"})
     assert load_checkpoint(run, make_model(6), Adam(make_model(6).parameters()))["note"] == "retried"
-    assert not [d for d in os.listdir(ck) if d.endswith(".tmp")]
+    assert not [d for d in os.listdir(ck) if d.startswith(".")]  # no temp or aside folders left
 
 
 def test_checkpoints_keep_the_newest_two(tmp_path, rng):
@@ -301,30 +301,64 @@ def test_checkpoints_keep_the_newest_two(tmp_path, rng):
     assert _checkpoint_files(run) == ["latest.json", "step-00000003", "step-00000004"]
 
 
-@pytest.mark.parametrize("name,after", [("replace", 0), ("fsync", 0), ("replace", 1)])
-def test_save_model_dir_crash_leaves_a_loadable_folder(tmp_path, monkeypatch, name, after):
-    """save_model_dir writes model.safetensors, then model.json, each atomically. A crash on the
-    weights leaves the previous folder as it was; a crash on model.json leaves the new weights
-    beside the previous description (same architecture in a training run's best/): never a
-    partial file, and the folder loads either way."""
+# save_model_dir writes model.safetensors (os.replace 0) and model.json (os.replace 1) into a temp
+# folder, renames the old folder aside (os.rename 0) and the temp folder into place (os.rename 1).
+MODEL_DIR_CRASHES = [("replace", 0), ("fsync", 0), ("replace", 1), ("rename", 0)]
+
+
+def _two_models():
     cfg = G2PModelConfig(hidden=8, layers=1, embedding=4)
     task = G2PTask(cfg, train_words={"cat": [("K", "AE", "T")]}, dev_words={})
     manual_seed(0)
     old = build_model(cfg, task.src_vocab, task.trg_vocab)
-    folder = tmp_path / "best"
-    save_model_dir(folder, old, {**task.describe(), "epoch": 1})
     manual_seed(1)
     new = build_model(cfg, task.src_vocab, task.trg_vocab)
+    assert not np.array_equal(old.state_dict()["decoder.fc_out.weight"], new.state_dict()["decoder.fc_out.weight"])
+    return task, old, new
+
+
+@pytest.mark.parametrize("name,after", MODEL_DIR_CRASHES, ids=[f"{n}-{a}" for n, a in MODEL_DIR_CRASHES])
+def test_save_model_dir_crash_leaves_the_previous_folder(tmp_path, monkeypatch, name, after):
+    """Weights and description are swapped in as a pair: a crash anywhere before the final
+    rename leaves the previous folder whole — its own weights beside its own model.json — and no
+    temp folder behind."""
+    task, old, new = _two_models()
+    folder = tmp_path / "best"
+    save_model_dir(folder, old, {**task.describe(), "epoch": 1})
     crash_on(monkeypatch, name, after)
     with pytest.raises(Crash):
         save_model_dir(folder, new, {**task.describe(), "epoch": 2})
     monkeypatch.undo()
-    assert sorted(os.listdir(folder)) == ["model.json", "model.safetensors"]  # no temp files
+    assert os.listdir(tmp_path) == ["best"]
+    assert sorted(os.listdir(folder)) == ["model.json", "model.safetensors"]
     meta, weights = read_model_dir(folder)
-    assert meta["epoch"] == 1  # model.json is the previous one in every case
-    expected = old if after == 0 else new  # the weights: old if the crash hit their own write
-    assert_same_arrays(expected.state_dict(), weights)
+    assert meta["epoch"] == 1
+    assert_same_arrays(old.state_dict(), weights)
     G2P(str(folder))(["cat"])  # loads and predicts
+    save_model_dir(folder, new, {**task.describe(), "epoch": 2})  # the next save works
+    meta, weights = read_model_dir(folder)
+    assert meta["epoch"] == 2
+    assert_same_arrays(new.state_dict(), weights)
+    assert os.listdir(tmp_path) == ["best"]
+
+
+def test_save_model_dir_crash_between_the_renames_keeps_the_old_folder_aside(tmp_path, monkeypatch):
+    """The one instant the folder is missing: the old one is complete under its aside name, and
+    reading the folder says where it is."""
+    task, old, new = _two_models()
+    folder = tmp_path / "best"
+    save_model_dir(folder, old, {**task.describe(), "epoch": 1})
+    crash_on(monkeypatch, "rename", 1)
+    with pytest.raises(Crash):
+        save_model_dir(folder, new, {**task.describe(), "epoch": 2})
+    monkeypatch.undo()
+    (aside,) = atomic.leftover_folders(folder)
+    assert not folder.exists() and os.path.basename(aside).startswith(".best.old-")
+    with pytest.raises(CheckpointError, match="interrupted save left the previous one at"):
+        read_model_dir(folder)
+    meta, weights = read_model_dir(aside)
+    assert meta["epoch"] == 1
+    assert_same_arrays(old.state_dict(), weights)
 
 
 # ---- model folders: refusals ---------------------------------------------------------------------

@@ -247,3 +247,36 @@ def test_resume_refuses_a_run_without_a_checkpoint(trained, tmp_path):
     p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", cwd=tmp_path)
     # the saved configuration is announced first; the refusal is the last line
     assert_clean_error(p, "no checkpoint to resume from", last_line_only=True)
+
+
+def test_resume_with_set_and_restart_lr_extends_and_records_the_change(trained, tmp_path):
+    """--set changes a saved setting (here: one more epoch, cosine) and config.json records it;
+    --restart-lr begins the new cycle at the lr given, and the extra epoch trains with it."""
+    cwd, _ = trained
+    shutil.copytree(cwd / "tmp", tmp_path / "run")
+    p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", "--set", "epochs=2",
+                "--set", "lr_schedule=cosine", "--set", "lr=0.002", "--restart-lr", cwd=tmp_path)
+    assert_ok(p)
+    assert "changed: {'epochs': 2, 'lr_schedule': 'cosine', 'lr': 0.002}, lr restarted" in p.stderr
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["train"]["lr_schedule"] == "cosine" and cfg["train"]["lr"] == 0.002
+    assert cfg["changes"] == [{"from_epoch": 1, "set": {"epochs": 2, "lr_schedule": "cosine", "lr": 0.002},
+                               "restart_lr": True}]
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0]["lr"] == 1e-3 and history[1]["lr"] == pytest.approx(1e-5)  # annealed to min_lr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--resume", "--set", "seed=4"], "KEY one of"), (["--resume", "--set", "epochs"], "KEY=VALUE"),
+    (["--resume", "--set", "epochs=0"], "epochs must be a positive int"),
+    (["--resume", "--set", "lr_schedule=linear"], "lr_schedule must be one of"),
+    (["--set", "epochs=3"], "need --resume"), (["--restart-lr"], "need --resume"),
+])
+def test_resume_settings_are_checked_before_anything_is_written(trained, tmp_path, args, fragment):
+    cwd, _ = trained
+    shutil.copytree(cwd / "tmp", tmp_path / "run")
+    before = (tmp_path / "run" / "config.json").read_bytes()
+    p = minis2s("g2p", "train", "--out", "run", "--quiet", *args, cwd=tmp_path)
+    assert_clean_error(p, fragment, last_line_only=True)
+    assert (tmp_path / "run" / "config.json").read_bytes() == before

@@ -1,20 +1,27 @@
-"""`minis2s g2p export`: a float16 copy of a model folder halves the weights and loads back."""
+"""`minis2s g2p export`: float16 and int8 copies of a model folder shrink the weights and load back.
+
+int8 bound: every weight of a matrix row r comes back within half a quantisation step s_r / 2,
+s_r = max|row| / 127 (minis2s/quantize.py); the test checks that bound, and that it is tight
+enough to matter (the error is not zero, and a coarser 6-bit code would break it)."""
+import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from minis2s import manual_seed
-from minis2s.checkpoint import export_model_dir, read_model_dir, save_model_dir
+from minis2s import manual_seed, safetensors
+from minis2s.checkpoint import CheckpointError, export_model_dir, read_model_dir, save_model_dir
+from minis2s.quantize import SCALE_SUFFIX
 from minis2s.data import Vocab
 from minis2s.g2p import LETTERS, PHONEMES, G2P, G2PModelConfig, build_model, describe_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tiny_model_dir(path):
-    cfg = G2PModelConfig(hidden=8, layers=1, embedding=4, dropout=0.0)
+def _tiny_model_dir(path, hidden=8, embedding=4):
+    cfg = G2PModelConfig(hidden=hidden, layers=1, embedding=embedding, dropout=0.0)
     manual_seed(3)
     model = build_model(cfg, Vocab(LETTERS), Vocab(PHONEMES))
     save_model_dir(path, model, describe_model(cfg, Vocab(LETTERS), Vocab(PHONEMES)))
@@ -23,7 +30,7 @@ def _tiny_model_dir(path):
 
 def test_float16_export_halves_the_weights_and_rounds_them_to_half(tmp_path):
     model = _tiny_model_dir(tmp_path / "full")
-    export_model_dir(tmp_path / "full", tmp_path / "half", float16=True)
+    export_model_dir(tmp_path / "full", tmp_path / "half", stored_dtype="float16")
     full = os.path.getsize(tmp_path / "full" / "model.safetensors")
     half = os.path.getsize(tmp_path / "half" / "model.safetensors")
     assert half < 0.6 * full
@@ -36,6 +43,55 @@ def test_float16_export_halves_the_weights_and_rounds_them_to_half(tmp_path):
     for name, p in loaded.model.named_parameters():  # cast back to the model's float32 on load
         assert p.data.dtype == np.float32
         np.testing.assert_array_equal(p.data, weights[name].astype(np.float32))
+
+
+def test_int8_export_quarters_the_weights_within_half_a_step_per_row(tmp_path):
+    model = _tiny_model_dir(tmp_path / "full", hidden=64, embedding=32)  # rows long enough that scales are small
+    meta = export_model_dir(tmp_path / "full", tmp_path / "q", stored_dtype="int8")
+    assert meta["stored_dtype"] == "int8"
+    stored = safetensors.load_file(tmp_path / "q" / "model.safetensors")
+    full = sum(p.data.nbytes for p in model.parameters())
+    assert sum(t.nbytes for t in stored.values()) < 0.35 * full  # 1/4, plus the scales and float16 biases
+    _, weights = read_model_dir(tmp_path / "q")
+    assert set(weights) == {name for name, _ in model.named_parameters()}  # the scales are folded back in
+    for name, p in model.named_parameters():
+        w = p.data.astype(np.float64)
+        if w.ndim == 1:  # biases stay float16
+            assert stored[name].dtype == np.float16
+            np.testing.assert_array_equal(weights[name], p.data.astype(np.float16).astype(np.float32))
+            continue
+        assert stored[name].dtype == np.int8 and np.abs(stored[name]).max() == 127  # each row's max uses the range
+        step = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) / 127  # (R,)
+        err = np.abs(weights[name].astype(np.float64) - w).reshape(w.shape[0], -1)
+        assert (err <= step[:, None] / 2 * (1 + 1e-6)).all(), name  # float32 scale: a hair of slack
+        assert err.max() > 0 and (err.max(axis=1) <= step / 2 * (1 + 1e-6)).all()
+        assert err.max() < np.abs(w).max() / 63 / 2  # finer than a 6-bit code could be
+    loaded = G2P(str(tmp_path / "q"))
+    for name, p in loaded.model.named_parameters():
+        assert p.data.dtype == np.float32
+        np.testing.assert_array_equal(p.data, weights[name])
+
+
+def test_int8_folder_with_a_missing_scale_is_a_clean_error(tmp_path):
+    _tiny_model_dir(tmp_path / "full")
+    export_model_dir(tmp_path / "full", tmp_path / "q", stored_dtype="int8")
+    path = tmp_path / "q" / "model.safetensors"
+    stored = safetensors.load_file(path)
+    del stored["decoder.fc_out.weight" + SCALE_SUFFIX]
+    safetensors.save_file(stored, path)
+    with pytest.raises(CheckpointError, match="decoder.fc_out.weight"):
+        read_model_dir(tmp_path / "q")
+
+
+def test_unknown_stored_dtype_is_refused(tmp_path):
+    _tiny_model_dir(tmp_path / "full")
+    with pytest.raises(ValueError, match="stored_dtype must be one of"):
+        export_model_dir(tmp_path / "full", tmp_path / "x", stored_dtype="int4")
+    assert not os.path.exists(tmp_path / "x")
+    meta = json.loads((tmp_path / "full" / "model.json").read_text())
+    (tmp_path / "full" / "model.json").write_text(json.dumps({**meta, "stored_dtype": "bfloat16"}))
+    with pytest.raises(CheckpointError, match="stored_dtype must be one of"):
+        read_model_dir(tmp_path / "full")
 
 
 def test_export_command_writes_a_loadable_copy(tmp_path):

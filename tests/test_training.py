@@ -302,3 +302,36 @@ def test_plateau_schedule_follows_the_relative_threshold(tmp_path, monkeypatch, 
     with open(os.path.join(tmp_path, "best", "model.json")) as f:
         assert json.load(f)["epoch"] == 4
     assert len(state["history"]) == 8  # epochs 5-8 did not improve: early stop after patience 4
+
+
+def test_cosine_lr_runs_from_lr_to_min_lr_along_half_a_cosine():
+    lrs = [train_mod.cosine_lr(1e-3, 1e-5, s, 10, 20) for s in range(8, 22)]
+    assert lrs[:3] == [1e-3, 1e-3, 1e-3]  # before and at the cycle's start
+    assert lrs[11] == pytest.approx(1e-5, rel=1e-12) and lrs[-1] == pytest.approx(1e-5, rel=1e-12)  # step 19: the last
+    assert all(a > b for a, b in zip(lrs[2:12], lrs[3:12]))  # strictly falling inside the cycle
+    mid = train_mod.cosine_lr(1e-3, 1e-5, 10 + 4.5, 10, 20)
+    assert mid == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-12)  # halfway: the mean of the two
+
+
+def test_cosine_schedule_in_the_loop_and_a_warm_restart(tmp_path, monkeypatch):
+    """Epoch lrs follow cosine_lr over the whole run; a resume with restart_lr starts a second
+    cycle at lr from the current step and resets early stopping."""
+    task = DigitTask(DemoConfig(task="reverse", train_size=128, dev_size=8, test_size=8, hidden=8, embedding=4))
+    monkeypatch.setattr(task, "evaluate", lambda model: {"error": 0.5})  # never improves after epoch 1
+    manual_seed(0)
+    cfg = dict(batch_size=64, lr=1e-3, min_lr=1e-5, lr_schedule="cosine", patience=10, progress=False)
+    state = train(task, task.build_model(), TrainConfig(epochs=3, **cfg), str(tmp_path), log=lambda m: None)
+    per_epoch = len(task.train_batches(np.random.default_rng(0), 64))
+    assert per_epoch == 2
+    # the lr recorded at an epoch's end is the one its last step used: steps 1, 3, 5 of [0, 6)
+    assert [h["lr"] for h in state["history"]] == [train_mod.cosine_lr(1e-3, 1e-5, s, 0, 6) for s in (1, 3, 5)]
+    assert state["history"][-1]["lr"] == pytest.approx(1e-5)
+    assert state["bad_epochs"] == 2
+    with pytest.raises(ValueError, match="needs resume=True"):
+        train(task, task.build_model(), TrainConfig(epochs=3, **cfg), str(tmp_path), restart_lr=True)
+    logs = []
+    state = train(task, task.build_model(), TrainConfig(epochs=5, **{**cfg, "lr": 2e-3}), str(tmp_path),
+                  resume=True, restart_lr=True, log=logs.append)
+    assert any("learning rate restarted at 0.002" in m for m in logs)
+    assert state["lr_cycle_start"] == 6 and state["bad_epochs"] == 2  # reset at the restart, +2 since
+    assert [h["lr"] for h in state["history"][3:]] == [train_mod.cosine_lr(2e-3, 1e-5, s, 6, 10) for s in (7, 9)]
