@@ -13,9 +13,9 @@ import pytest
 
 from minis2s import manual_seed, safetensors
 from minis2s.checkpoint import CheckpointError, export_model_dir, read_model_dir, save_model_dir
-from minis2s.quantize import SCALE_SUFFIX
 from minis2s.data import Vocab
-from minis2s.g2p import LETTERS, PHONEMES, G2P, G2PModelConfig, build_model, describe_model
+from minis2s.g2p import G2P, LETTERS, PHONEMES, G2PModelConfig, build_model, describe_model
+from minis2s.quantize import SCALE_SUFFIX
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
