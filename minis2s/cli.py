@@ -16,6 +16,7 @@ import sys
 import time
 
 from minis2s.checkpoint import CheckpointError
+from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_MODELS
 from minis2s.train import TrainConfig, TrainingDiverged, train
 
 EXPECTED_ERRORS = (ValueError, TypeError, KeyError, CheckpointError, FileNotFoundError, TrainingDiverged,
@@ -50,6 +51,10 @@ def _train_config(args, **overrides) -> TrainConfig:
                        patience=args.patience, lr_schedule=args.lr_schedule, lr_threshold=args.lr_threshold,
                        lr_patience=args.lr_patience, min_lr=args.min_lr, seed=args.seed, max_steps=args.max_steps,
                        checkpoint_every=args.checkpoint_every, progress=not args.quiet, **overrides)
+
+
+MODEL_HELP = (f"a model folder, or a shipped model by name: {' or '.join(PRETRAINED_MODELS)} "
+              f"(default: {DEFAULT_MODEL})")
 
 
 def build_parser():
@@ -93,7 +98,7 @@ def build_parser():
     _add_train_args(tr, TrainConfig(epochs=40, lr_threshold=0.01))
 
     ev = g2p.add_parser("eval", help="WER and PER of a model on the dev or test split")
-    ev.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    ev.add_argument("--model", default=None, help=MODEL_HELP)
     ev.add_argument("--split", choices=["dev", "test"], default="dev")
     ev.add_argument("--beam", type=int, default=1)
 
@@ -108,7 +113,7 @@ def build_parser():
     pr = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
     pr.add_argument("words", nargs="*")
     pr.add_argument("--input", default=None, help="a file with one word per line")
-    pr.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    pr.add_argument("--model", default=None, help=MODEL_HELP)
     pr.add_argument("--beam", type=int, default=1)
     pr.add_argument("--nbest", type=int, default=1)
     pr.add_argument("--plot", default=None, metavar="OUT.png",

@@ -31,7 +31,25 @@ from minis2s.metrics import score
 from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, Decoder, Encoder, Seq2Seq
 from minis2s.nn import no_grad
 
-PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "g2p")
+_PRETRAINED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+# The models shipped inside the package, by name: ``G2P("seq2seq")``, ``--model attention``.
+PRETRAINED_MODELS = {
+    "seq2seq": os.path.join(_PRETRAINED_ROOT, "g2p"),  # the seed's architecture
+    "attention": os.path.join(_PRETRAINED_ROOT, "g2p-attention"),
+}
+DEFAULT_MODEL = "seq2seq"
+PRETRAINED = PRETRAINED_MODELS[DEFAULT_MODEL]
+
+
+def resolve_model(path: str | None) -> str:
+    """A model folder, or the name of a shipped model (None: the default one) -> its folder.
+    An existing folder wins over a shipped model's name."""
+    if path is None:
+        path = DEFAULT_MODEL
+    path = os.fspath(path)
+    if not os.path.isdir(path) and path in PRETRAINED_MODELS:
+        return PRETRAINED_MODELS[path]
+    return path
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 PHONEMES = ["AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
             "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH",
@@ -132,11 +150,12 @@ class G2PTask:
 
 
 class G2P:
-    """A trained G2P model: ``G2P()(words)`` -> phoneme lists; ``G2P(path)`` loads a model folder."""
+    """A trained G2P model: ``G2P()(words)`` -> phoneme lists. ``G2P(path)`` loads a model folder
+    or a shipped model by name (``PRETRAINED_MODELS``: "seq2seq", "attention")."""
 
     def __init__(self, path: str | None = None, *, model=None, meta=None):
         if model is None:
-            path = PRETRAINED if path is None else path
+            path = resolve_model(path)
             meta, weights = read_model_dir(path)
             if meta.get("task") != "g2p":
                 raise CheckpointError(f"{path}: model.json describes task {meta.get('task')!r}, not 'g2p'")

@@ -280,3 +280,19 @@ def test_resume_settings_are_checked_before_anything_is_written(trained, tmp_pat
     p = minis2s("g2p", "train", "--out", "run", "--quiet", *args, cwd=tmp_path)
     assert_clean_error(p, fragment, last_line_only=True)
     assert (tmp_path / "run" / "config.json").read_bytes() == before
+
+
+def test_shipped_models_are_reachable_by_name(tmp_path):
+    """--model seq2seq names the shipped seed-architecture model from any folder; an existing
+    folder of that name wins over the shipped one; an unknown name is a clean error."""
+    from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_MODELS, resolve_model
+
+    assert resolve_model(None) == PRETRAINED_MODELS[DEFAULT_MODEL]
+    assert resolve_model("seq2seq") == PRETRAINED_MODELS["seq2seq"]
+    p = minis2s("g2p", "predict", "--model", "seq2seq", "cat", cwd=tmp_path)
+    assert_ok(p)
+    assert p.stdout == "cat\tK AE T\n"
+    (tmp_path / "seq2seq").mkdir()
+    assert resolve_model(str(tmp_path / "seq2seq")) == str(tmp_path / "seq2seq")
+    assert_clean_error(minis2s("g2p", "predict", "--model", "seq2seq", "cat", cwd=tmp_path), "has no model.json")
+    assert_clean_error(minis2s("g2p", "predict", "--model", "transformer", "cat", cwd=tmp_path), "does not exist")
