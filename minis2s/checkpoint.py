@@ -53,6 +53,38 @@ def export_model_dir(src, dst, *, stored_dtype: str = "float32") -> dict:
     return meta
 
 
+def average_model_dirs(folders, dst) -> dict:
+    """Write to ``dst`` the model whose every weight is the mean of that weight across the model
+    folders ``folders`` (same architecture; e.g. the last epochs of a run, RUN/epochs/*) — a
+    cheap ensemble in one model's size (checkpoint averaging, as in Vaswani et al. 2017). The
+    mean is taken in float64 and stored in the models' own dtype. Returns the meta written: the
+    last folder's, with ``averaged_from``."""
+    folders = [os.fspath(f) for f in folders]
+    if len(folders) < 2:
+        raise ValueError(f"averaging needs at least 2 model folders, got {len(folders)}")
+    metas, sums = [], None
+    for f in folders:
+        meta, weights = read_model_dir(f)
+        metas.append(meta)
+        if sums is None:
+            first, sums = f, {k: v.astype(np.float64) for k, v in weights.items()}
+            dtypes = {k: v.dtype for k, v in weights.items()}
+            continue
+        if meta.get("model") != metas[0].get("model") or set(weights) != set(sums):
+            raise CheckpointError(f"{f}: not the same architecture as {first} (cannot average)")
+        for k, v in weights.items():
+            if v.shape != sums[k].shape:
+                raise CheckpointError(f"{f}: {k} has shape {v.shape}, {first} has {sums[k].shape}")
+            sums[k] += v
+    mean = {k: (v / len(folders)).astype(dtypes[k]) for k, v in sums.items()}
+    meta = {k: v for k, v in metas[-1].items() if k not in ("dev", "stored_dtype")}
+    meta["averaged_from"] = [os.path.abspath(f) for f in folders]
+    with atomic_folder(dst) as tmp:
+        safetensors.save_file(mean, os.path.join(tmp, MODEL_WEIGHTS))
+        atomic_write_json(os.path.join(tmp, MODEL_META), meta)
+    return meta
+
+
 def read_model_dir(folder) -> tuple[dict, dict]:
     """(meta, weights) of a model folder, with a CheckpointError naming what is wrong."""
     folder = os.fspath(folder)
@@ -97,7 +129,7 @@ def save_checkpoint(run_dir, model, optimizer, state: dict, keep: int = 2) -> st
     os.makedirs(ck, exist_ok=True)
     name = f"step-{state['global_step']:08d}"
     final = os.path.join(ck, name)
-    with atomic_folder(final) as tmp:  # the same step saved again (end of epoch after a step save) is replaced
+    with atomic_folder(final) as tmp:  # a step saved again (epoch end after a step save): replaced
         safetensors.save_file(model.state_dict(), os.path.join(tmp, MODEL_WEIGHTS))
         opt = optimizer.state_dict()
         arrays, scalars = {}, []

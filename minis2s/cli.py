@@ -3,6 +3,8 @@
     minis2s demo reverse|sort                 train on a synthetic task, report held-out accuracy
     minis2s g2p train --out DIR [--arch seq2seq|attention] [--resume]    train a G2P model on CMUdict
     minis2s g2p eval [--model DIR] [--split dev|test] [--beam K]
+    minis2s g2p export --model DIR --out DIR [--dtype float32|float16|int8]
+    minis2s g2p average DIR... --out DIR      (checkpoint averaging, e.g. RUN/epochs/*)
     minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR] [--plot OUT.png]
 
 Bad input prints one line ``minis2s: error: ...`` and exits with status 2, never a traceback.
@@ -42,6 +44,8 @@ def _add_train_args(p, defaults: TrainConfig):
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (a checkpoint is saved)")
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    p.add_argument("--keep-epochs", type=int, default=defaults.keep_epochs,
+                   help="keep the model of each of the last N epochs in RUN/epochs/ (for g2p average)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -50,7 +54,8 @@ def _train_config(args, **overrides) -> TrainConfig:
                        teacher_forcing=args.teacher_forcing, teacher_forcing_end=args.teacher_forcing_end,
                        patience=args.patience, lr_schedule=args.lr_schedule, lr_threshold=args.lr_threshold,
                        lr_patience=args.lr_patience, min_lr=args.min_lr, seed=args.seed, max_steps=args.max_steps,
-                       checkpoint_every=args.checkpoint_every, progress=not args.quiet, **overrides)
+                       checkpoint_every=args.checkpoint_every, keep_epochs=args.keep_epochs, progress=not args.quiet,
+                       **overrides)
 
 
 MODEL_HELP = (f"a model folder, or a shipped model by name: {' or '.join(PRETRAINED_MODELS)} "
@@ -110,6 +115,10 @@ def build_parser():
                        help="how the weights are stored: int8 is a quarter of float32 (one scale per row)")
     store.add_argument("--float16", dest="dtype", action="store_const", const="float16", help="= --dtype float16")
 
+    av = g2p.add_parser("average", help="average the weights of model folders (e.g. RUN/epochs/*) into one")
+    av.add_argument("models", nargs="+", help="model folders of one architecture")
+    av.add_argument("--out", required=True, help="destination folder")
+
     pr = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
     pr.add_argument("words", nargs="*")
     pr.add_argument("--input", default=None, help="a file with one word per line")
@@ -151,7 +160,7 @@ def cmd_demo(args):
 
 
 RESUME_SETTINGS = ("epochs", "lr", "lr_schedule", "lr_threshold", "lr_patience", "lr_factor", "min_lr", "patience",
-                   "clip", "teacher_forcing", "teacher_forcing_end", "checkpoint_every", "target")
+                   "clip", "teacher_forcing", "teacher_forcing_end", "checkpoint_every", "target", "keep_epochs")
 
 
 def _parse_settings(items) -> dict:
@@ -271,6 +280,15 @@ def cmd_g2p_export(args):
     return 0
 
 
+def cmd_g2p_average(args):
+    from minis2s.checkpoint import average_model_dirs
+
+    average_model_dirs(args.models, args.out)
+    _load_g2p(args.out)  # proves the average loads
+    print(f"wrote {args.out}: the mean of {len(args.models)} models")
+    return 0
+
+
 def cmd_g2p_predict(args):
     words = list(args.words)
     if args.input is not None:
@@ -302,7 +320,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"demo": cmd_demo}.get(args.command) or {
-        "train": cmd_g2p_train, "eval": cmd_g2p_eval, "predict": cmd_g2p_predict, "export": cmd_g2p_export}[args.action]
+        "train": cmd_g2p_train, "eval": cmd_g2p_eval, "predict": cmd_g2p_predict, "export": cmd_g2p_export,
+        "average": cmd_g2p_average}[args.action]
     try:
         return handler(args)
     except EXPECTED_ERRORS as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -68,15 +69,17 @@ class TrainConfig:
     min_lr: float = 1e-5
     seed: int = 0
     checkpoint_every: int = 200  # steps
+    keep_epochs: int = 0  # keep the model of each of the last N epochs in RUN/epochs/ (for averaging)
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in all
     target: float | None = None  # stop once the dev metric is <= this
     progress: bool = True
 
     def __post_init__(self):
-        for f in ("epochs", "batch_size", "checkpoint_every", "patience", "lr_patience"):
+        for f in ("epochs", "batch_size", "checkpoint_every", "patience", "lr_patience", "keep_epochs"):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{f} must be a positive int, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if f == "keep_epochs" else 1):
+                raise ValueError(f"{f} must be a {'non-negative' if f == 'keep_epochs' else 'positive'} int, "
+                                 f"got {v!r}")
         for f in ("lr", "clip", "min_lr"):
             v = getattr(self, f)
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
@@ -253,6 +256,9 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, re
                            {**task.describe(), "epoch": epoch + 1, "dev": metrics})
         else:
             state["bad_epochs"] += 1
+        if config.keep_epochs:
+            keep_epoch_model(run_dir, model, {**task.describe(), "epoch": epoch + 1, "dev": metrics},
+                             config.keep_epochs)
         if previous is None or value < previous * (1.0 - config.lr_threshold):
             state["lr_bad_epochs"] = 0
         else:
@@ -274,6 +280,17 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, re
             log(f"dev {task.metric} {value:.4g} reached the target {config.target}: stopping")
         checkpoint()
     return state
+
+
+def keep_epoch_model(run_dir, model, meta: dict, keep: int) -> str:
+    """Save the model as RUN/epochs/epoch-NNN (a model folder) and delete all but the newest
+    ``keep``; ``minis2s g2p average`` averages such folders."""
+    folder = os.path.join(run_dir, "epochs")
+    path = os.path.join(folder, f"epoch-{meta['epoch']:03d}")
+    save_model_dir(path, model, meta)
+    for old in sorted(d for d in os.listdir(folder) if d.startswith("epoch-"))[:-keep]:
+        shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
+    return path
 
 
 def _json_line(obj) -> str:

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from minis2s import manual_seed, safetensors
-from minis2s.checkpoint import CheckpointError, export_model_dir, read_model_dir, save_model_dir
+from minis2s.checkpoint import (
+    CheckpointError,
+    average_model_dirs,
+    export_model_dir,
+    read_model_dir,
+    save_model_dir,
+)
 from minis2s.data import Vocab
 from minis2s.g2p import G2P, LETTERS, PHONEMES, G2PModelConfig, build_model, describe_model
 from minis2s.quantize import SCALE_SUFFIX
@@ -112,3 +118,45 @@ def test_export_of_a_missing_folder_is_a_clean_error(tmp_path):
     assert r.returncode == 2
     assert "minis2s: error:" in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_average_is_the_mean_of_the_weights_and_loads(tmp_path):
+    models = []
+    for i in range(3):
+        cfg = G2PModelConfig(hidden=8, layers=1, embedding=4, dropout=0.0)
+        manual_seed(10 + i)  # three different random models of one architecture
+        models.append(build_model(cfg, Vocab(LETTERS), Vocab(PHONEMES)))
+        save_model_dir(tmp_path / f"m{i}", models[-1], {**describe_model(cfg, Vocab(LETTERS), Vocab(PHONEMES)),
+                                                         "epoch": i + 1})
+    meta = average_model_dirs([tmp_path / f"m{i}" for i in range(3)], tmp_path / "avg")
+    assert meta["epoch"] == 3 and len(meta["averaged_from"]) == 3
+    _, weights = read_model_dir(tmp_path / "avg")
+    for name, _ in models[0].named_parameters():
+        stack = np.stack([m.state_dict()[name].astype(np.float64) for m in models])
+        expected = stack.mean(axis=0).astype(np.float32)
+        assert weights[name].dtype == np.float32
+        np.testing.assert_allclose(weights[name], expected, rtol=0, atol=1e-7)  # float64 mean, one rounding
+        assert not np.allclose(weights[name], models[0].state_dict()[name])  # really a mix
+    G2P(str(tmp_path / "avg"))(["cat"])
+
+
+def test_average_refuses_one_folder_and_different_architectures(tmp_path):
+    _tiny_model_dir(tmp_path / "a")
+    _tiny_model_dir(tmp_path / "b", hidden=16)
+    with pytest.raises(ValueError, match="at least 2 model folders"):
+        average_model_dirs([tmp_path / "a"], tmp_path / "x")
+    with pytest.raises(CheckpointError, match="not the same architecture"):
+        average_model_dirs([tmp_path / "a", tmp_path / "b"], tmp_path / "x")
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_average_command(tmp_path):
+    _tiny_model_dir(tmp_path / "a")
+    _tiny_model_dir(tmp_path / "b")
+    r = subprocess.run([sys.executable, "-m", "minis2s", "g2p", "average", str(tmp_path / "a"), str(tmp_path / "b"),
+                        "--out", str(tmp_path / "avg")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "the mean of 2 models" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "minis2s", "g2p", "average", str(tmp_path / "a"), str(tmp_path / "nope"),
+                        "--out", str(tmp_path / "avg2")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "minis2s: error:" in r.stderr and "does not exist" in r.stderr

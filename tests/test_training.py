@@ -20,7 +20,7 @@ import pytest
 import minis2s.train as train_mod
 from minis2s import random as mrandom
 from minis2s import safetensors
-from minis2s.checkpoint import load_checkpoint
+from minis2s.checkpoint import load_checkpoint, read_model_dir
 from minis2s.data.cmudict import load_split
 from minis2s.demo import DemoConfig, DigitTask
 from minis2s.g2p import G2P, G2PModelConfig, G2PTask, build_model
@@ -335,3 +335,18 @@ def test_cosine_schedule_in_the_loop_and_a_warm_restart(tmp_path, monkeypatch):
     assert any("learning rate restarted at 0.002" in m for m in logs)
     assert state["lr_cycle_start"] == 6 and state["bad_epochs"] == 2  # reset at the restart, +2 since
     assert [h["lr"] for h in state["history"][3:]] == [train_mod.cosine_lr(2e-3, 1e-5, s, 6, 10) for s in (7, 9)]
+
+
+def test_keep_epochs_saves_the_last_epochs_models(tmp_path):
+    task = DigitTask(DemoConfig(task="reverse", train_size=64, dev_size=8, test_size=8, hidden=8, embedding=4))
+    manual_seed(0)
+    model = task.build_model()
+    train(task, model, TrainConfig(epochs=3, batch_size=64, keep_epochs=2, patience=5, progress=False),
+          str(tmp_path), log=lambda m: None)
+    assert sorted(os.listdir(tmp_path / "epochs")) == ["epoch-002", "epoch-003"]
+    meta, weights = read_model_dir(tmp_path / "epochs" / "epoch-003")
+    assert meta["epoch"] == 3
+    for k, v in model.state_dict().items():  # the last epoch's folder holds the final weights
+        assert np.array_equal(weights[k], v), k
+    with pytest.raises(ValueError, match="keep_epochs must be a non-negative int"):
+        TrainConfig(keep_epochs=-1)
