@@ -108,7 +108,7 @@ def build_parser():
     ev.add_argument("--beam", type=int, default=1)
 
     ex = g2p.add_parser("export", help="copy a model folder (e.g. RUN/best), optionally as float16 or int8")
-    ex.add_argument("--model", required=True, help="model folder to copy")
+    ex.add_argument("--model", required=True, help="model folder to copy (or a shipped model's name)")
     ex.add_argument("--out", required=True, help="destination folder")
     store = ex.add_mutually_exclusive_group()
     store.add_argument("--dtype", choices=["float32", "float16", "int8"], default="float32",
@@ -272,8 +272,9 @@ def cmd_g2p_eval(args):
 
 def cmd_g2p_export(args):
     from minis2s.checkpoint import export_model_dir
+    from minis2s.g2p import resolve_model
 
-    export_model_dir(args.model, args.out, stored_dtype=args.dtype)
+    export_model_dir(resolve_model(args.model), args.out, stored_dtype=args.dtype)
     _load_g2p(args.out)  # proves the copy loads
     size = os.path.getsize(os.path.join(args.out, "model.safetensors"))
     print(f"wrote {args.out} ({size / 1e6:.1f} MB of weights, stored as {args.dtype})")
