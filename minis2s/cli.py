@@ -2,7 +2,7 @@
 
     minis2s demo reverse|sort                 train on a synthetic task, report held-out accuracy
     minis2s g2p train --out DIR [--arch seq2seq|attention] [--resume]    train a G2P model on CMUdict
-    minis2s g2p eval [--model DIR] [--split dev|test] [--beam K]
+    minis2s g2p eval [--model DIR] [--split dev|test] [--beam K [--alpha A]]
     minis2s g2p export --model DIR --out DIR [--dtype float32|float16|int8]
     minis2s g2p average DIR... --out DIR      (checkpoint averaging, e.g. RUN/epochs/*)
     minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR] [--plot OUT.png]
@@ -106,6 +106,8 @@ def build_parser():
     ev.add_argument("--model", default=None, help=MODEL_HELP)
     ev.add_argument("--split", choices=["dev", "test"], default="dev")
     ev.add_argument("--beam", type=int, default=1)
+    ev.add_argument("--alpha", type=float, default=1.0,
+                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
 
     ex = g2p.add_parser("export", help="copy a model folder (e.g. RUN/best), optionally as float16 or int8")
     ex.add_argument("--model", required=True, help="model folder to copy (or a shipped model's name)")
@@ -124,6 +126,8 @@ def build_parser():
     pr.add_argument("--input", default=None, help="a file with one word per line")
     pr.add_argument("--model", default=None, help=MODEL_HELP)
     pr.add_argument("--beam", type=int, default=1)
+    pr.add_argument("--alpha", type=float, default=1.0,
+                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
     pr.add_argument("--nbest", type=int, default=1)
     pr.add_argument("--plot", default=None, metavar="OUT.png",
                     help="draw the attention heatmap (letters x phonemes) of one WORD (attention models)")
@@ -262,9 +266,9 @@ def cmd_g2p_eval(args):
     g2p = _load_g2p(args.model)
     words = load_split(args.split)
     t0 = time.perf_counter()
-    r = evaluate(g2p, words, beam=args.beam)
+    r = evaluate(g2p, words, beam=args.beam, alpha=args.alpha)
     dt = time.perf_counter() - t0
-    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
+    decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha:g}"
     print(f"{args.split}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%  "
           f"({r['words']} words, {decoding}, {r['words'] / dt:.0f} words/s)")
     return 0
@@ -302,7 +306,7 @@ def cmd_g2p_predict(args):
     if args.plot is not None and len(words) != 1:
         raise ValueError(f"--plot draws the attention of one word, got {len(words)} words")
     g2p = _load_g2p(args.model)
-    results = g2p.predict(words, beam=args.beam, nbest=args.nbest)
+    results = g2p.predict(words, beam=args.beam, nbest=args.nbest, alpha=args.alpha)
     for w, hyps in zip(words, results):
         for phonemes, _ in hyps:
             print(f"{w}\t{' '.join(phonemes)}")

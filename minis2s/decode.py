@@ -7,6 +7,8 @@ Each sequence ends at its own <eos>; results never include <sos> or <eos>.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from minis2s.backend import to_numpy
@@ -55,6 +57,8 @@ def beam_search(model, src, src_lengths=None, *, beam: int, max_len: int, sos_id
     max_len = check_positive_int("max_len", max_len)
     if nbest > k:
         raise ValueError(f"nbest ({nbest}) cannot exceed the beam width ({k})")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < math.inf:
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     B = src.shape[1]
     finished = [[] for _ in range(B)]
     done = np.zeros(B, dtype=bool)

@@ -171,9 +171,11 @@ class G2P:
         self.cfg = G2PModelConfig.from_dict(meta["model"])
         self.src_vocab, self.trg_vocab = Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"])
 
-    def predict(self, words, *, beam: int = 1, nbest: int = 1, batch_size: int = 512, max_len: int | None = None):
+    def predict(self, words, *, beam: int = 1, nbest: int = 1, batch_size: int = 512, max_len: int | None = None,
+                alpha: float = 1.0):
         """words -> for each word a list of ``nbest`` (phonemes, score) pairs (score: normalised
-        log-probability; 0.0 for greedy). Bad words raise ValueError/TypeError naming them."""
+        log-probability; 0.0 for greedy). ``alpha``: beam search's length normalisation
+        (log-probability / length**alpha). Bad words raise ValueError/TypeError naming them."""
         words = list(words)
         if not words:
             return []
@@ -185,7 +187,7 @@ class G2P:
             if beam == 1 and nbest == 1:
                 hyps = [[(h, 0.0)] for h in greedy_decode(self.model, batch.src, batch.src_lengths, **kw)]
             else:
-                hyps = beam_search(self.model, batch.src, batch.src_lengths, beam=beam, nbest=nbest, **kw)
+                hyps = beam_search(self.model, batch.src, batch.src_lengths, beam=beam, nbest=nbest, alpha=alpha, **kw)
             for j, i in enumerate(batch.index):
                 results[i] = [(self.trg_vocab.decode(h), s) for h, s in hyps[j]]
         return results
@@ -218,10 +220,10 @@ class G2P:
         return [r[0][0] for r in self.predict(words, beam=beam)]
 
 
-def evaluate(g2p: G2P, words: dict, *, beam: int = 1, batch_size: int = 512) -> dict:
+def evaluate(g2p: G2P, words: dict, *, beam: int = 1, batch_size: int = 512, alpha: float = 1.0) -> dict:
     """WER/PER of ``g2p`` on {word: [pronunciations]}."""
     names = list(words)
-    preds = [r[0][0] for r in g2p.predict(names, beam=beam, batch_size=batch_size)]
+    preds = [r[0][0] for r in g2p.predict(names, beam=beam, batch_size=batch_size, alpha=alpha)]
     return score(preds, [words[w] for w in names])
 
 

@@ -295,7 +295,8 @@ def _table_logprob(model, ids, ended):
 # ---- refusals ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw,msg", [
     (dict(beam=0), "beam"), (dict(beam=2, nbest=3), "cannot exceed the beam"), (dict(beam=2, max_len=0), "max_len"),
-    (dict(beam=2, nbest=0), "nbest"),
+    (dict(beam=2, nbest=0), "nbest"), (dict(beam=2, alpha=-0.5), "alpha must be"),
+    (dict(beam=2, alpha=float("nan")), "alpha must be"), (dict(beam=2, alpha=True), "alpha must be"),
 ])
 def test_beam_search_refuses_bad_settings(kw, msg):
     model = random_model(0)
