@@ -53,6 +53,8 @@ def atomic_folder(path):
     complete under the aside name (``leftover_folders`` finds it, to name it in an error).
     """
     path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{path!r} exists and is not a folder: refusing to replace it")
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.new-")

@@ -459,3 +459,13 @@ def test_load_checkpoint_without_a_checkpoint_is_a_checkpoint_error(tmp_path):
     model = make_model(0)
     with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
         load_checkpoint(tmp_path, model, Adam(model.parameters()))
+
+
+def test_a_model_folder_never_replaces_a_file(tmp_path):
+    task, old, _ = _two_models()
+    target = tmp_path / "notes.txt"
+    target.write_text("a user's file")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        save_model_dir(target, old, task.describe())
+    assert target.read_text() == "a user's file"
+    assert os.listdir(tmp_path) == ["notes.txt"]
