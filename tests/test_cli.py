@@ -296,3 +296,12 @@ def test_shipped_models_are_reachable_by_name(tmp_path):
     assert resolve_model(str(tmp_path / "seq2seq")) == str(tmp_path / "seq2seq")
     assert_clean_error(minis2s("g2p", "predict", "--model", "seq2seq", "cat", cwd=tmp_path), "has no model.json")
     assert_clean_error(minis2s("g2p", "predict", "--model", "transformer", "cat", cwd=tmp_path), "does not exist")
+
+
+def test_the_shipped_attention_model_pronounces_and_draws(tmp_path):
+    p = minis2s("g2p", "predict", "cat", "hello", "--model", "attention", "--plot", "hello.png", cwd=tmp_path)
+    assert_clean_error(p, "--plot draws the attention of one word")
+    p = minis2s("g2p", "predict", "hello", "--model", "attention", "--plot", "hello.png", cwd=tmp_path)
+    assert_ok(p)
+    assert p.stdout == "hello\tHH EH L OW\n"
+    assert (tmp_path / "hello.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
