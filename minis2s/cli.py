@@ -78,7 +78,8 @@ def build_parser():
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="with --resume: change a saved training setting (e.g. epochs=60, lr_schedule=cosine); "
-                         "the change is written to the run's config.json")
+                         "the change is written to the run's config.json. A new lr is the cosine cycle's peak; "
+                         "under the plateau schedule it takes effect with --restart-lr")
     tr.add_argument("--restart-lr", action="store_true",
                     help="with --resume: set the learning rate back to the (possibly --set) lr and start a new "
                          "schedule cycle at the current step (a warm restart)")

@@ -176,6 +176,8 @@ class G2P:
         """words -> for each word a list of ``nbest`` (phonemes, score) pairs (score: normalised
         log-probability; 0.0 for greedy). ``alpha``: beam search's length normalisation
         (log-probability / length**alpha). Bad words raise ValueError/TypeError naming them."""
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < float("inf"):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")  # checked even when greedy
         words = list(words)
         if not words:
             return []

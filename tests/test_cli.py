@@ -305,3 +305,7 @@ def test_the_shipped_attention_model_pronounces_and_draws(tmp_path):
     assert_ok(p)
     assert p.stdout == "hello\tHH EH L OW\n"
     assert (tmp_path / "hello.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_negative_alpha_is_refused_even_for_greedy_decoding(tmp_path):
+    assert_clean_error(minis2s("g2p", "predict", "cat", "--alpha", "-1", cwd=tmp_path), "alpha must be")
