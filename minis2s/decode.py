@@ -7,14 +7,13 @@ Each sequence ends at its own <eos>; results never include <sos> or <eos>.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from minis2s.backend import to_numpy
 from minis2s.nn import no_grad
 from minis2s.ops import log_softmax
-from minis2s.validate import check_positive_int
+from minis2s.validate import check_nonnegative_float, check_positive_int
 
 
 def greedy_decode(model, src, src_lengths=None, *, max_len: int, sos_id: int, eos_id: int):
@@ -57,8 +56,7 @@ def beam_search(model, src, src_lengths=None, *, beam: int, max_len: int, sos_id
     max_len = check_positive_int("max_len", max_len)
     if nbest > k:
         raise ValueError(f"nbest ({nbest}) cannot exceed the beam width ({k})")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < math.inf:
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    alpha = check_nonnegative_float("alpha", alpha)
     B = src.shape[1]
     finished = [[] for _ in range(B)]
     done = np.zeros(B, dtype=bool)

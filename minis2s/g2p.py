@@ -30,6 +30,7 @@ from minis2s.decode import beam_search, greedy_decode
 from minis2s.metrics import score
 from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, Decoder, Encoder, Seq2Seq
 from minis2s.nn import no_grad
+from minis2s.validate import check_nonnegative_float
 
 _PRETRAINED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 # The models shipped inside the package, by name: ``G2P("seq2seq")``, ``--model attention``.
@@ -176,8 +177,7 @@ class G2P:
         """words -> for each word a list of ``nbest`` (phonemes, score) pairs (score: normalised
         log-probability; 0.0 for greedy). ``alpha``: beam search's length normalisation
         (log-probability / length**alpha). Bad words raise ValueError/TypeError naming them."""
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < float("inf"):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")  # checked even when greedy
+        check_nonnegative_float("alpha", alpha)  # even when greedy decoding does not use it
         words = list(words)
         if not words:
             return []

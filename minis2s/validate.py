@@ -3,6 +3,7 @@ argument and what is wrong (instead of NumPy silently wrapping ``-1`` to the las
 error from deep inside an op)."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -86,3 +87,13 @@ def check_positive_int(name: str, n) -> int:
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
     return int(n)
+
+
+def check_nonnegative_float(name: str, x) -> float:
+    """A finite real number >= 0 (a bool is refused: True is not a weight)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    x = float(x)
+    if not 0.0 <= x < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {x}")
+    return x
