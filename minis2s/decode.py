@@ -7,7 +7,6 @@ Each sequence ends at its own <eos>; results never include <sos> or <eos>.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from minis2s.backend import to_numpy
