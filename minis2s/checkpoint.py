@@ -35,8 +35,13 @@ class CheckpointError(ValueError):
 def save_model_dir(folder, model, meta: dict) -> None:
     """Weights and their description into ``folder``, swapped in as a pair (``atomic_folder``):
     a crash leaves the previous folder or the new one, never new weights beside an old description."""
+    _write_model_dir(folder, model.state_dict(), meta)
+
+
+def _write_model_dir(folder, tensors: dict, meta: dict) -> None:
+    """The stored tensors and the description, swapped into ``folder`` together."""
     with atomic_folder(folder) as tmp:
-        safetensors.save_file(model.state_dict(), os.path.join(tmp, MODEL_WEIGHTS))
+        safetensors.save_file(tensors, os.path.join(tmp, MODEL_WEIGHTS))
         atomic_write_json(os.path.join(tmp, MODEL_META), meta)
 
 
@@ -47,9 +52,7 @@ def export_model_dir(src, dst, *, stored_dtype: str = "float32") -> dict:
     check_stored_dtype(stored_dtype)
     meta, weights = read_model_dir(src)
     meta = {**meta, "stored_dtype": stored_dtype}
-    with atomic_folder(dst) as tmp:
-        safetensors.save_file(quantize.pack(weights, stored_dtype), os.path.join(tmp, MODEL_WEIGHTS))
-        atomic_write_json(os.path.join(tmp, MODEL_META), meta)
+    _write_model_dir(dst, quantize.pack(weights, stored_dtype), meta)
     return meta
 
 
@@ -62,26 +65,22 @@ def average_model_dirs(folders, dst) -> dict:
     folders = [os.fspath(f) for f in folders]
     if len(folders) < 2:
         raise ValueError(f"averaging needs at least 2 model folders, got {len(folders)}")
-    metas, sums = [], None
-    for f in folders:
+    first = folders[0]
+    first_meta, weights = read_model_dir(first)
+    sums = {k: v.astype(np.float64) for k, v in weights.items()}
+    dtypes = {k: v.dtype for k, v in weights.items()}
+    for f in folders[1:]:
         meta, weights = read_model_dir(f)
-        metas.append(meta)
-        if sums is None:
-            first, sums = f, {k: v.astype(np.float64) for k, v in weights.items()}
-            dtypes = {k: v.dtype for k, v in weights.items()}
-            continue
-        if meta.get("model") != metas[0].get("model") or set(weights) != set(sums):
+        if meta.get("model") != first_meta.get("model") or set(weights) != set(sums):
             raise CheckpointError(f"{f}: not the same architecture as {first} (cannot average)")
         for k, v in weights.items():
             if v.shape != sums[k].shape:
                 raise CheckpointError(f"{f}: {k} has shape {v.shape}, {first} has {sums[k].shape}")
             sums[k] += v
     mean = {k: (v / len(folders)).astype(dtypes[k]) for k, v in sums.items()}
-    meta = {k: v for k, v in metas[-1].items() if k not in ("dev", "stored_dtype")}
+    meta = {k: v for k, v in meta.items() if k not in ("dev", "stored_dtype")}  # the last folder's
     meta["averaged_from"] = [os.path.abspath(f) for f in folders]
-    with atomic_folder(dst) as tmp:
-        safetensors.save_file(mean, os.path.join(tmp, MODEL_WEIGHTS))
-        atomic_write_json(os.path.join(tmp, MODEL_META), meta)
+    _write_model_dir(dst, mean, meta)
     return meta
 
 
