@@ -145,18 +145,23 @@ def save_checkpoint(run_dir, model, optimizer, state: dict, keep: int = 2) -> st
     return final
 
 
-def load_checkpoint(run_dir, model, optimizer) -> dict:
-    """Restore model and optimiser from the latest checkpoint; return its training state."""
+def latest_checkpoint(run_dir) -> tuple[str, dict]:
+    """(folder, training state) of a run's latest checkpoint; a CheckpointError if it has none."""
     ck = os.path.join(run_dir, "checkpoints")
     latest = os.path.join(ck, "latest.json")
     if not os.path.isfile(latest):
         raise CheckpointError(f"{run_dir!r} has no checkpoint to resume from ({latest} missing)")
     with open(latest) as f:
         folder = os.path.join(ck, json.load(f)["dir"])
+    with open(os.path.join(folder, "state.json")) as f:
+        return folder, json.load(f)
+
+
+def load_checkpoint(run_dir, model, optimizer) -> dict:
+    """Restore model and optimiser from the latest checkpoint; return its training state."""
+    folder, state = latest_checkpoint(run_dir)
     weights = safetensors.load_file(os.path.join(folder, MODEL_WEIGHTS))
     load_weights(model, weights, folder)
-    with open(os.path.join(folder, "state.json")) as f:
-        state = json.load(f)
     arrays = safetensors.load_file(os.path.join(folder, "optimizer.safetensors"))
     opt_state = []
     for i, scalars in enumerate(state["optimizer"]["scalars"]):

@@ -183,17 +183,6 @@ def _parse_settings(items) -> dict:
     return out
 
 
-def _saved_epoch(run_dir) -> int:
-    """The epoch a run folder's latest checkpoint is in (0 if none)."""
-    try:
-        with open(os.path.join(run_dir, "checkpoints", "latest.json")) as f:
-            latest = json.load(f)["dir"]
-        with open(os.path.join(run_dir, "checkpoints", latest, "state.json")) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, KeyError, ValueError):
-        return 0
-
-
 def cmd_g2p_train(args):
     from minis2s.data.cmudict import load_split
     from minis2s.g2p import G2PModelConfig, G2PTask, build_model
@@ -212,8 +201,9 @@ def cmd_g2p_train(args):
         train_words = saved.get("train_words")
         if changes or args.restart_lr:  # the run folder says how its later epochs were trained
             from minis2s.atomic import atomic_write_json
+            from minis2s.checkpoint import latest_checkpoint
 
-            epoch = _saved_epoch(args.out)
+            epoch = latest_checkpoint(args.out)[1]["epoch"]  # no checkpoint: refused before the write
             saved["train"].update(changes)
             saved.setdefault("changes", []).append(
                 {"from_epoch": epoch, "set": changes, "restart_lr": bool(args.restart_lr)})

@@ -309,3 +309,13 @@ def test_the_shipped_attention_model_pronounces_and_draws(tmp_path):
 
 def test_a_negative_alpha_is_refused_even_for_greedy_decoding(tmp_path):
     assert_clean_error(minis2s("g2p", "predict", "cat", "--alpha", "-1", cwd=tmp_path), "alpha must be")
+
+
+def test_set_on_a_run_without_a_checkpoint_is_refused_before_config_json_changes(trained, tmp_path):
+    cwd, _ = trained
+    shutil.copytree(cwd / "tmp", tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    before = (tmp_path / "run" / "config.json").read_bytes()
+    p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", "--set", "epochs=3", cwd=tmp_path)
+    assert_clean_error(p, "no checkpoint to resume from", last_line_only=True)
+    assert (tmp_path / "run" / "config.json").read_bytes() == before
