@@ -75,11 +75,11 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for f in ("epochs", "batch_size", "checkpoint_every", "patience", "lr_patience", "keep_epochs"):
+        for f, least in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("patience", 1),
+                         ("lr_patience", 1), ("keep_epochs", 0)):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if f == "keep_epochs" else 1):
-                raise ValueError(f"{f} must be a {'non-negative' if f == 'keep_epochs' else 'positive'} int, "
-                                 f"got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ValueError(f"{f} must be a {'positive' if least else 'non-negative'} int, got {v!r}")
         for f in ("lr", "clip", "min_lr"):
             v = getattr(self, f)
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
