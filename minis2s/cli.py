@@ -2,7 +2,7 @@
 
     minis2s demo reverse|sort                 train on a synthetic task, report held-out accuracy
     minis2s g2p train --out DIR [--arch seq2seq|attention] [--resume]    train a G2P model on CMUdict
-    minis2s g2p eval [--model DIR] [--split dev|test] [--beam K [--alpha A]]
+    minis2s g2p eval [--model DIR [--model DIR...]] [--split dev|test] [--beam K [--alpha A]]
     minis2s g2p export --model DIR --out DIR [--dtype float32|float16|int8]
     minis2s g2p average DIR... --out DIR      (checkpoint averaging, e.g. RUN/epochs/*)
     minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR] [--plot OUT.png]
@@ -18,7 +18,7 @@ import sys
 import time
 
 from minis2s.checkpoint import CheckpointError
-from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_MODELS
+from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_ENSEMBLES, PRETRAINED_MODELS
 from minis2s.train import TrainConfig, TrainingDiverged, train
 
 EXPECTED_ERRORS = (ValueError, TypeError, KeyError, CheckpointError, FileNotFoundError, TrainingDiverged,
@@ -58,8 +58,8 @@ def _train_config(args, **overrides) -> TrainConfig:
                        **overrides)
 
 
-MODEL_HELP = (f"a model folder, or a shipped model by name: {' or '.join(PRETRAINED_MODELS)} "
-              f"(default: {DEFAULT_MODEL})")
+MODEL_HELP = (f"a model folder, or a shipped model by name: {', '.join([*PRETRAINED_MODELS, *PRETRAINED_ENSEMBLES])} "
+              f"(default: {DEFAULT_MODEL}); give --model more than once to decode with an ensemble of them")
 
 
 def build_parser():
@@ -104,7 +104,7 @@ def build_parser():
     _add_train_args(tr, TrainConfig(epochs=40, lr_threshold=0.01))
 
     ev = g2p.add_parser("eval", help="WER and PER of a model on the dev or test split")
-    ev.add_argument("--model", default=None, help=MODEL_HELP)
+    ev.add_argument("--model", action="append", default=None, help=MODEL_HELP)
     ev.add_argument("--split", choices=["dev", "test"], default="dev")
     ev.add_argument("--beam", type=int, default=1)
     ev.add_argument("--alpha", type=float, default=1.0,
@@ -125,7 +125,7 @@ def build_parser():
     pr = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
     pr.add_argument("words", nargs="*")
     pr.add_argument("--input", default=None, help="a file with one word per line")
-    pr.add_argument("--model", default=None, help=MODEL_HELP)
+    pr.add_argument("--model", action="append", default=None, help=MODEL_HELP)
     pr.add_argument("--beam", type=int, default=1)
     pr.add_argument("--alpha", type=float, default=1.0,
                     help="beam search's length normalisation: log-probability / length**alpha (0: none)")
@@ -244,10 +244,13 @@ def cmd_g2p_train(args):
     return 0
 
 
-def _load_g2p(path):
+def _load_g2p(models):
+    """--model given once (a folder or a shipped name), several times (an ensemble), or not at all."""
     from minis2s.g2p import G2P
 
-    return G2P(path)
+    if isinstance(models, list) and len(models) == 1:
+        models = models[0]
+    return G2P(models)
 
 
 def cmd_g2p_eval(args):

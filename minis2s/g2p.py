@@ -28,7 +28,15 @@ from minis2s.data import Vocab, make_batches
 from minis2s.data.cmudict import load_split
 from minis2s.decode import beam_search, greedy_decode
 from minis2s.metrics import score
-from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, Decoder, Encoder, Seq2Seq
+from minis2s.models import (
+    AttentionDecoder,
+    AttentionEncoder,
+    AttentionSeq2Seq,
+    Decoder,
+    Encoder,
+    Ensemble,
+    Seq2Seq,
+)
 from minis2s.nn import no_grad
 from minis2s.validate import check_nonnegative_float
 
@@ -38,19 +46,39 @@ PRETRAINED_MODELS = {
     "seq2seq": os.path.join(_PRETRAINED_ROOT, "g2p"),  # the seed's architecture
     "attention": os.path.join(_PRETRAINED_ROOT, "g2p-attention"),
 }
+# Shipped ensembles, by name: their members (shipped models) decode as one.
+PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "attention")}
 DEFAULT_MODEL = "seq2seq"
-PRETRAINED = PRETRAINED_MODELS[DEFAULT_MODEL]
 
 
 def resolve_model(path: str | None) -> str:
     """A model folder, or the name of a shipped model (None: the default one) -> its folder.
     An existing folder wins over a shipped model's name."""
+    folders = model_folders(path)
+    if len(folders) > 1:
+        raise ValueError(f"model {path!r} is an ensemble of {len(folders)} models, not one model folder")
+    return folders[0]
+
+
+def model_folders(path) -> list[str]:
+    """A model folder, a shipped model's or ensemble's name (None: the default), or a list of
+    these -> the model folders it names: one for a model, several for an ensemble."""
     if path is None:
         path = DEFAULT_MODEL
+    if isinstance(path, (list, tuple)):
+        if not path:
+            raise ValueError("the list of models is empty")
+        return [folder for p in path for folder in model_folders(p)]
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"model must be a folder, a shipped model's name or a list of them, got {type(path).__name__}")
     path = os.fspath(path)
-    if not os.path.isdir(path) and path in PRETRAINED_MODELS:
-        return PRETRAINED_MODELS[path]
-    return path
+    if os.path.isdir(path):
+        return [path]
+    if path in PRETRAINED_ENSEMBLES:
+        return [PRETRAINED_MODELS[name] for name in PRETRAINED_ENSEMBLES[path]]
+    return [PRETRAINED_MODELS.get(path, path)]
+
+
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 PHONEMES = ["AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
             "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH",
@@ -152,24 +180,23 @@ class G2PTask:
 
 class G2P:
     """A trained G2P model: ``G2P()(words)`` -> phoneme lists. ``G2P(path)`` loads a model folder
-    or a shipped model by name (``PRETRAINED_MODELS``: "seq2seq", "attention")."""
+    or a shipped model by name (``PRETRAINED_MODELS``: "seq2seq", "attention"); a list of these,
+    or a shipped ensemble's name ("ensemble"), decodes with all of them as one (``members``)."""
 
-    def __init__(self, path: str | None = None, *, model=None, meta=None):
+    def __init__(self, path=None, *, model=None, meta=None):
+        self.members: list[G2P] = []
         if model is None:
-            path = resolve_model(path)
-            meta, weights = read_model_dir(path)
-            if meta.get("task") != "g2p":
-                raise CheckpointError(f"{path}: model.json describes task {meta.get('task')!r}, not 'g2p'")
-            try:
-                cfg = G2PModelConfig.from_dict(meta["model"])
-                src_vocab, trg_vocab = Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"])
-                model = build_model(cfg, src_vocab, trg_vocab)
-            except (KeyError, TypeError, ValueError) as e:
-                raise CheckpointError(f"{path}: model.json is incomplete or invalid ({e})") from e
-            load_weights(model, weights, path)
-        self.model = model.eval()
+            folders = model_folders(path)
+            if len(folders) > 1:
+                self.members = [G2P(folder) for folder in folders]
+                model, meta = _ensemble(self.members)
+            else:
+                model, meta = _load(folders[0])
+        self.model = model.eval() if hasattr(model, "eval") else model
         self.meta = meta
-        self.cfg = G2PModelConfig.from_dict(meta["model"])
+        self.cfg = None if self.members else G2PModelConfig.from_dict(meta["model"])
+        # An ensemble is given letters in reading order and reverses them for the members that need it.
+        self.reverse_source = False if self.members else self.cfg.reverse_source
         self.src_vocab, self.trg_vocab = Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"])
 
     def predict(self, words, *, beam: int = 1, nbest: int = 1, batch_size: int = 512, max_len: int | None = None,
@@ -181,7 +208,7 @@ class G2P:
         words = list(words)
         if not words:
             return []
-        ids = encode_words(words, self.src_vocab, self.cfg.reverse_source)
+        ids = encode_words(words, self.src_vocab, self.reverse_source)
         results = [None] * len(words)
         for batch in make_batches(ids, None, batch_size):
             limit = max_len or int(batch.src_lengths.max()) * 2 + 5
@@ -195,7 +222,8 @@ class G2P:
         return results
 
     def attention(self, word: str, phonemes=None, *, beam: int = 1):
-        """The attention of an attention model while it pronounces ``word``.
+        """The attention of an attention model while it pronounces ``word`` (of an ensemble: its
+        first member with attention, aligning the ensemble's pronunciation).
 
         ``phonemes``: the pronunciation to align (default: the model's own, greedy or beam).
         Returns (letters, phonemes + ['<eos>'], weights (len(phonemes) + 1, len(letters))): row i
@@ -203,11 +231,17 @@ class G2P:
         The weights come from a teacher-forced forward along ``phonemes``; for the model's own
         output that is exactly the attention of its greedy decoding.
         """
+        if phonemes is None:
+            phonemes = self.predict([word], beam=beam)[0][0][0]
+        if self.members:  # the ensemble's output, aligned by its first member with attention
+            readers = [m for m in self.members if isinstance(m.model, AttentionSeq2Seq)]
+            if not readers:
+                raise TypeError("no member of this ensemble has attention: attention weights need a model "
+                                "trained with --arch attention")
+            return readers[0].attention(word, phonemes)
         if not isinstance(self.model, AttentionSeq2Seq):
             raise TypeError(f"this model has no attention (arch {self.cfg.arch!r}): attention weights "
                              "need a model trained with --arch attention")
-        if phonemes is None:
-            phonemes = self.predict([word], beam=beam)[0][0][0]
         src = np.array(encode_words([word], self.src_vocab, self.cfg.reverse_source)[0])[:, None]  # (S, 1)
         trg = np.array([Vocab.sos_id, *self.trg_vocab.encode(list(phonemes)), Vocab.eos_id])[:, None]  # (T, 1)
         with no_grad():
@@ -220,6 +254,30 @@ class G2P:
     def __call__(self, words, *, beam: int = 1):
         """words -> the best phoneme list of each."""
         return [r[0][0] for r in self.predict(words, beam=beam)]
+
+
+def _load(folder):
+    """A model folder -> (model, meta)."""
+    meta, weights = read_model_dir(folder)
+    if meta.get("task") != "g2p":
+        raise CheckpointError(f"{folder}: model.json describes task {meta.get('task')!r}, not 'g2p'")
+    try:
+        cfg = G2PModelConfig.from_dict(meta["model"])
+        model = build_model(cfg, Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder}: model.json is incomplete or invalid ({e})") from e
+    load_weights(model, weights, folder)
+    return model, meta
+
+
+def _ensemble(members):
+    """G2P members -> (Ensemble, meta): one vocabulary, each member's own source order."""
+    first = members[0]
+    for m in members[1:]:
+        if (m.src_vocab, m.trg_vocab) != (first.src_vocab, first.trg_vocab):
+            raise ValueError("the models of an ensemble must share their letter and phoneme vocabularies")
+    model = Ensemble([m.model for m in members], reverse_source=[m.reverse_source for m in members])
+    return model, {"task": "g2p", "ensemble": [m.meta for m in members], "vocab": first.meta["vocab"]}
 
 
 def evaluate(g2p: G2P, words: dict, *, beam: int = 1, batch_size: int = 512, alpha: float = 1.0) -> dict:
