@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import F32_TOL, F64_TOL, check_close
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch_seed import make_seed_model
@@ -44,14 +44,16 @@ def grad(t):
     return t.grad.detach().numpy()
 
 
-# Float32: outputs and states are compared tensor by tensor; the gradients as one vector (every
-# input, state and parameter gradient, concatenated), so the 1e-4 is relative to the scale of
-# the whole gradient. A float32 gradient entry carries round-off of ~1e-7 of the terms summed
-# into it, not of the sum: where those terms cancel (a bias gradient summed over T·B positions,
-# a vanishing gradient through layers with hidden size 1) a tensor whose entries are all
-# ~1e-4 of the rest cannot be resolved to 1e-4 of *itself* by either library (measured over
-# thousands of hypothesis draws: up to 4e-4 per tensor, both libraries alike). Float64 keeps the
-# per-tensor check (1e-9), and every hypothesis draw below runs in both dtypes.
+# Float32: the forward values (outputs, states, losses) are compared as one vector, and the
+# gradients (every input, state and parameter gradient) as another, so the 1e-4 is relative to
+# the scale of all the values of that kind. A float32 entry carries round-off of ~1e-7 of the
+# terms summed into it, not of the sum: where those terms cancel (a bias gradient summed over
+# T·B positions, a vanishing gradient through layers with hidden size 1, a GRU state
+# (1 - z)·n + z·h of O(1) terms that lands at 7.5e-6) a tensor whose entries are all ~1e-4 of
+# the rest cannot be resolved to 1e-4 of *itself* by either library (measured over thousands of
+# hypothesis draws: up to 4e-4 per gradient tensor, both libraries alike; 5.9e-3 for that GRU
+# state, an absolute difference of 4.5e-8). Float64 keeps the per-tensor check (1e-9), and
+# every hypothesis draw below runs in both dtypes.
 
 
 def is_gradient(name):
@@ -59,19 +61,23 @@ def is_gradient(name):
 
 
 def check_all(ours: dict, ref: dict, tol):
-    """Compare every named tensor (both sides must name the same ones) within ``tol``."""
+    """Compare every named tensor (both sides must name the same ones) within ``tol``: float64
+    tensor by tensor; float32 as two vectors, the forward values and the gradients (see above)."""
     assert sorted(ours) == sorted(ref), f"tensor names differ: {sorted(ours)} vs {sorted(ref)}"
-    joint = tol == F32_TOL
-    for name, r in ref.items():
-        if not (joint and is_gradient(name)):
+    if tol != F32_TOL:
+        for name, r in ref.items():
             check_close(name, ours[name], r, tol)
-    names = [n for n in ref if is_gradient(n)]
-    if joint and names:
+        return
+    for kind, names in (("forward value", [n for n in ref if not is_gradient(n)]),
+                        ("gradient", [n for n in ref if is_gradient(n)])):
+        if not names:
+            continue
+        parts = [np.ravel(np.asarray(ref[n], dtype=np.float64)) for n in names]  # torch tensors too
         flat_ours = np.concatenate([np.ravel(np.asarray(ours[n], dtype=np.float64)) for n in names])
-        flat_ref = np.concatenate([np.ravel(np.asarray(ref[n], dtype=np.float64)) for n in names])
-        ends = np.cumsum([np.size(ref[n]) for n in names])
+        flat_ref = np.concatenate(parts)
+        ends = np.cumsum([p.size for p in parts])
         worst = names[int(np.searchsorted(ends, np.argmax(np.abs(flat_ours - flat_ref)), side="right"))]
-        check_close(f"every gradient as one vector (worst entry in {worst!r})", flat_ours, flat_ref, tol)
+        check_close(f"every {kind} as one vector (worst entry in {worst!r})", flat_ours, flat_ref, tol)
 
 
 def param_grads(ours_module, torch_module, prefix="grad "):
@@ -328,6 +334,8 @@ def rnn_shapes(draw):
 @cells
 @HYPOTHESIS
 @given(shape=rnn_shapes())
+# a draw that once failed a per-tensor float32 check: the GRU's final state, 7.5e-6 from O(1) terms
+@example(shape={"L": 1, "B": 1, "T": 6, "I": 1, "H": 1, "padded": False, "seed": 1024})
 def test_recurrent_modules_match_torch_with_and_without_padding(cell, shape):
     """LSTM/GRU/RNN modules, 1-3 layers, random initial states; ``lengths`` against packing."""
     for nd, td, tol in DTYPES.values():
