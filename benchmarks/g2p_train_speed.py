@@ -87,6 +87,7 @@ def main(argv=None):
     p.add_argument("--reference", action="store_true", help="minis2s on the NumPy reference, not the fast path")
     args = p.parse_args(argv)
 
+    from benchmarks.machine import blas_kernel
     from minis2s.data.cmudict import load_split
     from minis2s.g2p import G2PModelConfig, G2PTask
 
@@ -107,7 +108,8 @@ def main(argv=None):
             times[name].append(time.perf_counter() - t0)
     rates = {k: n_words / float(np.median(v)) for k, v in times.items()}
     print(f"G2P training, H={args.hidden} L={args.layers} E={args.embedding} batch={args.batch_size} "
-          f"teacher forcing {args.teacher_forcing}, {args.steps} steps x {args.rounds} rounds, load {os.getloadavg()[0]:.1f}")
+          f"teacher forcing {args.teacher_forcing}, {args.steps} steps x {args.rounds} rounds, load {os.getloadavg()[0]:.1f}, "
+          f"OpenBLAS {blas_kernel()} kernels")
     print(f"{'implementation':<22}{'words/s':>10}{'x torch':>10}")
     for k, r in rates.items():
         print(f"{k:<22}{r:>10.0f}{r / rates['torch (seed model)']:>10.2f}")
@@ -115,7 +117,7 @@ def main(argv=None):
     out = os.path.join(ROOT, "benchmarks", "results", f"g2p_train_speed_{time.strftime('%Y%m%d-%H%M%S')}.json")
     with open(out, "w") as f:
         json.dump({"args": vars(args), "words_per_s": rates, "seconds": times, "machine": platform.platform(),
-                   "loadavg": os.getloadavg()}, f, indent=1)
+                   "loadavg": os.getloadavg(), "blas_kernel": blas_kernel()}, f, indent=1)
     print(f"wrote {out}")
 
 

@@ -6,6 +6,9 @@
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu   # one core, CPU time
 
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/lstm_cpu.py
+        # where the machine image pins OpenBLAS to older kernels (see blas_kernel): let it pick
+
 For each (T, B, H, layers) (input size I = H, float32): builds one minis2s.nn.LSTM and one
 torch.nn.LSTM with the same weights, *validates first* (fast path vs reference, reference vs
 torch: out and every weight gradient), then times forward and backward of every path in the
@@ -38,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import blas_kernel
 from minis2s import fastpath
 from minis2s.gradcheck import rel_error
 from minis2s.nn import LSTM
@@ -243,7 +247,7 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "clock": "cpu" if clock is CLOCKS["cpu"] else "wall", "threads": THREADS,
-        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"), "blas_kernel": blas_kernel(),
         "versions": {"numpy": np.__version__, "torch": torch.__version__, "numba": _numba_version(),
                      "fast_kernel_version": lstm_cpu.DEFAULT_VERSION},
         "rows": rows,
@@ -300,6 +304,7 @@ def main(argv=None):
     if not fastpath.available():
         sys.exit("the fast path needs Numba: pip install numba")
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
+    print(f"NumPy's BLAS: OpenBLAS, {blas_kernel()} kernels, {THREADS} thread(s) (torch the same)")
     print(HEADER)
     result = run_benchmark(configs, args.repeats, args.versions, log=print)
     out = args.out or RESULTS / f"lstm_cpu_{time.strftime('%Y%m%d-%H%M%S')}_{THREADS}t_{args.clock}.json"

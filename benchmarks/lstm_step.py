@@ -61,6 +61,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import blas_kernel
 from kernels import cuda_host, lstm_cupy
 from minis2s import ops
 from minis2s.backend import get_backend, to_numpy
@@ -543,7 +544,8 @@ def main(argv=None):
     if args.impl:
         impls = [t for t in impls if t[0] in args.impl]
     print(f"minis2s LSTM benchmark, {args.dtype}, {datetime.datetime.now().isoformat(timespec='seconds')}, "
-          f"host {socket.gethostname()}, {os.cpu_count()} CPUs, threads {args.threads or 'default'}")
+          f"host {socket.gethostname()}, {os.cpu_count()} CPUs, threads {args.threads or 'default'}, "
+          f"OpenBLAS {blas_kernel()} kernels")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if load is not None and load > (os.cpu_count() or 1) and not args.threads:
         print(f"WARNING: load average {load:.1f} on {os.cpu_count()} CPUs: multi-threaded BLAS/torch spin at "
@@ -626,6 +628,7 @@ def main(argv=None):
         "cpus": os.cpu_count(),
         "threads": args.threads,
         "load_average_at_start": load,
+        "blas_kernel": blas_kernel(),
         "versions": versions(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "flops_basis": "GEMM FLOPs: forward 8·T·B·H·(I+H) per layer, forward+backward 3x",
