@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from kernels.activations_cpu import sigmoid, tanh
-from kernels.lstm_cpu import JIT, lengths_array
+from kernels.lstm_cpu import JIT, lengths_array, recurrent_weight_t
 
 
 class GRUCache(NamedTuple):
@@ -128,7 +128,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None):
     out = np.empty((T, B, H), dtype=dt)
     hg = np.empty((B, 3 * H), dtype=dt)  # (B, 3H): reused by every step
     lens = lengths_array(lengths, T, B)
-    w_hh_t = w_hh.T  # (H, 3H) view, no copy
+    w_hh_t = recurrent_weight_t(w_hh, T)  # (H, 3H)
     for t in range(T):
         np.matmul(hs[t], w_hh_t, out=hg)
         gru_forward_step(t, xg, hg, b_ih, b_hh, hg_n, hs, out, lens)
