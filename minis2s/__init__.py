@@ -3,18 +3,26 @@
     minis2s.ops        pure forward/backward functions (the float64 reference)
     minis2s.nn         Module, Parameter, Embedding, Linear, LSTM, GRU, RNN, Attention
     minis2s.models     Encoder, Decoder, Seq2Seq (the seed's skeleton, completed);
-                       AttentionEncoder, AttentionDecoder, AttentionSeq2Seq
+                       AttentionEncoder, AttentionDecoder, AttentionSeq2Seq; Ensemble (decoding only)
     minis2s.optim      SGD, Adam, clip_grad_norm_
     minis2s.gradcheck  finite-difference gradient checks
 """
 from minis2s import nn, ops, optim
 from minis2s.gradcheck import GradcheckResult, gradcheck, gradcheck_module, rel_error
-from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, Decoder, Encoder, Seq2Seq
+from minis2s.models import (
+    AttentionDecoder,
+    AttentionEncoder,
+    AttentionSeq2Seq,
+    Decoder,
+    Encoder,
+    Ensemble,
+    Seq2Seq,
+)
 from minis2s.nn import no_grad
 from minis2s.random import manual_seed
 
 __version__ = "0.1.0"
 __all__ = [
-    "AttentionDecoder", "AttentionEncoder", "AttentionSeq2Seq", "Decoder", "Encoder", "GradcheckResult",
+    "AttentionDecoder", "AttentionEncoder", "AttentionSeq2Seq", "Decoder", "Encoder", "Ensemble", "GradcheckResult",
     "Seq2Seq", "gradcheck", "gradcheck_module", "manual_seed", "nn", "no_grad", "ops", "optim", "rel_error",
 ]
