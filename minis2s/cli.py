@@ -300,6 +300,8 @@ def cmd_g2p_predict(args):
     if args.plot is not None and len(words) != 1:
         raise ValueError(f"--plot draws the attention of one word, got {len(words)} words")
     g2p = _load_g2p(args.model)
+    if args.plot is not None:
+        g2p.check_attention()  # before anything is printed
     results = g2p.predict(words, beam=args.beam, nbest=args.nbest, alpha=args.alpha)
     for w, hyps in zip(words, results):
         for phonemes, _ in hyps:

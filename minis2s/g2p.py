@@ -221,6 +221,17 @@ class G2P:
                 results[i] = [(self.trg_vocab.decode(h), s) for h, s in hyps[j]]
         return results
 
+    @property
+    def has_attention(self) -> bool:
+        """Whether ``attention`` can draw this model's alignments (an ensemble: any member's)."""
+        return any(isinstance(m.model, AttentionSeq2Seq) for m in (self.members or [self]))
+
+    def check_attention(self):
+        """TypeError unless ``has_attention`` (before any work is done for a heatmap)."""
+        if not self.has_attention:
+            what = "no member of this ensemble has" if self.members else f"this model (arch {self.cfg.arch!r}) has no"
+            raise TypeError(f"{what} attention: attention weights need a model trained with --arch attention")
+
     def attention(self, word: str, phonemes=None, *, beam: int = 1):
         """The attention of an attention model while it pronounces ``word`` (of an ensemble: its
         first member with attention, aligning the ensemble's pronunciation).
@@ -231,17 +242,11 @@ class G2P:
         The weights come from a teacher-forced forward along ``phonemes``; for the model's own
         output that is exactly the attention of its greedy decoding.
         """
+        self.check_attention()
         if phonemes is None:
             phonemes = self.predict([word], beam=beam)[0][0][0]
         if self.members:  # the ensemble's output, aligned by its first member with attention
-            readers = [m for m in self.members if isinstance(m.model, AttentionSeq2Seq)]
-            if not readers:
-                raise TypeError("no member of this ensemble has attention: attention weights need a model "
-                                "trained with --arch attention")
-            return readers[0].attention(word, phonemes)
-        if not isinstance(self.model, AttentionSeq2Seq):
-            raise TypeError(f"this model has no attention (arch {self.cfg.arch!r}): attention weights "
-                             "need a model trained with --arch attention")
+            return next(m for m in self.members if m.has_attention).attention(word, phonemes)
         src = np.array(encode_words([word], self.src_vocab, self.cfg.reverse_source)[0])[:, None]  # (S, 1)
         trg = np.array([Vocab.sos_id, *self.trg_vocab.encode(list(phonemes)), Vocab.eos_id])[:, None]  # (T, 1)
         with no_grad():

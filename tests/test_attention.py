@@ -466,7 +466,9 @@ def test_g2p_predict_plot_refuses_a_seq2seq_model_and_several_words(tiny_attenti
     save_model_dir(str(folder), build_model(cfg, task.src_vocab, task.trg_vocab), task.describe())
     png = tmp_path / "x.png"
     assert main(["g2p", "predict", "hello", "--model", str(folder), "--plot", str(png)]) == 2
-    assert "no attention" in capsys.readouterr().err and not png.exists()
+    out = capsys.readouterr()
+    assert "no attention" in out.err and not png.exists()
+    assert out.out == ""  # refused before any pronunciation is printed
     assert main(["g2p", "predict", "a", "b", "--model", str(tiny_attention_run / "best"), "--plot", str(png)]) == 2
     assert "one word" in capsys.readouterr().err and not png.exists()
 

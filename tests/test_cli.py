@@ -285,7 +285,13 @@ def test_resume_settings_are_checked_before_anything_is_written(trained, tmp_pat
 def test_shipped_models_are_reachable_by_name(tmp_path):
     """--model seq2seq names the shipped seed-architecture model from any folder; an existing
     folder of that name wins over the shipped one; an unknown name is a clean error."""
-    from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_ENSEMBLES, PRETRAINED_MODELS, model_folders, resolve_model
+    from minis2s.g2p import (
+        DEFAULT_MODEL,
+        PRETRAINED_ENSEMBLES,
+        PRETRAINED_MODELS,
+        model_folders,
+        resolve_model,
+    )
 
     assert DEFAULT_MODEL == "ensemble"  # the default decodes with every shipped model at once
     assert model_folders(None) == [PRETRAINED_MODELS[name] for name in PRETRAINED_ENSEMBLES["ensemble"]]
