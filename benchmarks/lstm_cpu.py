@@ -157,9 +157,17 @@ def check_validation(name, err, bound):
         raise SystemExit(f"{name}: relative error {err:.2e} against the reference exceeds {bound:.0e}; not timing it")
 
 
-def time_interleaved(runners: dict, repeats: int):
+# Pause before every timed run. Thread pools spin after their work: OpenBLAS's threads for
+# ~0.1 s after a GEMM, torch's OpenMP threads too. Without the pause, whichever library runs next
+# shares the cores with the other's spinning threads: measured here (2 threads, AVX-512 kernels),
+# torch.nn.LSTM at (32, 64, 256, 1) took 37.5 ms right after minis2s and 16.3 ms on its own.
+SETTLE_S = 0.3
+
+
+def time_interleaved(runners: dict, repeats: int, settle: float = SETTLE_S):
     """runners: name -> () -> (forward s, backward s, _). Round-robin, starting one later each
-    repeat; returns name -> {"forward", "backward", "total"} medians in seconds."""
+    repeat, ``settle`` seconds of idle cores before each run; returns name -> {"forward",
+    "backward", "total"} medians in seconds."""
     names = list(runners)
     for name in names:  # warm-up: Numba compilation, torch's first-call setup, page faults
         runners[name]()
@@ -167,6 +175,7 @@ def time_interleaved(runners: dict, repeats: int):
     for r in range(repeats):
         for k in range(len(names)):
             name = names[(r + k) % len(names)]
+            time.sleep(settle)
             f, b, _ = runners[name]()
             samples[name].append((f, b))
     return {name: {"forward": statistics.median(f for f, _ in s), "backward": statistics.median(b for _, b in s),
