@@ -52,11 +52,13 @@ DEFAULT_MODEL = "ensemble"  # the lowest dev WER of the shipped choices
 
 
 def resolve_model(path: str | None) -> str:
-    """A model folder, or the name of a shipped model (None: the default one) -> its folder.
-    An existing folder wins over a shipped model's name."""
+    """A model folder, or the name of a shipped model -> its folder (ValueError for a name or
+    list that names an ensemble; None: the default, ``DEFAULT_MODEL``). An existing folder wins
+    over a shipped model's name."""
     folders = model_folders(path)
     if len(folders) > 1:
-        raise ValueError(f"model {path!r} is an ensemble of {len(folders)} models, not one model folder")
+        name = DEFAULT_MODEL if path is None else path
+        raise ValueError(f"model {name!r} is an ensemble of {len(folders)} models, not one model folder")
     return folders[0]
 
 

@@ -3,9 +3,9 @@
     p(y_t | y_<t, x) = (1/M) Σ_m p_m(y_t | y_<t, x)
 
 Each member runs its own encoder and decoder state; all of them are fed the ensemble's choice
-of y_{t-1}, so they decode one shared hypothesis. The arithmetic mean of probabilities (not of
-log-probabilities) is what Toshniwal & Livescu 2016 and most G2P ensembles use; on our dev split
-it was also the better of the two (24.55% against 24.67% WER for the two shipped models).
+of y_{t-1}, so they decode one shared hypothesis. The arithmetic mean of probabilities, not of
+log-probabilities (a product of experts): on our dev split it was the better of the two (24.55%
+against 24.67% WER for the two shipped G2P models).
 
 ``Ensemble`` offers the decoding interface of ``Seq2Seq`` (``init_decoder_state``,
 ``decode_step``, ``select_state``), so ``greedy_decode`` and ``beam_search`` take it unchanged.
