@@ -3,7 +3,7 @@
     p(y_t | y_<t, x) = (1/M) Σ_m p_m(y_t | y_<t, x)
 
 Each member runs its own encoder and decoder state; all of them are fed the ensemble's choice
-of y_{t-1}, so they decode one shared hypothesis. The arithmetic mean of probabilities, not of
+of y_{t-1}, so they decode one shared hypothesis. The arithmetic mean of probabilities, not the mean of
 log-probabilities (a product of experts): on our dev split it was the better of the two (24.55%
 against 24.67% WER for the two shipped G2P models).
 
