@@ -28,15 +28,8 @@ from minis2s.data import Vocab, make_batches
 from minis2s.data.cmudict import load_split
 from minis2s.decode import beam_search, greedy_decode
 from minis2s.metrics import score
-from minis2s.models import (
-    AttentionDecoder,
-    AttentionEncoder,
-    AttentionSeq2Seq,
-    Decoder,
-    Encoder,
-    Ensemble,
-    Seq2Seq,
-)
+from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, Decoder, Encoder, Seq2Seq
+from minis2s.models.ensemble import Ensemble
 from minis2s.nn import no_grad
 from minis2s.validate import check_nonnegative_float
 
