@@ -242,12 +242,12 @@ class G2P:
             phonemes = self.predict([word], beam=beam)[0][0][0]
         if self.members:  # the ensemble's output, aligned by its first member with attention
             return next(m for m in self.members if m.has_attention).attention(word, phonemes)
-        src = np.array(encode_words([word], self.src_vocab, self.cfg.reverse_source)[0])[:, None]  # (S, 1)
+        src = np.array(encode_words([word], self.src_vocab, self.reverse_source)[0])[:, None]  # (S, 1)
         trg = np.array([Vocab.sos_id, *self.trg_vocab.encode(list(phonemes)), Vocab.eos_id])[:, None]  # (T, 1)
         with no_grad():
             self.model(src, trg, 1.0, generator=np.random.default_rng(0))
         weights = self.model.attention_weights[1:, :, 0]  # (T-1, S): row 0 is never predicted
-        if self.cfg.reverse_source:
+        if self.reverse_source:
             weights = weights[:, ::-1]  # columns back into reading order
         return list(word.lower()), list(phonemes) + ["<eos>"], np.asarray(weights, dtype=np.float64)
 

@@ -53,7 +53,9 @@ class Ensemble:
         """src: (S, B) ids in reading order -> one initial state per member."""
         src = np.asarray(src)
         S, B = src.shape
-        flipped = src[reverse_time_index(S, B, src_lengths, np), np.arange(B)[None, :]]  # (S, B)
+        flipped = None
+        if any(self.reverse_source):  # (S, B): each row reversed within its own length
+            flipped = src[reverse_time_index(S, B, src_lengths, np), np.arange(B)[None, :]]
         return tuple(m.init_decoder_state(flipped if r else src, src_lengths)
                      for m, r in zip(self.models, self.reverse_source))
 
