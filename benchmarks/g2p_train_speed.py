@@ -3,7 +3,9 @@
 Same data (the first CMUdict train batches, bucketed, batch 128), same architecture (the seed's
 LSTM encoder-decoder; hidden/layers/embedding from the flags), same loss (masked
 cross-entropy), Adam, gradient clipping 5; the two run interleaved in one process, torch with
-``--threads`` threads. Reports words/s (training pairs per second) of each, median over rounds.
+``--threads`` threads. Reports words/s (training pairs per second) of each, median over rounds,
+and a bound: the words/s of an implementation whose every GEMM FLOP ran at NumPy's measured sgemm
+peak and whose other work cost nothing (no implementation on NumPy's BLAS can beat it).
 
     python benchmarks/g2p_train_speed.py [--hidden 384 --layers 2 --embedding 128]
                                          [--teacher-forcing 1.0] [--steps 20] [--rounds 3]
@@ -74,6 +76,33 @@ def torch_runner(args, task, batches):
     return step
 
 
+def training_flops(batches, cfg, src_vocab, trg_vocab):
+    """GEMM FLOPs of training on ``batches`` (padding included, as computed): per LSTM layer
+    forward 2·T·B·4H·(I+H), the output projection 2·T·B·H·V, backward twice the forward; the
+    encoder runs T_src steps, the decoder T_trg - 1. Embedding lookups, the loss, Adam: not GEMMs."""
+    H, E, L, V = cfg.hidden, cfg.embedding, cfg.layers, len(trg_vocab)
+    total = 0
+    for b in batches:
+        (T_src, B), T_dec = b.src.shape, b.trg.shape[0] - 1
+        lstm = sum(2 * B * 4 * H * ((E if layer == 0 else H) + H) for layer in range(L))
+        total += 3 * (T_src * lstm + T_dec * (lstm + 2 * B * H * V))
+    return total
+
+
+def sgemm_gflops(n=2048, repeats=5):
+    """This machine's float32 n³ matmul rate through NumPy (best of ``repeats``)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    c = np.empty_like(a)
+    best = min(_timed(lambda: np.matmul(a, a, out=c)) for _ in range(repeats + 1))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(f):
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", type=int, default=384)
@@ -107,16 +136,23 @@ def main(argv=None):
                 step(b)
             times[name].append(time.perf_counter() - t0)
     rates = {k: n_words / float(np.median(v)) for k, v in times.items()}
+    time.sleep(0.3)  # let the last runner's threads go quiet before the sgemm is timed
+    flops, peak = training_flops(batches, task.model_cfg, task.src_vocab, task.trg_vocab), sgemm_gflops()
+    bound = n_words / (flops / (peak * 1e9))  # words/s with every GEMM FLOP at the sgemm peak
     print(f"G2P training, H={args.hidden} L={args.layers} E={args.embedding} batch={args.batch_size} "
           f"teacher forcing {args.teacher_forcing}, {args.steps} steps x {args.rounds} rounds, load {os.getloadavg()[0]:.1f}, "
           f"OpenBLAS {blas_kernel()} kernels")
     print(f"{'implementation':<22}{'words/s':>10}{'x torch':>10}")
     for k, r in rates.items():
         print(f"{k:<22}{r:>10.0f}{r / rates['torch (seed model)']:>10.2f}")
+    print(f"{'bound':<22}{bound:>10.0f}{bound / rates['torch (seed model)']:>10.2f}   "
+          f"(every GEMM FLOP at NumPy's sgemm peak, {peak:.0f} GFLOP/s; nothing else costs time; "
+          f"{flops / n_words / 1e9:.3f} GFLOP per word)")
     os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
     out = os.path.join(ROOT, "benchmarks", "results", f"g2p_train_speed_{time.strftime('%Y%m%d-%H%M%S')}.json")
     with open(out, "w") as f:
         json.dump({"args": vars(args), "words_per_s": rates, "seconds": times, "machine": platform.platform(),
+                   "gemm_flops": flops, "sgemm_gflops": peak, "words_per_s_at_sgemm_peak": bound,
                    "loadavg": os.getloadavg(), "blas_kernel": blas_kernel()}, f, indent=1)
     print(f"wrote {out}")
 
