@@ -13,8 +13,9 @@ For each (T, B, H, layers) (input size I = H, float32): builds one minis2s.nn.LS
 torch.nn.LSTM with the same weights, *validates first* (fast path vs reference, reference vs
 torch: out and every weight gradient), then times forward and backward of every path in the
 same process, interleaved (ref, fast, torch, sgemm, next repeat starts one later; each timed run
-after 0.3 s of idle cores and one untimed run of the same implementation), and reports medians. Threads: NumPy's BLAS uses OPENBLAS_NUM_THREADS (default: every core, 2 here) and torch
-is given the same number. ``--clock cpu`` (one thread only) times process CPU time instead of
+after 0.3 s of idle cores and one untimed run of the same implementation), and reports medians.
+Threads: NumPy's BLAS uses OPENBLAS_NUM_THREADS (default: every core, 2 here) and torch is given
+the same number. ``--clock cpu`` (one thread only) times process CPU time instead of
 wall time: on a machine shared with other jobs it measures the work, not the waiting.
 
 FLOPs per layer: forward 2·T·B·4H·(I+H) (input and recurrent GEMMs), backward twice that (dx and
