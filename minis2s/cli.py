@@ -245,11 +245,10 @@ def cmd_g2p_train(args):
 
 
 def _load_g2p(models):
-    """--model given once (a folder or a shipped name), several times (an ensemble), or not at all."""
+    """--model given once (a folder or a shipped name), several times (an ensemble), or not at all:
+    G2P takes each of these as it is (a one-item list is that one model)."""
     from minis2s.g2p import G2P
 
-    if isinstance(models, list) and len(models) == 1:
-        models = models[0]
     return G2P(models)
 
 
