@@ -90,17 +90,12 @@ def training_flops(batches, cfg, src_vocab, trg_vocab):
 
 
 def sgemm_gflops(n=2048, repeats=5):
-    """This machine's float32 n³ matmul rate through NumPy (best of ``repeats``)."""
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    c = np.empty_like(a)
-    best = min(_timed(lambda: np.matmul(a, a, out=c)) for _ in range(repeats + 1))
-    return 2 * n**3 / best / 1e9
+    """This machine's float32 n³ matmul rate through NumPy: best of ``repeats`` after one warm-up
+    (benchmarks/lstm_cpu.py's sgemm_step)."""
+    from benchmarks.lstm_cpu import sgemm_step
 
-
-def _timed(f):
-    t0 = time.perf_counter()
-    f()
-    return time.perf_counter() - t0
+    sgemm_step(n)
+    return 2 * n**3 / min(sgemm_step(n)[0] for _ in range(repeats)) / 1e9
 
 
 def main(argv=None):
