@@ -29,14 +29,13 @@ sys.path.insert(0, ROOT)
 
 def minis2s_runner(args, task, batches):
     from minis2s import fastpath, manual_seed
-    from minis2s.g2p import build_model
     from minis2s.nn import CrossEntropyLoss
     from minis2s.optim import Adam, clip_grad_norm_
-    from minis2s.train import loss_and_grad
+    from minis2s.training.trainer import loss_and_grad
 
     fastpath.set_enabled(not args.reference)
     manual_seed(0)
-    model = build_model(task.model_cfg, task.src_vocab, task.trg_vocab)
+    model = task.build_model()
     opt, loss_fn, gen = Adam(model.parameters()), CrossEntropyLoss(ignore_index=0), np.random.default_rng(0)
 
     def step(b):
@@ -56,7 +55,7 @@ def torch_runner(args, task, batches):
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    cfg = task.model_cfg
+    cfg = task.model_config
     model = make_seed_model(len(task.src_vocab), len(task.trg_vocab), cfg.hidden, cfg.embedding, cfg.layers,
                             dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -113,10 +112,11 @@ def main(argv=None):
 
     from benchmarks.machine import blas_kernel
     from minis2s.data.cmudict import load_split
-    from minis2s.g2p import G2PModelConfig, G2PTask
+    from minis2s.g2p import G2PTask
+    from minis2s.models.config import ModelConfig
 
     words = dict(list(load_split("train").items())[: args.batch_size * args.steps * 2])
-    cfg = G2PModelConfig(hidden=args.hidden, layers=args.layers, embedding=args.embedding, dropout=0.0)
+    cfg = ModelConfig(hidden=args.hidden, layers=args.layers, embedding=args.embedding, dropout=0.0)
     task = G2PTask(cfg, train_words=words, dev_words={})
     batches = task.train_batches(np.random.default_rng(0), args.batch_size)[: args.steps]
     n_words = sum(b.size for b in batches)
@@ -132,7 +132,7 @@ def main(argv=None):
             times[name].append(time.perf_counter() - t0)
     rates = {k: n_words / float(np.median(v)) for k, v in times.items()}
     time.sleep(0.3)  # let the last runner's threads go quiet before the sgemm is timed
-    flops, peak = training_flops(batches, task.model_cfg, task.src_vocab, task.trg_vocab), sgemm_gflops()
+    flops, peak = training_flops(batches, task.model_config, task.src_vocab, task.trg_vocab), sgemm_gflops()
     bound = n_words / (flops / (peak * 1e9))  # words/s with every GEMM FLOP at the sgemm peak
     print(f"G2P training, H={args.hidden} L={args.layers} E={args.embedding} batch={args.batch_size} "
           f"teacher forcing {args.teacher_forcing}, {args.steps} steps x {args.rounds} rounds, load {os.getloadavg()[0]:.1f}, "

@@ -6,6 +6,10 @@
                        AttentionEncoder, AttentionDecoder, AttentionSeq2Seq; Ensemble (decoding only)
     minis2s.optim      SGD, Adam, clip_grad_norm_
     minis2s.gradcheck  finite-difference gradient checks
+    minis2s.data       pairs from TSV/JSONL, tokenizers (char, space, sentencepiece), Vocab, batches
+    minis2s.task       Seq2SeqTask: any sequence task (data, codecs, model config, metric)
+    minis2s.training   TrainConfig, RunState, RunFolder, Trainer, train
+    load_model(DIR)    a trained model folder -> Translator: .translate(strings) -> strings
 """
 from minis2s import nn, ops, optim
 from minis2s.gradcheck import GradcheckResult, gradcheck, gradcheck_module, rel_error
@@ -18,11 +22,16 @@ from minis2s.models import (
     Ensemble,
     Seq2Seq,
 )
+from minis2s.models.config import ModelConfig
 from minis2s.nn import no_grad
 from minis2s.random import manual_seed
+from minis2s.task import DataConfig, Seq2SeqTask
+from minis2s.training import TrainConfig, train
+from minis2s.translator import Translator, load_model
 
 __version__ = "0.1.0"
 __all__ = [
     "AttentionDecoder", "AttentionEncoder", "AttentionSeq2Seq", "Decoder", "Encoder", "Ensemble", "GradcheckResult",
-    "Seq2Seq", "gradcheck", "gradcheck_module", "manual_seed", "nn", "no_grad", "ops", "optim", "rel_error",
+    "Seq2Seq", "DataConfig", "ModelConfig", "Seq2SeqTask", "TrainConfig", "Translator", "gradcheck", "load_model",
+    "train", "gradcheck_module", "manual_seed", "nn", "no_grad", "ops", "optim", "rel_error",
 ]

@@ -1,23 +1,21 @@
 """Checkpoints and model folders: safetensors weights + JSON, never pickle, always atomic.
 
-Model folder (what ``minis2s g2p predict --model DIR`` reads, and what ships in the package):
+Model folder (what ``minis2s predict --model DIR`` reads, and what ships in the package):
     DIR/model.safetensors    weights under the seed's parameter names (torch loads them)
-    DIR/model.json           {"task", "model": constructor config, "vocab": ..., ...}
+    DIR/model.json           {"task", "model": constructor config, "vocab": ..., "files": [...], ...}
+    DIR/<file>               the files model.json lists (e.g. a sentencepiece model per side)
 
-Training checkpoint (inside a run folder):
+Training checkpoint (one folder; the run folder's index says which is the latest, see
+minis2s/training/run_folder.py):
     RUN/checkpoints/step-00001234/{model.safetensors, optimizer.safetensors, state.json}
-    RUN/checkpoints/latest.json   {"dir": "step-00001234"}
 
-A checkpoint (and a model folder) is written to a temporary folder, renamed into place
-(``atomic_folder``), and only then is
-``latest.json`` replaced (atomic). A crash at any point leaves the previous checkpoint as the
-latest, intact and loadable.
+Every folder is written to a temporary folder and swapped in whole (``atomic_folder``): a
+crash leaves the old folder or the new one, never a mix.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 
@@ -32,17 +30,39 @@ class CheckpointError(ValueError):
     """A model folder or checkpoint that is missing, corrupt or does not fit the model."""
 
 
-def save_model_dir(folder, model, meta: dict) -> None:
-    """Weights and their description into ``folder``, swapped in as a pair (``atomic_folder``):
-    a crash leaves the previous folder or the new one, never new weights beside an old description."""
-    _write_model_dir(folder, model.state_dict(), meta)
+def save_model_dir(folder, model, meta: dict, files: dict | None = None) -> None:
+    """Weights, their description and ``files`` ({name: bytes}, e.g. tokenizer models) into
+    ``folder``, swapped in together (``atomic_folder``): a crash leaves the previous folder or
+    the new one, never new weights beside an old description."""
+    _write_model_dir(folder, model.state_dict(), meta, files)
 
 
-def _write_model_dir(folder, tensors: dict, meta: dict) -> None:
-    """The stored tensors and the description, swapped into ``folder`` together."""
+def _write_model_dir(folder, tensors: dict, meta: dict, files: dict | None = None) -> None:
+    """The stored tensors, the description and the extra files, swapped into ``folder`` together."""
+    files = dict(files or {})
+    for name in files:
+        if name in (MODEL_WEIGHTS, MODEL_META) or os.path.basename(name) != name or name.startswith("."):
+            raise ValueError(f"a model folder's extra file must be a plain new name, got {name!r}")
+    if files:
+        meta = {**meta, "files": sorted(files)}
     with atomic_folder(folder) as tmp:
         safetensors.save_file(tensors, os.path.join(tmp, MODEL_WEIGHTS))
+        for name, data in files.items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
         atomic_write_json(os.path.join(tmp, MODEL_META), meta)
+
+
+def read_model_files(folder, meta: dict) -> dict[str, bytes]:
+    """The extra files a model folder's model.json lists ({name: bytes})."""
+    out = {}
+    for name in meta.get("files", []):
+        path = os.path.join(os.fspath(folder), name)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"model folder {os.fspath(folder)!r} has no {name} (model.json lists it)")
+        with open(path, "rb") as f:
+            out[name] = f.read()
+    return out
 
 
 def export_model_dir(src, dst, *, stored_dtype: str = "float32") -> dict:
@@ -51,8 +71,9 @@ def export_model_dir(src, dst, *, stored_dtype: str = "float32") -> dict:
     ``read_model_dir`` turns them back into floats. Returns the meta written."""
     check_stored_dtype(stored_dtype)
     meta, weights = read_model_dir(src)
+    files = read_model_files(src, meta)
     meta = {**meta, "stored_dtype": stored_dtype}
-    _write_model_dir(dst, quantize.pack(weights, stored_dtype), meta)
+    _write_model_dir(dst, quantize.pack(weights, stored_dtype), meta, files)
     return meta
 
 
@@ -80,7 +101,7 @@ def average_model_dirs(folders, dst) -> dict:
     mean = {k: (v / len(folders)).astype(dtypes[k]) for k, v in sums.items()}
     meta = {k: v for k, v in meta.items() if k not in ("dev", "stored_dtype")}  # the last folder's
     meta["averaged_from"] = [os.path.abspath(f) for f in folders]
-    _write_model_dir(dst, mean, meta)
+    _write_model_dir(dst, mean, meta, read_model_files(folders[-1], meta))
     return meta
 
 
@@ -122,13 +143,13 @@ def load_weights(model, weights: dict, where: str) -> None:
 
 
 # ---- training checkpoints ----------------------------------------------------------------------
-def save_checkpoint(run_dir, model, optimizer, state: dict, keep: int = 2) -> str:
-    """Write one checkpoint and make it the latest; keep the newest ``keep``. Returns its path."""
-    ck = os.path.join(run_dir, "checkpoints")
-    os.makedirs(ck, exist_ok=True)
-    name = f"step-{state['global_step']:08d}"
-    final = os.path.join(ck, name)
-    with atomic_folder(final) as tmp:  # a step saved again (epoch end after a step save): replaced
+CHECKPOINT_STATE = "state.json"
+
+
+def write_checkpoint(folder, model, optimizer, state: dict) -> None:
+    """One checkpoint folder (swapped in whole): the weights, the optimiser's arrays and a
+    JSON of the run state with the optimiser's scalars (``{**state, "optimizer": ...}``)."""
+    with atomic_folder(folder) as tmp:  # a step saved again (epoch end after a step save): replaced
         safetensors.save_file(model.state_dict(), os.path.join(tmp, MODEL_WEIGHTS))
         opt = optimizer.state_dict()
         arrays, scalars = {}, []
@@ -136,30 +157,25 @@ def save_checkpoint(run_dir, model, optimizer, state: dict, keep: int = 2) -> st
             scalars.append({k: v for k, v in st.items() if not hasattr(v, "shape")})
             arrays.update({f"{i}.{k}": v for k, v in st.items() if hasattr(v, "shape")})
         safetensors.save_file(arrays, os.path.join(tmp, "optimizer.safetensors"))
-        atomic_write_json(os.path.join(tmp, "state.json"),
+        atomic_write_json(os.path.join(tmp, CHECKPOINT_STATE),
                           {**state, "optimizer": {"lr": opt["lr"], "scalars": scalars}})
-    atomic_write_json(os.path.join(ck, "latest.json"), {"dir": name})
-    old = sorted(d for d in os.listdir(ck) if d.startswith("step-"))
-    for d in old[:-keep]:
-        shutil.rmtree(os.path.join(ck, d), ignore_errors=True)
-    return final
 
 
-def latest_checkpoint(run_dir) -> tuple[str, dict]:
-    """(folder, training state) of a run's latest checkpoint; a CheckpointError if it has none."""
-    ck = os.path.join(run_dir, "checkpoints")
-    latest = os.path.join(ck, "latest.json")
-    if not os.path.isfile(latest):
-        raise CheckpointError(f"{run_dir!r} has no checkpoint to resume from ({latest} missing)")
-    with open(latest) as f:
-        folder = os.path.join(ck, json.load(f)["dir"])
-    with open(os.path.join(folder, "state.json")) as f:
-        return folder, json.load(f)
+def read_checkpoint_state(folder) -> dict:
+    """The JSON of a checkpoint folder (run state and optimiser scalars)."""
+    path = os.path.join(folder, CHECKPOINT_STATE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint {folder!r} has no {CHECKPOINT_STATE}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from e
 
 
-def load_checkpoint(run_dir, model, optimizer) -> dict:
-    """Restore model and optimiser from the latest checkpoint; return its training state."""
-    folder, state = latest_checkpoint(run_dir)
+def read_checkpoint(folder, model, optimizer) -> dict:
+    """Restore model and optimiser from a checkpoint folder; return its saved state."""
+    state = read_checkpoint_state(folder)
     weights = safetensors.load_file(os.path.join(folder, MODEL_WEIGHTS))
     load_weights(model, weights, folder)
     arrays = safetensors.load_file(os.path.join(folder, "optimizer.safetensors"))
@@ -168,7 +184,10 @@ def load_checkpoint(run_dir, model, optimizer) -> dict:
         st = dict(scalars)
         st.update({k.split(".", 1)[1]: v for k, v in arrays.items() if k.split(".", 1)[0] == str(i)})
         opt_state.append(st)
-    optimizer.load_state_dict({"lr": state["optimizer"]["lr"], "state": opt_state})
+    try:
+        optimizer.load_state_dict({"lr": state["optimizer"]["lr"], "state": opt_state})
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{folder}: the optimiser state does not fit the model: {e}") from e
     return state
 
 

@@ -1,13 +1,23 @@
 """The ``minis2s`` command (also ``python -m minis2s``).
 
+Any sequence task, from your own files (TSV ``source<TAB>target`` or JSONL ``{"src", "trg"}``):
+    minis2s train --train FILE --dev FILE --out DIR [model, data and training flags] [--resume]
+    minis2s eval --model DIR --data FILE [--beam K] [--metric exact|wer|cer|bleu|chrf] [--json]
+    minis2s predict --model DIR [--input FILE] [--beam K] [--nbest N]     (stdin without --input)
+    minis2s data example dates --out DIR      a data set the project generates
+    minis2s data cmudict --out DIR [--direction g2p|p2g]   CMUdict's split as TSV
+
+Presets of the same training system:
     minis2s demo reverse|sort                 train on a synthetic task, report held-out accuracy
-    minis2s g2p train --out DIR [--arch seq2seq|attention] [--resume]    train a G2P model on CMUdict
+    minis2s g2p train --out DIR [--arch seq2seq|attention] [--resume]    G2P on CMUdict
     minis2s g2p eval [--model DIR [--model DIR...]] [--split dev|test] [--beam K [--alpha A]]
     minis2s g2p export --model DIR --out DIR [--dtype float32|float16|int8]
     minis2s g2p average DIR... --out DIR      (checkpoint averaging, e.g. RUN/epochs/*)
     minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR] [--plot OUT.png]
 
-Bad input prints one line ``minis2s: error: ...`` and exits with status 2, never a traceback.
+Every flag of a setting comes from its declaration (minis2s/settings.py), default included.
+Bad input prints one line ``minis2s: error: ...`` and exits with status 2, never a traceback;
+a diverged run exits with 1, an interrupted one (SIGINT/SIGTERM, after its checkpoint) 130/143.
 """
 from __future__ import annotations
 
@@ -19,229 +29,242 @@ import time
 
 from minis2s.checkpoint import CheckpointError
 from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_ENSEMBLES, PRETRAINED_MODELS
-from minis2s.train import TrainConfig, TrainingDiverged, train
+from minis2s.metrics import METRICS
+from minis2s.models.config import ModelConfig
+from minis2s.settings import add_arguments, parse_assignment, settings_from_args
+from minis2s.task import DataConfig
+from minis2s.training import RunFolder, TrainConfig, TrainingDiverged, TrainingInterrupted, train
 
-EXPECTED_ERRORS = (ValueError, TypeError, KeyError, CheckpointError, FileNotFoundError, TrainingDiverged,
-                   RuntimeError)
+EXPECTED_ERRORS = (ValueError, TypeError, KeyError, CheckpointError, FileNotFoundError, RuntimeError)
 
 
-def _add_train_args(p, defaults: TrainConfig):
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--clip", type=float, default=defaults.clip, help="max global gradient norm")
-    p.add_argument("--teacher-forcing", type=float, default=defaults.teacher_forcing)
-    p.add_argument("--teacher-forcing-end", type=float, default=None,
-                   help="move the teacher-forcing ratio linearly to this by the last epoch")
-    p.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, in epochs")
-    p.add_argument("--lr-schedule", choices=["plateau", "cosine"], default=defaults.lr_schedule,
-                   help="plateau: halve the lr when dev stalls; cosine: anneal it to --min-lr by the last epoch")
-    p.add_argument("--lr-threshold", type=float, default=defaults.lr_threshold,
-                   help="(plateau) halve the learning rate when dev improves by less than this fraction")
-    p.add_argument("--lr-patience", type=int, default=defaults.lr_patience,
-                   help="(plateau) epochs of too little improvement before the lr is halved")
-    p.add_argument("--min-lr", type=float, default=defaults.min_lr)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (a checkpoint is saved)")
-    p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
-    p.add_argument("--keep-epochs", type=int, default=defaults.keep_epochs,
-                   help="keep the model of each of the last N epochs in RUN/epochs/ (for g2p average)")
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# ---- the training commands: one runner, three kinds of task ----------------------------------
+def _add_run_args(p) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint, with its own settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --resume: change a training setting (one of: " + ", ".join(TrainConfig.resumable())
+                        + "); recorded in RUN/changes.jsonl. A new lr is the cosine cycle's peak; under the "
+                          "plateau schedule it takes effect with --restart-lr")
+    p.add_argument("--restart-lr", action="store_true",
+                   help="with --resume: set the learning rate back to lr and start a new schedule cycle here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _train_config(args, **overrides) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
-                       teacher_forcing=args.teacher_forcing, teacher_forcing_end=args.teacher_forcing_end,
-                       patience=args.patience, lr_schedule=args.lr_schedule, lr_threshold=args.lr_threshold,
-                       lr_patience=args.lr_patience, min_lr=args.min_lr, seed=args.seed, max_steps=args.max_steps,
-                       checkpoint_every=args.checkpoint_every, keep_epochs=args.keep_epochs, progress=not args.quiet,
-                       **overrides)
-
-
-MODEL_HELP = (f"a model folder, or a shipped model by name: {', '.join([*PRETRAINED_MODELS, *PRETRAINED_ENSEMBLES])} "
-              f"(default: {DEFAULT_MODEL}); give --model more than once to decode with an ensemble of them")
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog="minis2s", description="sequence-to-sequence from scratch in NumPy")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="train on a synthetic task (reverse or sort digits)")
-    demo.add_argument("task", choices=["reverse", "sort"])
-    demo.add_argument("--out", default=None, help="run folder (default: runs/demo-TASK)")
-    demo.add_argument("--hidden", type=int, default=128)
-    _add_train_args(demo, TrainConfig(epochs=15, batch_size=64, patience=3))
-
-    g2p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict").add_subparsers(dest="action", required=True)
-    tr = g2p.add_parser("train", help="train a model (the seed's architecture, or with attention)")
-    tr.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves, best/)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="with --resume: change a saved training setting (e.g. epochs=60, lr_schedule=cosine); "
-                         "the change is written to the run's config.json. A new lr is the cosine cycle's peak; "
-                         "under the plateau schedule it takes effect with --restart-lr")
-    tr.add_argument("--restart-lr", action="store_true",
-                    help="with --resume: set the learning rate back to the (possibly --set) lr and start a new "
-                         "schedule cycle at the current step (a warm restart)")
-    tr.add_argument("--arch", choices=["seq2seq", "attention"], default="seq2seq",
-                    help="seq2seq: the seed's (last encoder state is the context); attention: bidirectional "
-                         "encoder of hidden/2 per direction, bridge, attentional decoder")
-    tr.add_argument("--attention", choices=["bahdanau", "general", "dot"], default="general",
-                    help="the attention score (--arch attention)")
-    tr.add_argument("--no-input-feeding", action="store_true",
-                    help="do not feed the attentional state into the next step (--arch attention)")
-    tr.add_argument("--hidden", type=int, default=384)
-    tr.add_argument("--layers", type=int, default=2)
-    tr.add_argument("--embedding", type=int, default=128)
-    tr.add_argument("--dropout", type=float, default=0.2)
-    tr.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
-    rev = tr.add_mutually_exclusive_group()
-    rev.add_argument("--no-reverse-source", action="store_true",
-                     help="feed letters in reading order (the default for --arch attention)")
-    rev.add_argument("--reverse-source", action="store_true",
-                     help="feed letters reversed (the default for --arch seq2seq)")
-    tr.add_argument("--train-words", type=int, default=None, help="use only the first N train words (quick runs)")
-    _add_train_args(tr, TrainConfig(epochs=40, lr_threshold=0.01))
-
-    ev = g2p.add_parser("eval", help="WER and PER of a model on the dev or test split")
-    ev.add_argument("--model", action="append", default=None, help=MODEL_HELP)
-    ev.add_argument("--split", choices=["dev", "test"], default="dev")
-    ev.add_argument("--beam", type=int, default=1)
-    ev.add_argument("--alpha", type=float, default=1.0,
-                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
-
-    ex = g2p.add_parser("export", help="copy a model folder (e.g. RUN/best), optionally as float16 or int8")
-    ex.add_argument("--model", required=True, help="model folder to copy (or a shipped model's name)")
-    ex.add_argument("--out", required=True, help="destination folder")
-    store = ex.add_mutually_exclusive_group()
-    store.add_argument("--dtype", choices=["float32", "float16", "int8"], default="float32",
-                       help="how the weights are stored: int8 is a quarter of float32 (one scale per row)")
-    store.add_argument("--float16", dest="dtype", action="store_const", const="float16", help="= --dtype float16")
-
-    av = g2p.add_parser("average", help="average the weights of model folders (e.g. RUN/epochs/*) into one")
-    av.add_argument("models", nargs="+", help="model folders of one architecture")
-    av.add_argument("--out", required=True, help="destination folder")
-
-    pr = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
-    pr.add_argument("words", nargs="*")
-    pr.add_argument("--input", default=None, help="a file with one word per line")
-    pr.add_argument("--model", action="append", default=None, help=MODEL_HELP)
-    pr.add_argument("--beam", type=int, default=1)
-    pr.add_argument("--alpha", type=float, default=1.0,
-                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
-    pr.add_argument("--nbest", type=int, default=1)
-    pr.add_argument("--plot", default=None, metavar="OUT.png",
-                    help="draw the attention heatmap (letters x phonemes) of one WORD (attention models)")
-    return parser
-
-
-def cmd_demo(args):
-    from minis2s.demo import DemoConfig, DigitTask
+def run_training(args, parser, make_task, setting_classes) -> tuple:
+    """Train (or resume) into ``args.out``. ``make_task(saved)`` builds the task from the flags
+    (``saved`` None) or from a resumed run's config.json. Returns (task, model, state)."""
     from minis2s.random import manual_seed
 
-    out = args.out or os.path.join("runs", f"demo-{args.task}")
-    task = DigitTask(DemoConfig(task=args.task, hidden=args.hidden, seed=args.seed))
-    manual_seed(args.seed)
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for cls in setting_classes for k in _given(args, parser, cls)]
+        if given:
+            raise ValueError(f"--resume continues a run with its own settings: {', '.join(given)} cannot be given "
+                             f"(change a training setting with --set KEY=VALUE)")
+        run = RunFolder.open(args.out)
+        changes = dict(parse_assignment(TrainConfig, item) for item in args.set)
+        config = TrainConfig.from_dict({**run.train_settings(), **changes, "max_steps": args.max_steps,
+                                        "time_limit": args.time_limit}, where=f"{args.out}/config.json")
+        task = make_task(run.config)
+    else:
+        if args.set or args.restart_lr:
+            raise ValueError("--set and --restart-lr change a run being resumed: they need --resume")
+        RunFolder.check_new(args.out)  # before any data is read
+        config = settings_from_args(TrainConfig, args)
+        task = make_task(None)
+    manual_seed(config.seed)
     model = task.build_model()
-    print(f"training the seed's Seq2Seq to {args.task} digit strings of length 3-10 "
-          f"({len(task.train_src)} train, {len(task.splits['test'])} held out); run folder {out}")
-    t0 = time.perf_counter()
-    train(task, model, _train_config(args, target=0.0), out)
-    from minis2s.checkpoint import load_weights, read_model_dir
+    n = sum(p.data.size for p in model.parameters())
+    _stderr(f"{task.name}: {task.model_config.arch} model, {n:,} parameters, {len(task.train_pairs):,} training "
+            f"pairs, vocabularies {len(task.src)}/{len(task.trg)}; run folder {args.out}")
+    state = train(task, model, config, args.out, resume=args.resume, restart_lr=args.restart_lr,
+                  progress=not args.quiet)
+    return task, model, state
 
-    best = os.path.join(out, "best")
+
+# Settings that the resumed run takes from its config.json: a flag given anyway is refused.
+_INVOCATION = set(TrainConfig.INVOCATION)
+
+
+def _given(args, parser, cls) -> list[str]:
+    from dataclasses import fields
+
+    flags = {a.dest for a in parser._actions if a.option_strings}
+    out = []
+    for f in fields(cls):
+        if f.name in _INVOCATION or f.name not in flags:
+            continue
+        if getattr(args, f.name) != parser.get_default(f.name):
+            out.append(f.name)
+    return out
+
+
+def _report_best(task, state, out: str) -> None:
+    if state.history:
+        best = max if not task.lower_is_better else min
+        rec = best(state.history, key=lambda h: h[f"dev_{task.metric}"])
+        value = rec[f"dev_{task.metric}"]
+        shown = f"{100 * value:.2f}%" if task.metric not in ("bleu", "chrf") else f"{value:.2f}"
+        print(f"best dev {task.metric} {shown} (epoch {rec['epoch']}); model in {os.path.join(out, 'best')}, "
+              f"last step in {os.path.join(out, 'last')}")
+
+
+def cmd_train(args, parser):
+    from minis2s.task import Seq2SeqTask
+
+    def make_task(saved):
+        if saved is None:
+            if args.train is None or args.dev is None:
+                raise ValueError("a new run needs --train FILE and --dev FILE")
+            model, data = settings_from_args(ModelConfig, args), settings_from_args(DataConfig, args)
+            train_file, dev_file = os.path.abspath(args.train), os.path.abspath(args.dev)
+        else:
+            model = ModelConfig.from_dict(saved["task"]["model"])
+            data = DataConfig.from_dict(saved["data"]["settings"])
+            train_file, dev_file = saved["data"]["train_file"], saved["data"]["dev_file"]
+        return Seq2SeqTask(train_file, dev_file, model=model, data=data, log=_stderr)
+
+    if args.resume and (args.train is not None or args.dev is not None):
+        raise ValueError("--resume reads the run's own --train and --dev files (from its config.json): "
+                         "do not give them")
+    task, _, state = run_training(args, parser, make_task, (ModelConfig, DataConfig, TrainConfig))
+    _report_best(task, state, args.out)
+    return 0
+
+
+def cmd_demo(args, parser):
+    from minis2s.checkpoint import load_weights, read_model_dir
+    from minis2s.demo import DemoConfig, DigitTask
+
+    args.out = args.out or os.path.join("runs", f"demo-{args.task}")
+
+    def make_task(saved):
+        cfg = (DemoConfig(**saved["data"]["demo"]) if saved else
+               settings_from_args(DemoConfig, args, task=args.task, seed=args.seed))
+        return DigitTask(cfg)
+
+    t0 = time.perf_counter()
+    task, model, state = run_training(args, parser, make_task, (DemoConfig, TrainConfig))
+    best = os.path.join(args.out, "best")
     if os.path.isdir(best):  # the best epoch's weights
         _, weights = read_model_dir(best)
         load_weights(model, weights, best)
-    else:  # --max-steps stopped the run before its first epoch ended: no best/ yet
-        print("no epoch finished: evaluating the weights as trained", file=sys.stderr)
+    else:  # a limit stopped the run before its first epoch ended: no best/ yet
+        _stderr("no epoch finished: evaluating the weights as trained")
     acc = task.accuracy(model, "test")
     print(f"held-out exact-sequence accuracy: {100 * acc:.2f}% on {len(task.splits['test'])} strings "
-          f"({time.perf_counter() - t0:.0f} s)")
+          f"({time.perf_counter() - t0:.0f} s in all, step {state.step})")
     samples = task.splits["test"][:5]
     for s, p in zip(samples, task.predict(model, samples)):
         print(f"  {s:>10} -> {p}")
     return 0
 
 
-RESUME_SETTINGS = ("epochs", "lr", "lr_schedule", "lr_threshold", "lr_patience", "lr_factor", "min_lr", "patience",
-                   "clip", "teacher_forcing", "teacher_forcing_end", "checkpoint_every", "target", "keep_epochs")
+def cmd_g2p_train(args, parser):
+    from minis2s.g2p import G2PTask
 
+    def make_task(saved):
+        if saved is None:
+            return G2PTask(settings_from_args(ModelConfig, args), train_limit=args.train_limit)
+        return G2PTask(ModelConfig.from_dict(saved["task"]["model"]),
+                       train_limit=saved["data"]["settings"]["train_limit"])
 
-def _parse_settings(items) -> dict:
-    """["epochs=60", "lr_schedule=cosine"] -> {"epochs": 60, "lr_schedule": "cosine"} (JSON values,
-    else strings); only the settings a resumed run may change (not the data, batches or seed)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in RESUME_SETTINGS:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(RESUME_SETTINGS)}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def cmd_g2p_train(args):
-    from minis2s.data.cmudict import load_split
-    from minis2s.g2p import G2PModelConfig, G2PTask, build_model
-    from minis2s.random import manual_seed
-
-    cfg_path = os.path.join(args.out, "config.json")
-    if args.resume:
-        if not os.path.isfile(cfg_path):
-            raise CheckpointError(f"--resume: {args.out!r} has no config.json (not a run folder)")
-        with open(cfg_path) as f:
-            saved = json.load(f)
-        changes = _parse_settings(args.set)
-        tc = TrainConfig.from_dict({**saved["train"], **changes, "progress": not args.quiet,
-                                    "max_steps": args.max_steps})
-        model_cfg = G2PModelConfig.from_dict(saved["task"]["model"])
-        train_words = saved.get("train_words")
-        if changes or args.restart_lr:  # the run folder says how its later epochs were trained
-            from minis2s.atomic import atomic_write_json
-            from minis2s.checkpoint import latest_checkpoint
-
-            epoch = latest_checkpoint(args.out)[1]["epoch"]  # no checkpoint: refused before the write
-            saved["train"].update(changes)
-            saved.setdefault("changes", []).append(
-                {"from_epoch": epoch, "set": changes, "restart_lr": bool(args.restart_lr)})
-            atomic_write_json(cfg_path, saved)
-        print(f"resuming {args.out} with its saved configuration"
-              + (f", changed: {changes}" if changes else "") + (", lr restarted" if args.restart_lr else ""),
-              file=sys.stderr)
-    else:
-        if args.set or args.restart_lr:
-            raise ValueError("--set and --restart-lr change a run being resumed: they need --resume")
-        if os.path.isfile(cfg_path):
-            raise ValueError(f"--out {args.out!r} already holds a run: add --resume, or choose another folder")
-        tc = _train_config(args)
-        reverse = args.reverse_source or (args.arch == "seq2seq" and not args.no_reverse_source)
-        model_cfg = G2PModelConfig(arch=args.arch, hidden=args.hidden, layers=args.layers, embedding=args.embedding,
-                                   dropout=args.dropout, cell=args.cell, reverse_source=reverse,
-                                   attention=args.attention, input_feeding=not args.no_input_feeding)
-        train_words = args.train_words
-    words = load_split("train")
-    if train_words is not None:
-        words = dict(list(words.items())[:train_words])
-    task = G2PTask(model_cfg, train_words=words)
-    manual_seed(tc.seed)
-    model = build_model(model_cfg, task.src_vocab, task.trg_vocab)
-    n = sum(p.data.size for p in model.parameters())
-    print(f"G2P {model_cfg}: {n:,} parameters, {len(task.train_src):,} training pairs", file=sys.stderr)
-    state = train(task, model, tc, args.out, resume=args.resume, restart_lr=args.restart_lr)
-    if not args.resume and train_words is not None:  # remember the subset for --resume
-        with open(cfg_path) as f:
-            saved = json.load(f)
-        saved["train_words"] = train_words
-        from minis2s.atomic import atomic_write_json
-
-        atomic_write_json(cfg_path, saved)
-    if state["history"]:
-        best = min(h["dev_wer"] for h in state["history"])
-        print(f"best dev WER {100 * best:.2f}%; model in {os.path.join(args.out, 'best')}")
+    task, _, state = run_training(args, parser, make_task, (ModelConfig, DataConfig, TrainConfig))
+    _report_best(task, state, args.out)
     return 0
+
+
+# ---- using a trained model ------------------------------------------------------------------
+def _read_lines(path) -> list[str]:
+    """The lines of ``path`` (stdin for None), without their line ends; every line counts."""
+    if path is None:
+        text = sys.stdin.read()
+    else:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--input {path!r} does not exist")
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--input {path!r} is not valid UTF-8 ({e.reason} at byte {e.start})") from e
+    lines = text.split("\n")
+    if lines and lines[-1] == "":  # the final line end ends the last line; it opens none
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _warn_unknown(what: str):
+    def warn(i, tokens):
+        _stderr(f"minis2s: warning: {what} {i + 1}: {sorted(set(tokens))} not in the model's vocabulary "
+                "(read as <unk>)")
+    return warn
+
+
+def cmd_predict(args, parser):
+    from minis2s.translator import load_model
+
+    translator = load_model(args.model)
+    lines = _read_lines(args.input)
+    results = translator.translate(lines, beam=args.beam, nbest=args.nbest, alpha=args.alpha,
+                                   batch_size=args.batch_size, on_unknown=_warn_unknown("line"))
+    out = sys.stdout
+    for r in results:
+        if args.nbest is None:
+            out.write(r + "\n")
+        else:
+            out.write("\t".join(f"{h}\t{s:.4f}" for h, s in r) + "\n")
+    return 0
+
+
+def cmd_eval(args, parser):
+    from minis2s.data import read_pairs
+    from minis2s.task import evaluate_translator
+    from minis2s.translator import load_model
+
+    translator = load_model(args.model)
+    pairs = read_pairs(args.data, name="--data")
+    unknown = []
+    t0 = time.perf_counter()
+    m = evaluate_translator(translator, pairs, beam=args.beam, alpha=args.alpha, batch_size=args.batch_size,
+                            on_unknown=lambda i, tokens: unknown.append(i))
+    dt = time.perf_counter() - t0
+    if unknown:
+        _stderr(f"minis2s: warning: {len(unknown)} of {m['examples']} sources hold symbols outside the model's "
+                "vocabulary (read as <unk>)")
+    chosen = args.metric or list(METRICS)
+    if args.json:
+        print(json.dumps({**{k: m[k] for k in chosen}, "examples": m["examples"], "pairs": len(pairs),
+                          "beam": args.beam, "unknown_sources": len(unknown)}))
+    else:
+        shown = [f"{k} {m[k]:.2f}" if k in ("bleu", "chrf") else f"{k} {100 * m[k]:.2f}%" for k in chosen]
+        decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha:g}"
+        print(f"{args.data}: {'  '.join(shown)}  ({m['examples']} examples from {len(pairs)} pairs, {decoding}, "
+              f"{m['examples'] / dt:.0f} examples/s)")
+    return 0
+
+
+def cmd_data(args, parser):
+    from minis2s.data.examples import write_cmudict, write_example
+
+    if args.source == "cmudict":
+        directions = ("g2p", "p2g") if args.direction == "both" else (args.direction,)
+        for d in directions:
+            for split, path in write_cmudict(args.out, direction=d).items():
+                print(f"{split}\t{path}")
+    else:
+        for split, path in write_example(args.source, args.out, n_train=args.train_size, n_dev=args.dev_size,
+                                         n_test=args.test_size, seed=args.seed).items():
+            print(f"{split}\t{path}")
+    return 0
+
+
+# ---- G2P's product commands -------------------------------------------------------------------
+MODEL_HELP = (f"a model folder, or a shipped model by name: {', '.join([*PRETRAINED_MODELS, *PRETRAINED_ENSEMBLES])} "
+              f"(default: {DEFAULT_MODEL}); give --model more than once to decode with an ensemble of them")
 
 
 def _load_g2p(models):
@@ -252,7 +275,7 @@ def _load_g2p(models):
     return G2P(models)
 
 
-def cmd_g2p_eval(args):
+def cmd_g2p_eval(args, parser):
     from minis2s.data.cmudict import load_split
     from minis2s.g2p import evaluate
 
@@ -267,7 +290,7 @@ def cmd_g2p_eval(args):
     return 0
 
 
-def cmd_g2p_export(args):
+def cmd_g2p_export(args, parser):
     from minis2s.checkpoint import export_model_dir
     from minis2s.g2p import resolve_model
 
@@ -278,7 +301,7 @@ def cmd_g2p_export(args):
     return 0
 
 
-def cmd_g2p_average(args):
+def cmd_g2p_average(args, parser):
     from minis2s.checkpoint import average_model_dirs
 
     average_model_dirs(args.models, args.out)
@@ -287,7 +310,7 @@ def cmd_g2p_average(args):
     return 0
 
 
-def cmd_g2p_predict(args):
+def cmd_g2p_predict(args, parser):
     words = list(args.words)
     if args.input is not None:
         if not os.path.isfile(args.input):
@@ -312,24 +335,153 @@ def cmd_g2p_predict(args):
         letters, outputs, weights = g2p.attention(words[0], best)
         decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
         plot_attention(letters, outputs, weights, args.plot, title=f"{words[0]} -> {' '.join(best)} ({decoding})")
-        print(f"attention heatmap written to {args.plot}", file=sys.stderr)
+        _stderr(f"attention heatmap written to {args.plot}")
     return 0
+
+
+# ---- the parser -------------------------------------------------------------------------------
+def _add_decoding_args(p, *, nbest: bool) -> None:
+    p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="beam search's length normalisation: log-probability / length**alpha (0: none)")
+    p.add_argument("--batch-size", type=int, default=256, help="inputs decoded at once")
+    if nbest:
+        p.add_argument("--nbest", type=int, default=None,
+                       help="print the N best hypotheses, each followed by its score, tab-separated")
+
+
+def build_parser():
+    from minis2s.data.examples import EXAMPLES
+    from minis2s.demo import DEMO_TRAIN_DEFAULTS, DemoConfig
+    from minis2s.g2p import G2P_TRAIN_DEFAULTS
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="minis2s", description="sequence-to-sequence from scratch in NumPy")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="train a model on your own pairs (TSV or JSONL)")
+    tr.add_argument("--train", default=None, help="training pairs: TSV (source<TAB>target) or .jsonl {src, trg}")
+    tr.add_argument("--dev", default=None, help="dev pairs (picks the best epoch)")
+    tr.add_argument("--out", required=True, help="run folder (config.json, checkpoints, best/, last/, metrics)")
+    model_args = tr.add_argument_group("model")
+    add_arguments(model_args, ModelConfig)
+    add_arguments(tr.add_argument_group("data"), DataConfig)
+    add_arguments(tr.add_argument_group("training"), TrainConfig)
+    _add_run_args(tr)
+    tr.set_defaults(handler=cmd_train)
+
+    ev = sub.add_parser("eval", help="score a trained model on pairs", formatter_class=fmt)
+    ev.add_argument("--model", required=True, help="a model folder (e.g. RUN/best)")
+    ev.add_argument("--data", required=True, help="pairs to score: TSV or JSONL")
+    ev.add_argument("--metric", action="append", choices=METRICS, default=None,
+                    help="print only this metric (repeatable; default: all)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_decoding_args(ev, nbest=False)
+    ev.set_defaults(handler=cmd_eval)
+
+    pr = sub.add_parser("predict", help="translate lines: one output line per input line", formatter_class=fmt)
+    pr.add_argument("--model", required=True, help="a model folder (e.g. RUN/best)")
+    pr.add_argument("--input", default=None, help="a UTF-8 file of inputs, one per line (default: stdin)")
+    _add_decoding_args(pr, nbest=True)
+    pr.set_defaults(handler=cmd_predict)
+
+    da = sub.add_parser("data", help="write a data set as TSV files", formatter_class=fmt)
+    da_sub = da.add_subparsers(dest="source", required=True)
+    ex = da_sub.add_parser("example", help="a generated data set", formatter_class=fmt)
+    ex.add_argument("source", choices=EXAMPLES)
+    ex.add_argument("--out", required=True, help="folder for NAME-train.tsv, NAME-dev.tsv, NAME-test.tsv")
+    ex.add_argument("--train-size", type=int, default=20000)
+    ex.add_argument("--dev-size", type=int, default=1000)
+    ex.add_argument("--test-size", type=int, default=2000)
+    ex.add_argument("--seed", type=int, default=0)
+    cm = da_sub.add_parser("cmudict", help="CMUdict's train/dev/test split (minis2s g2p's) as TSV",
+                           formatter_class=fmt)
+    cm.add_argument("--out", required=True)
+    cm.add_argument("--direction", choices=["g2p", "p2g", "both"], default="g2p",
+                    help="g2p: word -> phonemes; p2g: phonemes -> word")
+    da.set_defaults(handler=cmd_data)
+    cm.set_defaults(source="cmudict")
+
+    demo = sub.add_parser("demo", help="train on a synthetic task (reverse or sort digits)")
+    demo.add_argument("task", choices=["reverse", "sort"])
+    demo.add_argument("--out", default=None, help="run folder (default: runs/demo-TASK)")
+    add_arguments(demo.add_argument_group("demo"), DemoConfig, exclude=("task", "seed"))
+    add_arguments(demo.add_argument_group("training"), TrainConfig, defaults=DEMO_TRAIN_DEFAULTS)
+    _add_run_args(demo)
+    demo.set_defaults(handler=cmd_demo)
+
+    g2p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict").add_subparsers(dest="action", required=True)
+    gt = g2p.add_parser("train", help="train a model (the seed's architecture, or with attention)")
+    gt.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves, best/, last/)")
+    add_arguments(gt.add_argument_group("model"), ModelConfig)
+    add_arguments(gt.add_argument_group("data"), DataConfig, only=("train_limit",))
+    add_arguments(gt.add_argument_group("training"), TrainConfig, defaults=G2P_TRAIN_DEFAULTS)
+    _add_run_args(gt)
+    gt.set_defaults(handler=cmd_g2p_train)
+
+    ge = g2p.add_parser("eval", help="WER and PER of a model on the dev or test split")
+    ge.add_argument("--model", action="append", default=None, help=MODEL_HELP)
+    ge.add_argument("--split", choices=["dev", "test"], default="dev")
+    ge.add_argument("--beam", type=int, default=1)
+    ge.add_argument("--alpha", type=float, default=1.0,
+                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
+    ge.set_defaults(handler=cmd_g2p_eval)
+
+    gx = g2p.add_parser("export", help="copy a model folder (e.g. RUN/best), optionally as float16 or int8")
+    gx.add_argument("--model", required=True, help="model folder to copy (or a shipped model's name)")
+    gx.add_argument("--out", required=True, help="destination folder")
+    store = gx.add_mutually_exclusive_group()
+    store.add_argument("--dtype", choices=["float32", "float16", "int8"], default="float32",
+                       help="how the weights are stored: int8 is a quarter of float32 (one scale per row)")
+    store.add_argument("--float16", dest="dtype", action="store_const", const="float16", help="= --dtype float16")
+    gx.set_defaults(handler=cmd_g2p_export)
+
+    ga = g2p.add_parser("average", help="average the weights of model folders (e.g. RUN/epochs/*) into one")
+    ga.add_argument("models", nargs="+", help="model folders of one architecture")
+    ga.add_argument("--out", required=True, help="destination folder")
+    ga.set_defaults(handler=cmd_g2p_average)
+
+    gp = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
+    gp.add_argument("words", nargs="*")
+    gp.add_argument("--input", default=None, help="a file with one word per line")
+    gp.add_argument("--model", action="append", default=None, help=MODEL_HELP)
+    gp.add_argument("--beam", type=int, default=1)
+    gp.add_argument("--alpha", type=float, default=1.0,
+                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
+    gp.add_argument("--nbest", type=int, default=1)
+    gp.add_argument("--plot", default=None, metavar="OUT.png",
+                    help="draw the attention heatmap (letters x phonemes) of one WORD (attention models)")
+    gp.set_defaults(handler=cmd_g2p_predict)
+    return parser
+
+
+def _subparser_of(parser, args):
+    """The parser that parsed ``args``'s command (its defaults tell which flags were given)."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = action.choices[args.command]
+    if args.command == "g2p":
+        inner = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = inner.choices[args.action]
+    return p
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"demo": cmd_demo}.get(args.command) or {
-        "train": cmd_g2p_train, "eval": cmd_g2p_eval, "predict": cmd_g2p_predict, "export": cmd_g2p_export,
-        "average": cmd_g2p_average}[args.action]
     try:
-        return handler(args)
+        return args.handler(args, _subparser_of(parser, args))
+    except TrainingInterrupted as e:
+        _stderr(f"minis2s: {e}")
+        return 128 + e.signum
+    except TrainingDiverged as e:
+        _stderr(f"minis2s: error: {e}")
+        return 1
     except EXPECTED_ERRORS as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"minis2s: error: {msg}", file=sys.stderr)
-        return 1 if isinstance(e, TrainingDiverged) else 2
+        _stderr(f"minis2s: error: {msg}")
+        return 2
     except KeyboardInterrupt:
-        print("minis2s: interrupted (the last checkpoint is intact; --resume continues)", file=sys.stderr)
+        _stderr("minis2s: interrupted (the latest checkpoint is intact; --resume continues)")
         return 130
 
 

@@ -4,22 +4,15 @@
     >>> G2P()(["hello"])            # the model shipped inside the package
     [['HH', 'EH', 'L', 'OW']]
 
-Two architectures (``G2PModelConfig.arch``), trained, evaluated and decoded by the same code:
-
-* ``"seq2seq"``, the seed's: the encoder's last state is the decoder's only context. Letters go
-  in reversed (``reverse_source``): the first letters — which decide the first phonemes — are
-  then the most recently read (Sutskever et al. 2014's trick), which lowers its error.
-* ``"attention"`` (minis2s/models/attention.py): a bidirectional LSTM encoder of ``hidden // 2``
-  per direction (so its outputs have ``hidden`` features), a bridge to the decoder's initial
-  state, and a decoder of ``hidden`` that attends over the letters at every step with the score
-  ``attention`` ("bahdanau", "general" or "dot"), feeding its attentional state to the next
-  step when ``input_feeding``. ``G2P.attention(word)`` returns its alignment of letters to
-  phonemes and ``plot_attention`` draws it.
+Training: ``G2PTask``, the G2P preset of the generic ``Seq2SeqTask`` (minis2s/task.py), with
+the architectures of ``ModelConfig`` (minis2s/models/config.py: the seed's ``seq2seq``, which
+reads the letters reversed, or ``attention``). ``G2P.attention(word)`` returns an attention
+model's alignment of letters to phonemes and ``plot_attention`` draws it.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 
 import numpy as np
 
@@ -28,8 +21,10 @@ from minis2s.data import Vocab, make_batches
 from minis2s.data.cmudict import load_split
 from minis2s.decode import beam_search, greedy_decode
 from minis2s.metrics import score
-from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, Decoder, Encoder, Seq2Seq
+from minis2s.models import AttentionSeq2Seq
+from minis2s.models.config import ModelConfig, build_model
 from minis2s.models.ensemble import Ensemble
+from minis2s.task import DataConfig, Seq2SeqTask
 from minis2s.nn import no_grad
 from minis2s.validate import check_nonnegative_float
 
@@ -79,50 +74,12 @@ PHONEMES = ["AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER"
             "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH",
             "UH", "UW", "V", "W", "Y", "Z", "ZH"]
 
-
-@dataclass
-class G2PModelConfig:
-    arch: str = "seq2seq"  # the seed's architecture: the encoder's last state is the only context
-    hidden: int = 256
-    layers: int = 2
-    embedding: int = 128
-    dropout: float = 0.2
-    cell: str = "lstm"
-    reverse_source: bool = True
-    attention: str = "general"  # arch "attention" only: the score, "bahdanau", "general" or "dot"
-    input_feeding: bool = True  # arch "attention" only: feed h̃_{t-1} into step t (Luong et al. 2015)
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise CheckpointError(f"unknown model settings {sorted(unknown)}")
-        return cls(**d)
-
-
-ARCHS = ("seq2seq", "attention")
-
-
-def build_model(cfg: G2PModelConfig, src_vocab: Vocab, trg_vocab: Vocab, dtype=np.float32):
-    """A Seq2Seq (arch "seq2seq") or an AttentionSeq2Seq (arch "attention") for ``cfg``."""
-    if cfg.arch not in ARCHS:
-        raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
-    if cfg.arch == "attention":
-        if cfg.cell != "lstm":
-            raise ValueError(f"the attention architecture is built of LSTMs: cell must be 'lstm', got {cfg.cell!r}")
-        if cfg.hidden % 2:
-            raise ValueError(f"the attention architecture needs an even hidden size (hidden // 2 per "
-                             f"encoder direction), got {cfg.hidden}")
-        enc = AttentionEncoder(len(src_vocab), cfg.hidden // 2, cfg.embedding, cfg.layers, dropout=cfg.dropout,
-                               dtype=dtype)
-        dec = AttentionDecoder(len(trg_vocab), cfg.hidden, cfg.embedding, cfg.layers, cfg.hidden,
-                               attention=cfg.attention, input_feeding=cfg.input_feeding, dropout=cfg.dropout,
-                               dtype=dtype)
-        return AttentionSeq2Seq(enc, dec, "cpu")
-    enc = Encoder(len(src_vocab), cfg.hidden, cfg.embedding, cfg.layers, dropout=cfg.dropout, cell=cfg.cell, dtype=dtype)
-    dec = Decoder(len(trg_vocab), cfg.hidden, cfg.embedding, cfg.layers, dropout=cfg.dropout, cell=cfg.cell, dtype=dtype)
-    return Seq2Seq(enc, dec, "cpu")
+# The G2P preset's training defaults where they differ from TrainConfig's (the shipped seq2seq
+# model's run); its model defaults are ModelConfig's own (the shipped seq2seq model).
+G2P_TRAIN_DEFAULTS = {"epochs": 40, "lr_threshold": 0.01}
+# Letters in, space-separated phonemes out, judged by WER (a word with any error, the closest
+# of its pronunciations counting) and PER (phoneme edits / reference phonemes).
+G2P_DATA = DataConfig(src_tokens="char", trg_tokens="space", lowercase=True, metric="exact")
 
 
 def encode_words(words, vocab: Vocab, reverse: bool):
@@ -142,35 +99,31 @@ def encode_words(words, vocab: Vocab, reverse: bool):
     return out
 
 
-def describe_model(cfg: G2PModelConfig, src_vocab: Vocab, trg_vocab: Vocab) -> dict:
-    """What model.json holds: enough to rebuild the model before its weights are loaded."""
-    return {"task": "g2p", "model": asdict(cfg), "vocab": {"src": src_vocab.to_json(), "trg": trg_vocab.to_json()}}
+def word_pairs(words: dict) -> list[tuple[str, str]]:
+    """{word: [pronunciations]} -> one (word, "PH O N") pair per pronunciation."""
+    return [(w, " ".join(p)) for w, prons in words.items() for p in prons]
 
 
-class G2PTask:
-    """Train on every pronunciation of every train word; judge by greedy dev WER."""
+class G2PTask(Seq2SeqTask):
+    """The G2P preset of Seq2SeqTask: CMUdict's train split (or ``train_words``), its 26
+    letters and 39 phonemes, judged by greedy dev WER (``metric`` "wer") and PER."""
 
     metric = "wer"
-    pad_id = Vocab.pad_id
+    lower_is_better = True
 
-    def __init__(self, model_cfg: G2PModelConfig, *, train_words=None, dev_words=None, eval_batch=512):
-        self.model_cfg = model_cfg
-        self.src_vocab, self.trg_vocab = Vocab(LETTERS), Vocab(PHONEMES)
+    def __init__(self, model_cfg: ModelConfig | None = None, *, train_words=None, dev_words=None,
+                 train_limit: int | None = None, eval_batch: int = 512):
         train = train_words if train_words is not None else load_split("train")
-        self.dev = dev_words if dev_words is not None else load_split("dev")
-        pairs = [(w, p) for w, prons in train.items() for p in prons]
-        self.train_src = encode_words([w for w, _ in pairs], self.src_vocab, model_cfg.reverse_source)
-        self.train_trg = [self.trg_vocab.encode(list(p)) for _, p in pairs]
-        self.eval_batch = eval_batch
+        dev = dev_words if dev_words is not None else load_split("dev")
+        data = DataConfig(**{**asdict(G2P_DATA), "train_limit": train_limit})
+        super().__init__(word_pairs(train), word_pairs(dev) or None, model=model_cfg, data=data, name="g2p",
+                         tokens={"src": LETTERS, "trg": PHONEMES}, eval_batch=eval_batch)
+        self.src_vocab, self.trg_vocab = self.src.vocab, self.trg.vocab
 
-    def train_batches(self, rng, batch_size):
-        return make_batches(self.train_src, self.train_trg, batch_size, rng=rng)
-
-    def describe(self):
-        return describe_model(self.model_cfg, self.src_vocab, self.trg_vocab)
-
-    def evaluate(self, model):
-        return evaluate(G2P(model=model, meta=self.describe()), self.dev, batch_size=self.eval_batch)
+    def evaluate(self, model, pairs=None, **kw) -> dict:
+        """G2P's names for the generic metrics: WER = 1 - exact match, PER = token error rate."""
+        m = super().evaluate(model, pairs, **kw)
+        return {"wer": 1.0 - m["exact"], "per": m["wer"], "words": m["examples"]}
 
 
 class G2P:
@@ -189,7 +142,7 @@ class G2P:
                 model, meta = _load(folders[0])
         self.model = model.eval() if hasattr(model, "eval") else model
         self.meta = meta
-        self.cfg = None if self.members else G2PModelConfig.from_dict(meta["model"])
+        self.cfg = None if self.members else ModelConfig.from_dict(meta["model"])
         # An ensemble is given letters in reading order and reverses them for the members that need it.
         self.reverse_source = False if self.members else self.cfg.reverse_source
         self.src_vocab, self.trg_vocab = Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"])
@@ -262,8 +215,8 @@ def _load(folder):
     if meta.get("task") != "g2p":
         raise CheckpointError(f"{folder}: model.json describes task {meta.get('task')!r}, not 'g2p'")
     try:
-        cfg = G2PModelConfig.from_dict(meta["model"])
-        model = build_model(cfg, Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"]))
+        cfg = ModelConfig.from_dict(meta["model"])
+        model = build_model(cfg, len(Vocab(meta["vocab"]["src"])), len(Vocab(meta["vocab"]["trg"])))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{folder}: model.json is incomplete or invalid ({e})") from e
     load_weights(model, weights, folder)

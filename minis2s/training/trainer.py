@@ -1,0 +1,396 @@
+"""The training loop: one for every task, one method per concern (as joeynmt's TrainManager).
+
+A *task* (minis2s/task.py's ``Seq2SeqTask``, or anything with these) supplies the data and
+the judgement:
+    task.train_batches(rng, batch_size) -> list of Batch (src, src_lengths, trg)
+    task.evaluate(model)    -> dict of dev metrics; ``task.metric`` names the one that picks
+                               the best model, ``task.lower_is_better`` its direction
+    task.describe()         -> JSON-able description saved in config.json and every model folder
+    task.files()            -> {name: bytes} saved beside it (tokenizer models)
+    task.data_settings()    -> JSON-able description of the data (sources, sizes, digest)
+    task.pad_id             -> target padding id (ignored by the loss)
+
+Per step (``train_step``): forward with teacher forcing -> masked cross-entropy over trg[1:] ->
+backward -> clip the global gradient norm -> Adam. Per epoch (``end_epoch``): dev evaluation,
+metrics.jsonl and curves.png, RUN/best when dev improves, the schedule and early stopping
+(minis2s/training/schedule.py), a checkpoint. At the end (any reason but divergence): RUN/last.
+
+Resuming restores weights, optimiser, the run state (minis2s/training/state.py) and every
+random state; batch order is a pure function of (seed, epoch). So a run stopped and resumed
+ends with the same weights, bit for bit, as one never stopped. SIGINT and SIGTERM stop the
+run at the next step boundary with a checkpoint (``TrainingInterrupted`` says where).
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+import numpy as np
+
+from minis2s import random as mrandom
+from minis2s.atomic import atomic_save_png
+from minis2s.nn import CrossEntropyLoss
+from minis2s.optim import Adam, clip_grad_norm_
+from minis2s.training.config import TrainConfig
+from minis2s.training.run_folder import CURVES, RunFolder
+from minis2s.training.schedule import end_of_epoch, step_lr, stop_reason
+from minis2s.training.state import RunState
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, a gradient or a weight became NaN or infinite; no checkpoint holds it."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped the run; a checkpoint of the last step was written."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _differences(saved: dict, now: dict) -> list[str]:
+    return sorted(k for k in set(saved) | set(now) if not _same(saved.get(k), now.get(k)))
+
+
+class Trainer:
+    """Trains ``model`` on ``task`` into a run folder. Make one with ``Trainer.new`` (a fresh
+    run) or ``Trainer.resume``; then ``run()``. ``log``: a function of one message (default:
+    stderr); ``progress``: a tqdm bar per epoch."""
+
+    def __init__(self, task, model, config: TrainConfig, run: RunFolder, state: RunState, optimizer, *,
+                 log=None, progress: bool = False):
+        self.task, self.model, self.config, self.run_folder = task, model, config, run
+        self.state, self.optimizer = state, optimizer
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.progress = progress
+        self.loss_fn = CrossEntropyLoss(ignore_index=task.pad_id)
+        self.tf_rng = np.random.default_rng([config.seed, 1])  # teacher-forcing coin flips
+        if state.tf_rng is not None:
+            self.tf_rng.bit_generator.state = state.tf_rng
+        self._signal = None
+
+    # ---- making one -----------------------------------------------------------------------
+    @staticmethod
+    def describe_run(task, config: TrainConfig) -> dict:
+        """config.json: every setting that shapes the run."""
+        return {"train": config.saved(), "task": task.describe(), "data": task.data_settings()}
+
+    @classmethod
+    def new(cls, task, model, config: TrainConfig, run_dir, **kw) -> "Trainer":
+        """A fresh run in ``run_dir`` (refused if it holds one): config.json, then a checkpoint
+        of step 0, so that a run killed before its first step can still be resumed."""
+        run = RunFolder.create(run_dir, cls.describe_run(task, config))
+        trainer = cls(task, model, config, run, RunState(lr=config.lr), Adam(model.parameters(), lr=config.lr), **kw)
+        trainer.save_checkpoint()
+        return trainer
+
+    @classmethod
+    def resume(cls, task, model, config: TrainConfig, run_dir, *, restart_lr: bool = False, **kw) -> "Trainer":
+        """Continue the run in ``run_dir`` from its latest checkpoint. ``config`` may differ
+        from the saved settings only in the resumable ones (``TrainConfig.resumable()``);
+        those differences are recorded in RUN/changes.jsonl. ``restart_lr``: a warm restart —
+        the lr goes back to ``config.lr`` and a new schedule cycle starts at this step."""
+        run = RunFolder.open(run_dir)
+        saved = run.config
+        for part, now in (("task", task.describe()), ("data", task.data_settings())):
+            diff = _differences(saved.get(part, {}), now)
+            if diff:
+                raise ValueError(f"cannot resume {run.path!r}: its {part} settings differ from the ones given "
+                                 f"({', '.join(diff)}); a run is resumed with the data and model it started with")
+        in_force = run.train_settings()
+        diff = _differences(in_force, config.saved())
+        fixed = [k for k in diff if k not in TrainConfig.resumable()]
+        if fixed:
+            raise ValueError(f"cannot resume {run.path!r} with other {', '.join(fixed)} than it started with: "
+                             f"only {', '.join(TrainConfig.resumable())} may change")
+        optimizer = Adam(model.parameters(), lr=config.lr)
+        folder, saved_state = run.load_latest(model, optimizer)
+        saved_state.pop("optimizer", None)
+        state = RunState.from_state_dict(saved_state)
+        if state.dropout_rng is not None:
+            mrandom.set_rng_state(state.dropout_rng)
+        trainer = cls(task, model, config, run, state, optimizer, **kw)
+        trainer.log(f"resumed {run.path} from step {state.step} (epoch {state.epoch + 1}, batch {state.step_in_epoch})")
+        changes = {k: getattr(config, k) for k in diff}
+        if changes or restart_lr:
+            run.record_change({"step": state.step, "epoch": state.epoch, "set": changes, "restart_lr": restart_lr})
+            if changes:
+                trainer.log("changed: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+        if restart_lr:
+            state.lr = config.lr
+            state.lr_cycle_start = state.step
+            state.bad_epochs = state.lr_bad_epochs = 0
+            trainer.log(f"learning rate restarted at {config.lr:g} ({config.lr_schedule} schedule from step "
+                        f"{state.step})")
+        if state.finished and changes:  # e.g. more epochs: the run may go on
+            last = state.history[-1][f"dev_{task.metric}"] if state.history else None
+            state.finished = last is not None and trainer._stop_reason(last) is not None
+        return trainer
+
+    # ---- one concern each ---------------------------------------------------------------
+    def train_step(self, batch, teacher_forcing: float) -> float:
+        """One forward, backward, clip and Adam step; returns the batch's mean loss."""
+        model = self.model
+        model.zero_grad()
+        loss = loss_and_grad(model, batch, self.loss_fn, teacher_forcing, self.tf_rng)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"the training loss became {loss} at step {self.state.step + 1} — stopping; "
+                                   f"the latest checkpoint is the last good one (try a lower --lr or --clip)")
+        norm = clip_grad_norm_(model.parameters(), self.config.clip)
+        if not math.isfinite(norm):  # a finite loss can still overflow its gradient: stop before the step
+            model.zero_grad()
+            raise TrainingDiverged(f"the gradient norm became {norm} at step {self.state.step + 1} — stopping; "
+                                   f"the latest checkpoint is the last good one (try a lower --lr or --clip)")
+        self.optimizer.lr = self.state.lr
+        self.optimizer.step()
+        return loss
+
+    def evaluate(self) -> dict:
+        self.model.eval()
+        metrics = self.task.evaluate(self.model)
+        self.model.train()
+        return metrics
+
+    def _score(self, value: float) -> float:
+        """The dev metric as "lower is better"."""
+        return value if getattr(self.task, "lower_is_better", True) else -value
+
+    def _stop_reason(self, value: float) -> str | None:
+        reached = (lambda v, t: v <= t) if getattr(self.task, "lower_is_better", True) else (lambda v, t: v >= t)
+        return stop_reason(self.config, self.state, value, reached)
+
+    def model_meta(self, metrics: dict | None) -> dict:
+        s = self.state
+        return {**self.task.describe(), "epoch": s.epoch, "step": s.step, "dev": metrics}
+
+    def end_epoch(self, teacher_forcing: float) -> None:
+        """Evaluate, record, keep the best, move the schedule, decide whether to stop."""
+        s, cfg = self.state, self.config
+        metrics = self.evaluate()
+        value = metrics[self.task.metric]
+        s.epoch += 1
+        s.step_in_epoch = 0
+        record = {"epoch": s.epoch, "step": s.step, "train_loss": s.epoch_loss_sum / max(s.epoch_pairs, 1),
+                  "lr": s.lr, "teacher_forcing": teacher_forcing, "train_seconds": round(s.train_seconds, 1),
+                  "pairs_per_s": round(s.pairs_seen / max(s.train_seconds, 1e-9), 1)}
+        record.update({f"dev_{k}": v for k, v in metrics.items() if isinstance(v, float)})
+        s.history.append(record)
+        s.epoch_loss_sum, s.epoch_pairs = 0.0, 0
+        self.run_folder.write_metrics(s.history)
+        plot_curves(s.history, f"{self.run_folder.path}/{CURVES}")
+        self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        previous = s.best
+        for message in end_of_epoch(cfg, s, self._score(value)):
+            self.log(message)
+        if previous is None or s.best < previous:
+            self.run_folder.save_model("best", self.model, self.model_meta(metrics), self.task.files())
+        if cfg.keep_epochs:
+            self.run_folder.save_model(f"epochs/epoch-{s.epoch:03d}", self.model, self.model_meta(metrics),
+                                       self.task.files())
+            self.run_folder.prune_epochs(cfg.keep_epochs)
+        reason = self._stop_reason(value)
+        if reason is not None:
+            s.finished, s.stop_reason = True, reason
+        self._last_metrics = metrics
+
+    def save_checkpoint(self) -> str:
+        """A checkpoint of the current step — refused (TrainingDiverged) if any weight or
+        optimiser moment is not finite, so the latest checkpoint is always a good one."""
+        self._check_finite()
+        s = self.state
+        s.tf_rng = self.tf_rng.bit_generator.state
+        s.dropout_rng = mrandom.get_rng_state()
+        return self.run_folder.save_checkpoint(self.model, self.optimizer, s.state_dict(),
+                                               keep=self.config.keep_checkpoints)
+
+    def _check_finite(self) -> None:
+        arrays = [("weight " + n, p.data) for n, p in self.model.named_parameters()]
+        for i, st in enumerate(self.optimizer.state_dict()["state"]):
+            arrays += [(f"optimiser state {i}.{k}", v) for k, v in st.items() if hasattr(v, "shape")]
+        for name, a in arrays:
+            if not bool(self.model.xp.isfinite(a).all()):
+                raise TrainingDiverged(f"{name} is not finite at step {self.state.step} — stopping without a "
+                                       "checkpoint; the latest checkpoint is the last good one (try a lower --lr)")
+
+    def save_last(self) -> str:
+        """RUN/last: the model of the final step, described like RUN/best."""
+        return self.run_folder.save_model("last", self.model, self.model_meta(getattr(self, "_last_metrics", None)),
+                                          self.task.files())
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self) -> RunState:
+        """Train until the run ends (epochs, early stopping, target) or a limit of this
+        invocation (max_steps, time_limit) or a signal stops it. Returns the run state."""
+        s, cfg = self.state, self.config
+        if s.finished:
+            self.log(f"the run has ended ({s.stop_reason}): nothing to do")
+            return s
+        if cfg.max_steps is not None and s.step >= cfg.max_steps:
+            self.log(f"the run is at step {s.step}, max_steps is {cfg.max_steps}: nothing to do")
+            return s
+        with self._signals():
+            self._loop()
+        return s
+
+    def _loop(self) -> None:
+        s, cfg = self.state, self.config
+        deadline = None if cfg.time_limit is None else time.monotonic() + 60.0 * cfg.time_limit
+        self.model.train()
+        while not s.finished:
+            batches = self.task.train_batches(np.random.default_rng([cfg.seed, 2, s.epoch]), cfg.batch_size)
+            tf = cfg.teacher_forcing_at(s.epoch)
+            bar = _progress(self.progress, total=len(batches), initial=s.step_in_epoch,
+                            desc=f"epoch {s.epoch + 1}/{cfg.epochs}")
+            t0, pairs0, ema = time.perf_counter(), 0, None
+            try:
+                for i in range(s.step_in_epoch, len(batches)):
+                    batch = batches[i]
+                    s.lr = step_lr(cfg, s, len(batches))
+                    loss = self.train_step(batch, tf)
+                    s.step += 1
+                    s.step_in_epoch = i + 1
+                    s.pairs_seen += batch.size
+                    s.epoch_loss_sum += loss * batch.size
+                    s.epoch_pairs += batch.size
+                    pairs0 += batch.size
+                    ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{ema:.3f}", pairs_s=f"{pairs0 / (time.perf_counter() - t0):.0f}",
+                                        lr=f"{s.lr:.1e}")
+                    limit = self._limit_reached(deadline)
+                    if limit or self._signal is not None or s.step % cfg.checkpoint_every == 0:
+                        s.train_seconds += time.perf_counter() - t0
+                        t0, pairs0 = time.perf_counter(), 0
+                        folder = self.save_checkpoint()
+                    if self._signal is not None:
+                        self._interrupted(folder)
+                    if limit:
+                        self.save_last()
+                        self.log(f"stopped at step {s.step}: {limit}; checkpoint {folder}, model "
+                                 f"{self.run_folder.path}/last")
+                        return
+            finally:
+                if bar is not None:
+                    bar.close()
+            s.train_seconds += time.perf_counter() - t0
+            self.end_epoch(tf)
+            folder = self.save_checkpoint()
+            if self._signal is not None and not s.finished:
+                self._interrupted(folder)
+            if s.finished:
+                self.log(f"the run has ended: {s.stop_reason}")
+                self.save_last()
+
+    def _interrupted(self, folder: str):
+        self.save_last()
+        name = signal.Signals(self._signal).name
+        raise TrainingInterrupted(f"interrupted by {name} at step {self.state.step}: checkpoint written to {folder}; "
+                                  "--resume (resume=True) continues the run", self._signal)
+
+    def _limit_reached(self, deadline) -> str | None:
+        if self.config.max_steps is not None and self.state.step >= self.config.max_steps:
+            return f"max_steps {self.config.max_steps} reached"
+        if deadline is not None and time.monotonic() >= deadline:
+            return f"the time limit of {self.config.time_limit:g} minutes reached"
+        return None
+
+    def _signals(self):
+        """SIGINT/SIGTERM set a flag that the loop reads at the next step boundary; a second
+        signal acts at once (the default handlers are back after the first)."""
+        trainer = self
+
+        class _Scope:
+            def __enter__(self):
+                self.old = {}
+                if threading.current_thread() is not threading.main_thread():
+                    return self
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self.old[sig] = signal.signal(sig, self.handler)
+                return self
+
+            def handler(self, signum, frame):
+                trainer._signal = signum
+                trainer.log(f"{signal.Signals(signum).name}: stopping after this step (a checkpoint will be written)")
+                for sig, old in self.old.items():
+                    signal.signal(sig, old)
+
+            def __exit__(self, *exc):
+                for sig, old in self.old.items():
+                    signal.signal(sig, old)
+                return False
+
+        return _Scope()
+
+
+def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator) -> float:
+    """One teacher-forced forward and its backward: returns the loss (the mean cross-entropy
+    over trg[1:]'s non-pad tokens); gradients accumulate in the model. A non-finite loss is
+    returned without a backward (the tapes are cleared)."""
+    out = model(batch.src, batch.trg, teacher_forcing, src_lengths=batch.src_lengths, generator=generator)
+    T, B, V = out.shape
+    loss = loss_fn(out[1:].reshape(-1, V), batch.trg[1:].reshape(-1))  # outputs[0] is never scored
+    if not math.isfinite(loss):
+        model.clear_tape()
+        loss_fn.clear_tape()
+        return loss
+    dout = model.xp.zeros_like(out)  # (T, B, V)
+    dout[1:] = loss_fn.backward().reshape(T - 1, B, V)
+    model.backward(dout)
+    return loss
+
+
+def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, restart_lr: bool = False,
+          log=None, progress: bool = False) -> RunState:
+    """Train ``model`` on ``task`` into the run folder ``run_dir``: a new run (refused if the
+    folder holds one), or with ``resume=True`` the run there continued (see ``Trainer``)."""
+    if restart_lr and not resume:
+        raise ValueError("restart_lr=True restarts the learning rate of a resumed run: it needs resume=True")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if resume:
+        trainer = Trainer.resume(task, model, config, run_dir, restart_lr=restart_lr, log=log, progress=progress)
+    else:
+        trainer = Trainer.new(task, model, config, run_dir, log=log, progress=progress)
+    return trainer.run()
+
+
+def plot_curves(history, path) -> None:
+    """Training loss and dev metrics per epoch, as a PNG (written atomically)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - plotting is a nicety, never a failure
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(epochs, [h["train_loss"] for h in history], "o-")
+    ax[0].set(xlabel="epoch", ylabel="train loss (cross-entropy)", title="training loss")
+    for key in sorted({k for h in history for k in h if k.startswith("dev_")}):
+        ax[1].plot(epochs, [h[key] for h in history], "o-", label=key)
+    ax[1].set(xlabel="epoch", title="dev metrics (greedy)")
+    ax[1].legend()
+    fig.tight_layout()
+    atomic_save_png(fig, path, dpi=90)
+
+
+def _progress(enabled, **kw):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(unit="batch", dynamic_ncols=True, **kw)
+
+
