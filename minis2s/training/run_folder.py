@@ -177,6 +177,14 @@ class RunFolder:
         save_model_dir(folder, model, meta, files)
         return folder
 
+    def model_step(self, name: str) -> int | None:
+        """The step that the model folder RUN/<name> was saved at (None: no such folder)."""
+        path = os.path.join(self.path, name, "model.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f).get("step")
+
     def prune_epochs(self, keep: int) -> None:
         folder = os.path.join(self.path, "epochs")
         names = sorted((d for d in os.listdir(folder) if d.startswith("epoch-")), key=lambda d: int(d[6:]))

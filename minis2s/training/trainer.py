@@ -232,6 +232,8 @@ class Trainer:
         s, cfg = self.state, self.config
         if s.finished:
             self.log(f"the run has ended ({s.stop_reason}): nothing to do")
+            if self.run_folder.model_step("last") != s.step:  # its last save was cut short
+                self.save_last()
             return s
         if cfg.max_steps is not None and s.step >= cfg.max_steps:
             self.log(f"the run is at step {s.step}, max_steps is {cfg.max_steps}: nothing to do")
