@@ -65,8 +65,8 @@ def run_training(args, parser, make_task, setting_classes) -> tuple:
         if given:
             raise ValueError(f"--resume continues a run with its own settings: {', '.join(given)} cannot be given "
                              f"(change a training setting with --set KEY=VALUE)")
+        changes = dict(parse_assignment(TrainConfig, item) for item in args.set)  # before the folder is touched
         run = RunFolder.open(args.out)
-        changes = dict(parse_assignment(TrainConfig, item) for item in args.set)
         config = TrainConfig.from_dict({**run.train_settings(), **changes, "max_steps": args.max_steps,
                                         "time_limit": args.time_limit}, where=f"{args.out}/config.json")
         task = make_task(run.config)
@@ -103,13 +103,16 @@ def _given(args, parser, cls) -> list[str]:
     return out
 
 
+METRIC_NAMES = {"exact": "exact match", "wer": "WER", "per": "PER", "cer": "CER", "bleu": "BLEU", "chrf": "chrF"}
+
+
 def _report_best(task, state, out: str) -> None:
     if state.history:
         best = max if not task.lower_is_better else min
         rec = best(state.history, key=lambda h: h[f"dev_{task.metric}"])
         value = rec[f"dev_{task.metric}"]
         shown = f"{100 * value:.2f}%" if task.metric not in ("bleu", "chrf") else f"{value:.2f}"
-        print(f"best dev {task.metric} {shown} (epoch {rec['epoch']}); model in {os.path.join(out, 'best')}, "
+        print(f"best dev {METRIC_NAMES.get(task.metric, task.metric)} {shown} (epoch {rec['epoch']}); model in {os.path.join(out, 'best')}, "
               f"last step in {os.path.join(out, 'last')}")
 
 

@@ -413,7 +413,8 @@ def test_attention_seq2seq_refuses_mismatched_parts_and_a_backward_without_forwa
 # ---- G2P: the attention architecture through the CLI ------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_attention_run(tmp_path_factory):
-    """A tiny attention model trained for one short epoch (64 words) on a 50-word dev set."""
+    """A tiny attention model trained for one short epoch (the first 64 training pairs) on a
+    50-word dev set."""
     from minis2s import g2p
     from minis2s.cli import main
     from minis2s.data.cmudict import load_split
@@ -424,7 +425,7 @@ def tiny_attention_run(tmp_path_factory):
     g2p.load_split = lambda split: dev if split == "dev" else original(split)
     try:
         rc = main(["g2p", "train", "--arch", "attention", "--attention", "bahdanau", "--out", str(run),
-                   "--train-words", "64", "--hidden", "12", "--embedding", "6", "--layers", "1",
+                   "--train-limit", "64", "--hidden", "12", "--embedding", "6", "--layers", "1",
                    "--epochs", "1", "--batch-size", "16", "--quiet"])
     finally:
         g2p.load_split = original
@@ -434,10 +435,11 @@ def tiny_attention_run(tmp_path_factory):
 
 def test_g2p_train_arch_attention_writes_a_model_that_predict_plots(tiny_attention_run, tmp_path, capsys):
     from minis2s.cli import main
-    from minis2s.g2p import G2P, G2PModelConfig
+    from minis2s.g2p import G2P
+    from minis2s.models import ModelConfig
 
     meta = json.loads((tiny_attention_run / "best" / "model.json").read_text())
-    cfg = G2PModelConfig.from_dict(meta["model"])
+    cfg = ModelConfig.from_dict(meta["model"])
     assert (cfg.arch, cfg.attention, cfg.input_feeding, cfg.reverse_source) == ("attention", "bahdanau", True, False)
     g2p = G2P(str(tiny_attention_run / "best"))
     assert isinstance(g2p.model, AttentionSeq2Seq)
@@ -458,12 +460,13 @@ def test_g2p_train_arch_attention_writes_a_model_that_predict_plots(tiny_attenti
 def test_g2p_predict_plot_refuses_a_seq2seq_model_and_several_words(tiny_attention_run, tmp_path, capsys):
     from minis2s.checkpoint import save_model_dir
     from minis2s.cli import main
-    from minis2s.g2p import G2PModelConfig, G2PTask, build_model
+    from minis2s.g2p import G2PTask
+    from minis2s.models import ModelConfig
 
-    cfg = G2PModelConfig(hidden=8, layers=1, embedding=4)
+    cfg = ModelConfig(hidden=8, layers=1, embedding=4)
     task = G2PTask(cfg, train_words={"a": [["AH"]]}, dev_words={})
     folder = tmp_path / "seq2seq"
-    save_model_dir(str(folder), build_model(cfg, task.src_vocab, task.trg_vocab), task.describe())
+    save_model_dir(str(folder), task.build_model(), task.describe())
     png = tmp_path / "x.png"
     assert main(["g2p", "predict", "hello", "--model", str(folder), "--plot", str(png)]) == 2
     out = capsys.readouterr()
@@ -474,12 +477,16 @@ def test_g2p_predict_plot_refuses_a_seq2seq_model_and_several_words(tiny_attenti
 
 
 def test_g2p_attention_columns_are_letters_in_reading_order_when_the_source_is_reversed():
-    from minis2s.g2p import G2P, G2PModelConfig, G2PTask, build_model
+    from minis2s.g2p import G2P, G2PTask
+    from minis2s.models import ModelConfig
 
     manual_seed(1)
-    cfg = G2PModelConfig(arch="attention", hidden=8, layers=1, embedding=4, reverse_source=True, dropout=0.0)
+    cfg = ModelConfig(arch="attention", hidden=8, layers=1, embedding=4, reverse_source=True, dropout=0.0,
+                      dtype="float64")
     task = G2PTask(cfg, train_words={"a": [["AH"]]}, dev_words={})
-    g2p = G2P(model=build_model(cfg, task.src_vocab, task.trg_vocab, dtype=F64), meta=task.describe())
+    model = task.build_model()
+    assert all(p.data.dtype == F64 for p in model.parameters())
+    g2p = G2P(model=model, meta=task.describe())
     letters, phonemes, weights = g2p.attention("cab", ["K", "AE", "B"])
     src = np.array(task.src_vocab.encode(list("bac")))[:, None]  # what the model reads: reversed
     trg = np.array([Vocab.sos_id, *task.trg_vocab.encode(["K", "AE", "B"]), Vocab.eos_id])[:, None]
@@ -489,14 +496,19 @@ def test_g2p_attention_columns_are_letters_in_reading_order_when_the_source_is_r
 
 
 def test_build_model_checks_the_attention_settings():
-    from minis2s.g2p import G2PModelConfig, G2PTask, build_model
+    """The settings are checked when the ModelConfig is made, before any model is built."""
+    from minis2s.g2p import G2PTask
+    from minis2s.models import ModelConfig, build_model
 
-    task = G2PTask(G2PModelConfig(), train_words={"a": [["AH"]]}, dev_words={})
-    vocab = (task.src_vocab, task.trg_vocab)
-    model = build_model(G2PModelConfig(arch="attention", hidden=6, layers=2, attention="dot"), *vocab)
+    task = G2PTask(ModelConfig(), train_words={"a": [["AH"]]}, dev_words={})
+    sizes = (len(task.src_vocab), len(task.trg_vocab))
+    model = build_model(ModelConfig(arch="attention", hidden=6, layers=2, attention="dot"), *sizes)
     assert isinstance(model, AttentionSeq2Seq) and model.encoder.rnn.hidden_size == 3
-    for bad, msg in [({"cell": "gru"}, "LSTM"), ({"hidden": 7}, "even"), ({"attention": "luong"}, "kind")]:
+    for bad, msg in [({"cell": "gru"}, "LSTM"), ({"hidden": 7}, "even"),
+                     ({"attention": "luong"}, "attention must be one of")]:
         with pytest.raises(ValueError, match=msg):
-            build_model(G2PModelConfig(arch="attention", **bad), *vocab)
+            ModelConfig(arch="attention", **bad)
+        with pytest.raises(ValueError, match=msg):  # and the same from a model.json's settings
+            ModelConfig.from_dict({"arch": "attention", **bad})
     with pytest.raises(ValueError, match="arch"):
-        build_model(G2PModelConfig(arch="transformer"), *vocab)
+        ModelConfig(arch="transformer")

@@ -3,9 +3,10 @@
 - our safetensors writer's files are read by the reference ``safetensors`` package (NumPy and
   torch loaders) and load strictly into the seed's torch model; files written by the reference
   writer are read by ours; a truncated or corrupt file is a ValueError naming the file;
-- a crash in the middle of a save (os.replace / os.rename / fsync raising after the temp file is
-  written) leaves the previous checkpoint the latest, intact and loadable, and no partial file
-  under the target's name;
+- a crash in the middle of a checkpoint save (``RunFolder.save_checkpoint``: os.replace /
+  os.rename / fsync raising after the temp file is written) leaves the previous checkpoint the
+  latest in RUN/checkpoints/index.json, intact and loadable, and no partial file under the
+  target's name;
 - model folders refuse, with a CheckpointError, a missing folder, garbage weights, bad JSON and
   weights of the wrong shape.
 """
@@ -23,16 +24,15 @@ from minis2s import atomic
 from minis2s import safetensors as ours
 from minis2s.checkpoint import (
     CheckpointError,
-    load_checkpoint,
     load_weights,
     read_model_dir,
-    save_checkpoint,
     save_model_dir,
 )
-from minis2s.g2p import G2P, G2PModelConfig, G2PTask, build_model
-from minis2s.models import Decoder, Encoder, Seq2Seq
+from minis2s.g2p import G2P, G2PTask
+from minis2s.models import Decoder, Encoder, ModelConfig, Seq2Seq
 from minis2s.optim import Adam
 from minis2s.random import manual_seed
+from minis2s.training import RunFolder
 
 SV, TV, H, E, L = 30, 43, 6, 4, 2
 
@@ -131,9 +131,9 @@ def test_model_weights_load_into_the_users_skeleton_file(tmp_path):
 
 def test_model_dir_weights_are_the_seeds_parameter_names(tmp_path):
     """A G2P model folder (what the CLI writes and ships) loads into the seed's torch model."""
-    cfg = G2PModelConfig(hidden=8, layers=2, embedding=4)
+    cfg = ModelConfig(hidden=8, layers=2, embedding=4)
     task = G2PTask(cfg, train_words={"cat": [("K", "AE", "T")]}, dev_words={})
-    model = build_model(cfg, task.src_vocab, task.trg_vocab)
+    model = task.build_model()
     save_model_dir(tmp_path / "m", model, task.describe())
     tm = make_seed_model(len(task.src_vocab), len(task.trg_vocab), 8, 4, 2, dtype=torch.float32)
     tm.load_state_dict(safetensors.torch.load_file(str(tmp_path / "m" / "model.safetensors")), strict=True)
@@ -247,58 +247,86 @@ def _checkpoint_files(run):
     return sorted(os.listdir(run / "checkpoints"))
 
 
+def _index(run):
+    return json.loads((run / "checkpoints" / "index.json").read_text())
+
+
+def _new_run(path):
+    return RunFolder.create(path, {"train": {}, "note": "a run folder for the checkpoint tests"})
+
+
 # Every way a checkpoint save can be cut short: (os function, which call of it raises).
-# save_checkpoint calls os.replace three times (model.safetensors, optimizer.safetensors,
-# state.json inside the temp folder), then os.rename (temp folder -> step-N), then os.replace
-# once more (latest.json). An fsync crash hits the first file write.
+# RunFolder.save_checkpoint calls os.replace three times (model.safetensors,
+# optimizer.safetensors, state.json inside the temp folder), then os.rename (temp folder ->
+# step-N), then os.replace once more (checkpoints/index.json). An fsync crash hits the first
+# file write.
 CRASH_POINTS = [("replace", 0), ("replace", 1), ("replace", 2), ("rename", 0), ("replace", 3), ("fsync", 0)]
 
 
 @pytest.mark.parametrize("name,after", CRASH_POINTS, ids=[f"{n}-{a}" for n, a in CRASH_POINTS])
 def test_checkpoint_crash_keeps_the_previous_checkpoint(tmp_path, monkeypatch, rng, name, after):
-    run = tmp_path / "run"
+    path = tmp_path / "run"
+    run = _new_run(path)
     model = make_model(0)
     opt = Adam(model.parameters(), lr=1e-3)
     _train_a_bit(model, opt, rng)
-    save_checkpoint(run, model, opt, {"global_step": 10, "epoch": 0, "note": "good"})
+    run.save_checkpoint(model, opt, {"step": 10, "epoch": 0, "note": "good"}, keep=2)
     good_w = model.state_dict()
     good_opt = opt.state_dict()
     _train_a_bit(model, opt, rng)
     assert not np.array_equal(model.state_dict()["decoder.fc_out.weight"], good_w["decoder.fc_out.weight"])
     crash_on(monkeypatch, name, after)
     with pytest.raises(Crash):
-        save_checkpoint(run, model, opt, {"global_step": 20, "epoch": 0, "note": "crashed"})
+        run.save_checkpoint(model, opt, {"step": 20, "epoch": 0, "note": "crashed"}, keep=2)
     monkeypatch.undo()
-    ck = run / "checkpoints"
-    assert json.loads((ck / "latest.json").read_text()) == {"dir": "step-00000010"}
+    ck = path / "checkpoints"
+    assert _index(path) == {"checkpoints": [{"step": 10, "dir": "step-00000010"}]}
+    assert run.latest() == str(ck / "step-00000010")
     # no partial file under a final name: the crashed step is either absent or complete
     if (ck / "step-00000020").exists():
         assert sorted(os.listdir(ck / "step-00000020")) == ["model.safetensors", "optimizer.safetensors", "state.json"]
-    assert not [f for f in os.listdir(ck) if f.startswith(".latest.json")]
-    # the previous checkpoint loads, with the previous weights and optimiser state
-    fresh = make_model(5)
-    fresh_opt = Adam(fresh.parameters(), lr=0.5)
-    state = load_checkpoint(run, fresh, fresh_opt)
-    assert state["global_step"] == 10 and state["note"] == "good"
-    assert_same_arrays(good_w, fresh.state_dict())
-    assert fresh_opt.lr == good_opt["lr"]
-    for a, b in zip(good_opt["state"], fresh_opt.state_dict()["state"]):
-        assert a["step"] == b["step"]
-        assert np.array_equal(a["exp_avg"], b["exp_avg"]) and np.array_equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert not [f for f in os.listdir(ck) if f.startswith(".index.json")]
+    assert not [f for f in os.listdir(ck) if f.startswith(".")]  # no temp file or folder visible
+    # the previous checkpoint loads, with the previous weights and optimiser state: from this
+    # RunFolder, and from the run opened again (as a resume does, repairing what the crash left)
+    for which in (run, RunFolder.open(path)):
+        assert which.latest() == str(ck / "step-00000010")
+        fresh = make_model(5)
+        fresh_opt = Adam(fresh.parameters(), lr=0.5)
+        folder, state = which.load_latest(fresh, fresh_opt)
+        assert folder == str(ck / "step-00000010")
+        assert state["step"] == 10 and state["note"] == "good"
+        assert_same_arrays(good_w, fresh.state_dict())
+        assert fresh_opt.lr == good_opt["lr"]
+        for a, b in zip(good_opt["state"], fresh_opt.state_dict()["state"]):
+            assert a["step"] == b["step"]
+            assert np.array_equal(a["exp_avg"], b["exp_avg"]) and np.array_equal(a["exp_avg_sq"], b["exp_avg_sq"])
     # and the next save after the crash works and becomes the latest
-    save_checkpoint(run, model, opt, {"global_step": 20, "epoch": 0, "note": "retried"})
-    assert load_checkpoint(run, make_model(6), Adam(make_model(6).parameters()))["note"] == "retried"
+    run.save_checkpoint(model, opt, {"step": 20, "epoch": 0, "note": "retried"}, keep=2)
+    assert _index(path) == {"checkpoints": [{"step": 10, "dir": "step-00000010"},
+                                            {"step": 20, "dir": "step-00000020"}]}
+    other = make_model(6)
+    _, state = RunFolder.open(path).load_latest(other, Adam(other.parameters()))
+    assert state["note"] == "retried"
+    assert_same_arrays(model.state_dict(), other.state_dict())
     assert not [d for d in os.listdir(ck) if d.startswith(".")]  # no temp or aside folders left
 
 
 def test_checkpoints_keep_the_newest_two(tmp_path, rng):
-    run = tmp_path / "run"
+    path = tmp_path / "run"
+    run = _new_run(path)
     model = make_model(0)
     opt = Adam(model.parameters())
     for step in (1, 2, 3, 4):
         _train_a_bit(model, opt, rng, 1)
-        save_checkpoint(run, model, opt, {"global_step": step})
-    assert _checkpoint_files(run) == ["latest.json", "step-00000003", "step-00000004"]
+        run.save_checkpoint(model, opt, {"step": step}, keep=2)
+    assert _checkpoint_files(path) == ["index.json", "step-00000003", "step-00000004"]
+    assert _index(path) == {"checkpoints": [{"step": 3, "dir": "step-00000003"}, {"step": 4, "dir": "step-00000004"}]}
+    assert run.latest() == str(path / "checkpoints" / "step-00000004")
+    # the newest by step, not by the order of the saves: an older step saved last is pruned
+    run.save_checkpoint(model, opt, {"step": 2}, keep=2)
+    assert _checkpoint_files(path) == ["index.json", "step-00000003", "step-00000004"]
+    assert [c["step"] for c in _index(path)["checkpoints"]] == [3, 4]
 
 
 # save_model_dir writes model.safetensors (os.replace 0) and model.json (os.replace 1) into a temp
@@ -307,12 +335,12 @@ MODEL_DIR_CRASHES = [("replace", 0), ("fsync", 0), ("replace", 1), ("rename", 0)
 
 
 def _two_models():
-    cfg = G2PModelConfig(hidden=8, layers=1, embedding=4)
+    cfg = ModelConfig(hidden=8, layers=1, embedding=4)
     task = G2PTask(cfg, train_words={"cat": [("K", "AE", "T")]}, dev_words={})
     manual_seed(0)
-    old = build_model(cfg, task.src_vocab, task.trg_vocab)
+    old = task.build_model()
     manual_seed(1)
-    new = build_model(cfg, task.src_vocab, task.trg_vocab)
+    new = task.build_model()
     assert not np.array_equal(old.state_dict()["decoder.fc_out.weight"], new.state_dict()["decoder.fc_out.weight"])
     return task, old, new
 
@@ -364,11 +392,11 @@ def test_save_model_dir_crash_between_the_renames_keeps_the_old_folder_aside(tmp
 # ---- model folders: refusals ---------------------------------------------------------------------
 @pytest.fixture
 def model_dir(tmp_path):
-    cfg = G2PModelConfig(hidden=8, layers=1, embedding=4)
+    cfg = ModelConfig(hidden=8, layers=1, embedding=4)
     task = G2PTask(cfg, train_words={"cat": [("K", "AE", "T")]}, dev_words={})
     manual_seed(0)
     folder = tmp_path / "m"
-    save_model_dir(folder, build_model(cfg, task.src_vocab, task.trg_vocab), task.describe())
+    save_model_dir(folder, task.build_model(), task.describe())
     return folder
 
 
@@ -398,7 +426,7 @@ def _set(path, value):
     ("wrong-hidden", "do not fit the model"),
     ("wrong-layers", "do not fit the model"),
     ("wrong-vocab", "do not fit the model"),
-    ("unknown-setting", "unknown model settings"),
+    ("unknown-setting", r"unknown ModelConfig settings \['wormholes'\]"),
     ("wrong-task", "not 'g2p'"),
     ("no-vocab", "incomplete or invalid"),
     ("bad-cell", "incomplete or invalid"),
@@ -457,8 +485,14 @@ def test_load_weights_wraps_shape_and_key_errors():
 
 def test_load_checkpoint_without_a_checkpoint_is_a_checkpoint_error(tmp_path):
     model = make_model(0)
+    run = _new_run(tmp_path / "run")
     with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
-        load_checkpoint(tmp_path, model, Adam(model.parameters()))
+        run.load_latest(model, Adam(model.parameters()))
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        RunFolder.open(tmp_path / "run").load_latest(model, Adam(model.parameters()))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no run"):  # a folder without a run at all
+        RunFolder.open(tmp_path / "empty")
 
 
 def test_a_model_folder_never_replaces_a_file(tmp_path):

@@ -1,6 +1,6 @@
 """The ``minis2s`` command end to end, as a user runs it: ``python -m minis2s`` in a subprocess.
 
-A tiny G2P model is trained inside the test (300 train words, hidden 16, one epoch), then
+A tiny G2P model is trained inside the test (the first 300 training pairs, hidden 16, one epoch), then
 evaluated and used for prediction (words on the command line, ``--input FILE``, beam search with
 n-best lists). Output format: one ``word<TAB>PH O N`` line per word (per hypothesis with
 ``--nbest``). Every bad input -- characters outside the alphabet, an empty word, a missing or
@@ -63,7 +63,7 @@ def parse_lines(stdout):
 def trained(tmp_path_factory):
     """cwd with a run folder ``tmp`` trained by the CLI; (cwd, completed process)."""
     cwd = tmp_path_factory.mktemp("cli")
-    p = minis2s("g2p", "train", "--train-words", "300", "--hidden", "16", "--layers", "1", "--embedding", "8",
+    p = minis2s("g2p", "train", "--train-limit", "300", "--hidden", "16", "--layers", "1", "--embedding", "8",
                 "--epochs", "1", "--out", "tmp", "--quiet", cwd=cwd)
     assert_ok(p)
     return cwd, p
@@ -82,12 +82,15 @@ def model_copy(trained, tmp_path):
 def test_train_writes_a_run_folder(trained):
     cwd, p = trained
     run = cwd / "tmp"
-    assert {"config.json", "metrics.jsonl", "curves.png", "best", "checkpoints"} <= set(os.listdir(run))
+    assert {"config.json", "metrics.jsonl", "curves.png", "best", "last", "checkpoints"} <= set(os.listdir(run))
     assert sorted(os.listdir(run / "best")) == ["model.json", "model.safetensors"]
+    assert sorted(os.listdir(run / "last")) == ["model.json", "model.safetensors"]
+    assert os.path.isfile(run / "checkpoints" / "index.json")
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["train_words"] == 300 and cfg["task"]["model"]["hidden"] == 16 and cfg["train"]["epochs"] == 1
+    assert cfg["data"]["settings"]["train_limit"] == 300 and cfg["data"]["train_pairs"] == 300
+    assert cfg["task"]["model"]["hidden"] == 16 and cfg["train"]["epochs"] == 1
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
-    assert re.search(r"best dev WER \d+\.\d\d%", p.stdout)
+    assert re.search(r"best dev WER \d+\.\d\d%", p.stdout), p.stdout
     assert "training pairs" in p.stderr and "batch/s" not in p.stderr  # --quiet: a summary, no progress bar
 
 
@@ -135,7 +138,8 @@ def test_demo_reverse_runs(tmp_path):
     assert_ok(p)
     m = re.search(r"held-out exact-sequence accuracy: (\d+\.\d\d)%", p.stdout)
     assert m and 0 <= float(m[1]) <= 100
-    assert os.path.isfile(tmp_path / "d" / "checkpoints" / "latest.json")
+    assert os.path.isfile(tmp_path / "d" / "checkpoints" / "index.json")
+    assert os.path.isfile(tmp_path / "d" / "last" / "model.json")  # RUN/last: the model of the final step
 
 
 def test_console_script_is_declared():
@@ -226,7 +230,7 @@ def test_predict_bad_options(trained, args, fragment):
 def test_train_refuses_an_existing_run_without_resume(trained):
     cwd, _ = trained
     before = {f: (cwd / "tmp" / f).read_bytes() for f in ("config.json", "metrics.jsonl")}
-    p = minis2s("g2p", "train", "--train-words", "300", "--hidden", "16", "--layers", "1", "--embedding", "8",
+    p = minis2s("g2p", "train", "--train-limit", "300", "--hidden", "16", "--layers", "1", "--embedding", "8",
                 "--epochs", "1", "--out", "tmp", "--quiet", cwd=cwd)
     assert_clean_error(p, "already holds a run", "--resume")
     assert {f: (cwd / "tmp" / f).read_bytes() for f in before} == before  # untouched
@@ -237,7 +241,7 @@ def test_resume_refuses_a_folder_without_a_run(tmp_path, folder):
     if folder == "empty":
         (tmp_path / "run").mkdir()
     p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", cwd=tmp_path)
-    assert_clean_error(p, "--resume", "not a run folder")
+    assert_clean_error(p, "cannot resume", "holds no run" if folder == "empty" else "does not exist")
 
 
 def test_resume_refuses_a_run_without_a_checkpoint(trained, tmp_path):
@@ -245,31 +249,40 @@ def test_resume_refuses_a_run_without_a_checkpoint(trained, tmp_path):
     shutil.copytree(cwd / "tmp", tmp_path / "run")
     shutil.rmtree(tmp_path / "run" / "checkpoints")
     p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", cwd=tmp_path)
-    # the saved configuration is announced first; the refusal is the last line
+    # the run (its saved configuration) is announced first; the refusal is the last line
     assert_clean_error(p, "no checkpoint to resume from", last_line_only=True)
 
 
 def test_resume_with_set_and_restart_lr_extends_and_records_the_change(trained, tmp_path):
-    """--set changes a saved setting (here: one more epoch, cosine) and config.json records it;
-    --restart-lr begins the new cycle at the lr given, and the extra epoch trains with it."""
+    """--set changes a saved setting (here: one more epoch, cosine) and RUN/changes.jsonl records
+    it (config.json stays as written); --restart-lr begins the new cycle at the lr given, and the
+    extra epoch trains with it."""
     cwd, _ = trained
     shutil.copytree(cwd / "tmp", tmp_path / "run")
+    before = (tmp_path / "run" / "config.json").read_bytes()
     p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", "--set", "epochs=2",
                 "--set", "lr_schedule=cosine", "--set", "lr=0.002", "--restart-lr", cwd=tmp_path)
     assert_ok(p)
-    assert "changed: {'epochs': 2, 'lr_schedule': 'cosine', 'lr': 0.002}, lr restarted" in p.stderr
-    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert cfg["train"]["epochs"] == 2 and cfg["train"]["lr_schedule"] == "cosine" and cfg["train"]["lr"] == 0.002
-    assert cfg["changes"] == [{"from_epoch": 1, "set": {"epochs": 2, "lr_schedule": "cosine", "lr": 0.002},
-                               "restart_lr": True}]
+    assert "changed: epochs=2, lr=0.002, lr_schedule=cosine" in p.stderr, p.stderr
+    assert "learning rate restarted at 0.002 (cosine schedule" in p.stderr, p.stderr
+    assert (tmp_path / "run" / "config.json").read_bytes() == before  # written once, never changed
+    cfg = json.loads(before)
+    assert cfg["train"]["epochs"] == 1 and cfg["train"]["lr_schedule"] == "plateau" and cfg["train"]["lr"] == 1e-3
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    changes = [json.loads(line) for line in (tmp_path / "run" / "changes.jsonl").read_text().splitlines()]
+    assert changes == [{"step": history[0]["step"], "epoch": 1,
+                        "set": {"epochs": 2, "lr_schedule": "cosine", "lr": 0.002}, "restart_lr": True}]
+    from minis2s.training import RunFolder
+
+    in_force = RunFolder.open(tmp_path / "run").train_settings()  # config.json with the changes applied
+    assert (in_force["epochs"], in_force["lr_schedule"], in_force["lr"]) == (2, "cosine", 0.002)
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[0]["lr"] == 1e-3 and history[1]["lr"] == pytest.approx(1e-5)  # annealed to min_lr
 
 
 @pytest.mark.parametrize("args,fragment", [
     (["--resume", "--set", "seed=4"], "KEY one of"), (["--resume", "--set", "epochs"], "KEY=VALUE"),
-    (["--resume", "--set", "epochs=0"], "epochs must be a positive int"),
+    (["--resume", "--set", "epochs=0"], "epochs must be >= 1"),
     (["--resume", "--set", "lr_schedule=linear"], "lr_schedule must be one of"),
     (["--set", "epochs=3"], "need --resume"), (["--restart-lr"], "need --resume"),
 ])
@@ -280,6 +293,7 @@ def test_resume_settings_are_checked_before_anything_is_written(trained, tmp_pat
     p = minis2s("g2p", "train", "--out", "run", "--quiet", *args, cwd=tmp_path)
     assert_clean_error(p, fragment, last_line_only=True)
     assert (tmp_path / "run" / "config.json").read_bytes() == before
+    assert not (tmp_path / "run" / "changes.jsonl").exists()  # no change recorded
 
 
 def test_shipped_models_are_reachable_by_name(tmp_path):
@@ -327,3 +341,4 @@ def test_set_on_a_run_without_a_checkpoint_is_refused_before_config_json_changes
     p = minis2s("g2p", "train", "--out", "run", "--resume", "--quiet", "--set", "epochs=3", cwd=tmp_path)
     assert_clean_error(p, "no checkpoint to resume from", last_line_only=True)
     assert (tmp_path / "run" / "config.json").read_bytes() == before
+    assert not (tmp_path / "run" / "changes.jsonl").exists()  # no change recorded

@@ -20,17 +20,27 @@ from minis2s.checkpoint import (
     save_model_dir,
 )
 from minis2s.data import Vocab
-from minis2s.g2p import G2P, LETTERS, PHONEMES, G2PModelConfig, build_model, describe_model
+from minis2s.g2p import G2P, LETTERS, PHONEMES
+from minis2s.models import ModelConfig, build_model
 from minis2s.quantize import SCALE_SUFFIX
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def describe(cfg: ModelConfig) -> dict:
+    """A G2P model.json of the 26 letters and 39 phonemes (the shipped models' format)."""
+    return {"task": "g2p", "model": cfg.to_dict(), "vocab": {"src": LETTERS, "trg": PHONEMES}}
+
+
+def g2p_model(cfg: ModelConfig):
+    return build_model(cfg, len(Vocab(LETTERS)), len(Vocab(PHONEMES)))
+
+
 def _tiny_model_dir(path, hidden=8, embedding=4):
-    cfg = G2PModelConfig(hidden=hidden, layers=1, embedding=embedding, dropout=0.0)
+    cfg = ModelConfig(hidden=hidden, layers=1, embedding=embedding, dropout=0.0)
     manual_seed(3)
-    model = build_model(cfg, Vocab(LETTERS), Vocab(PHONEMES))
-    save_model_dir(path, model, describe_model(cfg, Vocab(LETTERS), Vocab(PHONEMES)))
+    model = g2p_model(cfg)
+    save_model_dir(path, model, describe(cfg))
     return model
 
 
@@ -123,11 +133,10 @@ def test_export_of_a_missing_folder_is_a_clean_error(tmp_path):
 def test_average_is_the_mean_of_the_weights_and_loads(tmp_path):
     models = []
     for i in range(3):
-        cfg = G2PModelConfig(hidden=8, layers=1, embedding=4, dropout=0.0)
+        cfg = ModelConfig(hidden=8, layers=1, embedding=4, dropout=0.0)
         manual_seed(10 + i)  # three different random models of one architecture
-        models.append(build_model(cfg, Vocab(LETTERS), Vocab(PHONEMES)))
-        save_model_dir(tmp_path / f"m{i}", models[-1], {**describe_model(cfg, Vocab(LETTERS), Vocab(PHONEMES)),
-                                                         "epoch": i + 1})
+        models.append(g2p_model(cfg))
+        save_model_dir(tmp_path / f"m{i}", models[-1], {**describe(cfg), "epoch": i + 1})
     meta = average_model_dirs([tmp_path / f"m{i}" for i in range(3)], tmp_path / "avg")
     assert meta["epoch"] == 3 and len(meta["averaged_from"]) == 3
     _, weights = read_model_dir(tmp_path / "avg")

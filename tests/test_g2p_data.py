@@ -24,12 +24,12 @@ from torch_seed import make_seed_model
 from minis2s import fastpath
 from minis2s.data import Vocab, make_batches, pad_sequences
 from minis2s.data.cmudict import SPLITS, load_cmudict, load_split, split_of
-from minis2s.g2p import LETTERS, PHONEMES, G2PModelConfig, G2PTask, encode_words
+from minis2s.g2p import LETTERS, PHONEMES, G2PTask, encode_words
 from minis2s.metrics import edit_distance, score
-from minis2s.models import Decoder, Encoder, Seq2Seq
+from minis2s.models import Decoder, Encoder, ModelConfig, Seq2Seq
 from minis2s.nn import CrossEntropyLoss
 from minis2s.random import manual_seed
-from minis2s.train import loss_and_grad
+from minis2s.training.trainer import loss_and_grad
 
 torch.set_num_threads(1)
 F64 = np.float64
@@ -106,11 +106,11 @@ def test_load_split_refuses_an_unknown_split():
 
 def test_task_trains_on_every_pronunciation_of_a_train_word():
     words = {"read": [("R", "IY", "D"), ("R", "EH", "D")], "cat": [("K", "AE", "T")]}
-    task = G2PTask(G2PModelConfig(reverse_source=True), train_words=words, dev_words={})
+    task = G2PTask(ModelConfig(reverse_source=True), train_words=words, dev_words={})
     sv, tv = task.src_vocab, task.trg_vocab
     pairs = sorted(("".join(sv.itos[i] for i in s[::-1]), tuple(tv.decode(t))) for s, t in zip(task.train_src, task.train_trg))
     assert pairs == sorted([("read", ("R", "IY", "D")), ("read", ("R", "EH", "D")), ("cat", ("K", "AE", "T"))])
-    forward = G2PTask(G2PModelConfig(reverse_source=False), train_words=words, dev_words={})
+    forward = G2PTask(ModelConfig(reverse_source=False), train_words=words, dev_words={})
     assert forward.train_src[0] == sv.encode(list("read"))
 
 

@@ -88,7 +88,8 @@ class RunFolder:
         cfg = os.path.join(path, CONFIG)
         if not os.path.isfile(cfg):
             what = "does not exist" if not os.path.exists(path) else f"holds no run ({CONFIG} missing)"
-            raise NotARunError(f"cannot resume: {path!r} {what}")
+            raise NotARunError(f"cannot resume: {path!r} {what}; start a new run there without --resume "
+                               "(resume=False)")
         try:
             with open(cfg) as f:
                 config = json.load(f)
