@@ -189,3 +189,16 @@ def test_unknown_symbols_are_counted_and_reported_never_dropped():
     Seq2SeqTask(PAIRS, DEV, model=ModelConfig(hidden=8, layers=1, embedding=4),
                 data=DataConfig(tokens="space", min_freq=3), log=logs.append)
     assert logs and "training tokens are <unk>" in logs[0]
+
+
+def test_a_float64_model_trains_saves_and_reloads_as_float64(tmp_path):
+    task = Seq2SeqTask(PAIRS[:128], DEV, model=ModelConfig(hidden=8, layers=1, embedding=4, dtype="float64"))
+    manual_seed(2)
+    model = task.build_model()
+    assert all(p.data.dtype == np.float64 for p in model.parameters())
+    train(task, model, TrainConfig(epochs=1, batch_size=64), tmp_path / "run", log=lambda m: None)
+    loaded = load_model(tmp_path / "run" / "last")
+    assert loaded.config.dtype == "float64"
+    for k, v in model.state_dict().items():
+        w = loaded.model.state_dict()[k]
+        assert w.dtype == np.float64 and np.array_equal(w, v), k

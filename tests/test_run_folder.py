@@ -194,20 +194,26 @@ def test_a_kill_between_index_and_pruning_leaves_no_unlisted_checkpoint(tmp_path
 
 
 # ---- a kill in the middle of a save --------------------------------------------------------------
+def kill_between_the_renames_of(name: str, monkeypatch) -> None:
+    """The next swap of RUN/<name> (``atomic_folder``) dies after the old folder was renamed
+    aside and before the new one takes its place."""
+    real = os.rename
+
+    def rename(src, dst):
+        real(src, dst)
+        if os.path.basename(dst).startswith(f".{name}.old-"):
+            raise SystemExit("killed between the renames")
+
+    monkeypatch.setattr(atomic.os, "rename", rename)
+
+
 def test_a_kill_between_the_renames_of_a_swap_leaves_a_run_that_resumes(straight, tmp_path, monkeypatch):
     """last/ is swapped in whole at the end of every invocation: killed after the old last/ went
     aside and before the new one took its place, the folder has no last/. Opening the run puts
     the old one back, and the run resumes and finishes as if never stopped."""
     d = str(tmp_path / "run")
     run(d, max_steps=4)  # last/ of step 4
-    real = os.rename
-
-    def rename(src, dst):
-        real(src, dst)
-        if os.path.basename(dst).startswith(".last.old-"):
-            raise SystemExit("killed between the renames")
-
-    monkeypatch.setattr(atomic.os, "rename", rename)
+    kill_between_the_renames_of("last", monkeypatch)
     with pytest.raises(SystemExit):
         run(d, resume=True, max_steps=7)  # the checkpoint of step 7 is written, then last/ is swapped
     monkeypatch.undo()
@@ -224,14 +230,7 @@ def test_a_kill_between_the_renames_of_a_swap_leaves_a_run_that_resumes(straight
 def test_a_finished_run_whose_last_save_was_killed_gets_its_last_model(tmp_path, monkeypatch):
     d = str(tmp_path / "run")
     run(d, max_steps=4)
-    real = os.rename
-
-    def rename(src, dst):
-        real(src, dst)
-        if os.path.basename(dst).startswith(".last.old-"):
-            raise SystemExit("killed between the renames")
-
-    monkeypatch.setattr(atomic.os, "rename", rename)
+    kill_between_the_renames_of("last", monkeypatch)
     with pytest.raises(SystemExit):
         run(d, resume=True)  # runs to the end (step 9, finished), killed while swapping last/
     monkeypatch.undo()

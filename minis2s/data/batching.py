@@ -15,6 +15,13 @@ from minis2s.data.vocab import Vocab
 
 @dataclass
 class Batch:
+    """One batch of examples, time first, as the models take it.
+
+    ``src`` (S, B): source ids padded with <pad> past each row's ``src_lengths`` (B,);
+    ``trg`` (T, B): <sos>, the target ids, <eos>, then <pad> (None when decoding);
+    ``index`` (B,): each column's position in the list the batch was cut from, so results can
+    be put back in input order (``make_batches`` sorts by length)."""
+
     src: np.ndarray  # (S, B) int64
     src_lengths: np.ndarray  # (B,) int64
     trg: np.ndarray  # (T, B) int64, trg[0] = <sos>
