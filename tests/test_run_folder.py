@@ -115,26 +115,31 @@ def test_a_run_killed_before_its_first_step_resumes_from_step_0(straight, tmp_pa
     assert_same_weights(weights(model), straight[1])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_writes_a_checkpoint_and_the_run_resumes_bit_identically(straight, tmp_path, monkeypatch, sig):
+@pytest.mark.parametrize("sig,at", [(signal.SIGINT, 5), (signal.SIGTERM, 5), (signal.SIGINT, 3)],
+                         ids=["SIGINT-mid-epoch", "SIGTERM-mid-epoch", "SIGINT-at-the-epochs-last-step"])
+def test_a_signal_writes_a_checkpoint_and_the_run_resumes_bit_identically(straight, tmp_path, monkeypatch, sig, at):
+    """Step 5 is no checkpoint step (checkpoint_every 2); step 3 ends epoch 1, whose evaluation
+    the signal skips: the resumed run evaluates it first."""
     d = str(tmp_path / "run")
     real, calls = train_mod.loss_and_grad, [0]
 
     def signalled(*a, **k):
         calls[0] += 1
-        if calls[0] == 5:  # during step 5 (not a checkpoint step: checkpoint_every is 2)
+        if calls[0] == at:
             os.kill(os.getpid(), sig)
         return real(*a, **k)
 
     monkeypatch.setattr(train_mod, "loss_and_grad", signalled)
     logs = []
-    with pytest.raises(TrainingInterrupted, match=rf"interrupted by {sig.name} at step 5: checkpoint written to "
-                                                  r".*step-00000005; --resume") as e:
+    with pytest.raises(TrainingInterrupted, match=rf"interrupted by {sig.name} at step {at}: checkpoint written to "
+                                                  rf".*step-0000000{at}; --resume") as e:
         run(d, log=logs.append)
     assert e.value.signum == sig
     monkeypatch.undo()
     assert signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL)  # handlers restored
-    assert RunFolder.open(d).index()[-1]["step"] == 5 and os.path.isdir(os.path.join(d, "last"))
+    assert RunFolder.open(d).index()[-1]["step"] == at and os.path.isdir(os.path.join(d, "last"))
+    model, state = run(d, resume=True, max_steps=at)  # at max_steps, but an evaluation is pending
+    assert len(state.history) == at // 3
     model, state = run(d, resume=True)
     assert state.step == 9
     assert_same_weights(weights(model), straight[1])
@@ -287,6 +292,13 @@ def test_resume_at_max_steps_does_nothing_and_says_so(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "x")
 
 
+def test_max_steps_at_an_epochs_end_evaluates_that_epoch(tmp_path):
+    d = str(tmp_path / "run")
+    _, state = run(d, max_steps=3)  # 3 batches an epoch
+    assert state.step == 3 and len(state.history) == 1 and os.path.isdir(os.path.join(d, "best"))
+    assert RunFolder.open(d).index()[-1]["step"] == 3
+
+
 def test_config_json_is_written_once_and_changes_are_recorded_beside_it(tmp_path):
     d = str(tmp_path / "run")
     run(d, max_steps=4)
@@ -312,3 +324,27 @@ def test_best_and_last_are_self_describing_model_folders(straight):
         assert len(out) == 3 and all(isinstance(s, str) for s in out)
     last = safetensors.load_file(os.path.join(d, "last", "model.safetensors"))
     assert_same_weights(last, final)
+
+
+def test_resume_reads_moved_data_but_not_changed_data(tmp_path):
+    """The digest decides whether the data is the one the run started on, not the file name."""
+    from minis2s.data import write_pairs
+    from minis2s.task import Seq2SeqTask
+
+    pairs = [(s, s[::-1]) for s in ("123", "4567", "89", "1234", "567", "8901")] * 20
+    write_pairs(tmp_path / "a.tsv", pairs)
+    write_pairs(tmp_path / "b.tsv", pairs)
+    write_pairs(tmp_path / "c.tsv", pairs[:-1] + [("999", "998")])
+
+    def task(name):
+        return Seq2SeqTask(tmp_path / name, tmp_path / "a.tsv",
+                           model=DigitTask(DEMO).model_config)
+
+    d = str(tmp_path / "run")
+    config = TrainConfig(epochs=2, batch_size=32)
+    train(task("a.tsv"), task("a.tsv").build_model(), TrainConfig(**{**config.__dict__, "max_steps": 2}), d,
+          log=lambda m: None)
+    state = train(task("b.tsv"), task("b.tsv").build_model(), config, d, resume=True, log=lambda m: None)
+    assert state.step == 8
+    with pytest.raises(ValueError, match="data settings differ.*train_digest"):
+        train(task("c.tsv"), task("c.tsv").build_model(), config, d, resume=True, log=lambda m: None)

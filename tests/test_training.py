@@ -4,7 +4,7 @@
   model ends with every weight, the Adam state, the learning rate, the random states and the
   metrics equal (np.array_equal) to a run never stopped. Dropout > 0 and teacher forcing 0.5, so
   the dropout masks and the teacher-forcing coins must both be replayed; stops inside an epoch,
-  exactly at an epoch's end (before its evaluation), after an epoch boundary, and twice. Two
+  exactly at an epoch's end (which is evaluated first), after an epoch boundary, and twice. Two
   negative controls show the comparison would notice a random state that is not restored.
 - A NaN/inf loss (or gradient) raises TrainingDiverged with a clear message; the latest
   checkpoint is the last good one, loads, and training resumes from it.
@@ -128,7 +128,7 @@ def assert_identical_runs(a_dir, a_model, a_state, b_dir, b_model, b_state):
 
 
 @pytest.mark.parametrize("stops", [(3,), (5,), (7,), (3, 11)],
-                         ids=["mid-epoch-1-then-across-epochs", "at-epoch-end-before-eval", "after-an-epoch-boundary",
+                         ids=["mid-epoch-1-then-across-epochs", "at-an-epoch-end", "after-an-epoch-boundary",
                               "stopped-twice"])
 def test_resume_is_bit_identical(words, straight, tmp_path, stops):
     d = str(tmp_path / "run")

@@ -57,7 +57,10 @@ def _same(a, b) -> bool:
 
 
 def _differences(saved: dict, now: dict) -> list[str]:
-    return sorted(k for k in set(saved) | set(now) if not _same(saved.get(k), now.get(k)))
+    """The keys whose values differ; ``*_file`` keys (where the data was read from, for the
+    reader) do not count: the data's digest says whether it is the same data."""
+    keys = {k for k in set(saved) | set(now) if not k.endswith("_file")}
+    return sorted(k for k in keys if not _same(saved.get(k), now.get(k)))
 
 
 class Trainer:
@@ -235,7 +238,7 @@ class Trainer:
             if self.run_folder.model_step("last") != s.step:  # its last save was cut short
                 self.save_last()
             return s
-        if cfg.max_steps is not None and s.step >= cfg.max_steps:
+        if cfg.max_steps is not None and s.step >= cfg.max_steps and not self._eval_pending():
             self.log(f"the run is at step {s.step}, max_steps is {cfg.max_steps}: nothing to do")
             return s
         with self._signals():
@@ -254,6 +257,11 @@ class Trainer:
             t0, pairs0, ema = time.perf_counter(), 0, None
             try:
                 for i in range(s.step_in_epoch, len(batches)):
+                    limit = self._limit_reached(deadline)  # before the step: an epoch's last step is evaluated
+                    if limit:
+                        s.train_seconds += time.perf_counter() - t0
+                        self._stop(limit)
+                        return
                     batch = batches[i]
                     s.lr = step_lr(cfg, s, len(batches))
                     loss = self.train_step(batch, tf)
@@ -268,18 +276,12 @@ class Trainer:
                         bar.update(1)
                         bar.set_postfix(loss=f"{ema:.3f}", pairs_s=f"{pairs0 / (time.perf_counter() - t0):.0f}",
                                         lr=f"{s.lr:.1e}")
-                    limit = self._limit_reached(deadline)
-                    if limit or self._signal is not None or s.step % cfg.checkpoint_every == 0:
+                    if self._signal is not None or s.step % cfg.checkpoint_every == 0:
                         s.train_seconds += time.perf_counter() - t0
                         t0, pairs0 = time.perf_counter(), 0
                         folder = self.save_checkpoint()
                     if self._signal is not None:
                         self._interrupted(folder)
-                    if limit:
-                        self.save_last()
-                        self.log(f"stopped at step {s.step}: {limit}; checkpoint {folder}, model "
-                                 f"{self.run_folder.path}/last")
-                        return
             finally:
                 if bar is not None:
                     bar.close()
@@ -291,6 +293,23 @@ class Trainer:
             if s.finished:
                 self.log(f"the run has ended: {s.stop_reason}")
                 self.save_last()
+
+    def _stop(self, limit: str) -> None:
+        """A limit of this invocation: the checkpoint of this step (unless the epoch's end just
+        wrote it) and RUN/last."""
+        latest = self.run_folder.index()
+        folder = self.run_folder.latest() if latest and latest[-1]["step"] == self.state.step else self.save_checkpoint()
+        self.save_last()
+        self.log(f"stopped at step {self.state.step}: {limit}; checkpoint {folder}, model {self.run_folder.path}/last")
+
+    def _eval_pending(self) -> bool:
+        """The current epoch's batches are all done but it was not evaluated yet (a run stopped
+        there by an older rule, or by a signal)."""
+        s = self.state
+        if s.step_in_epoch == 0:
+            return False
+        n = len(self.task.train_batches(np.random.default_rng([self.config.seed, 2, s.epoch]), self.config.batch_size))
+        return s.step_in_epoch >= n
 
     def _interrupted(self, folder: str):
         self.save_last()
