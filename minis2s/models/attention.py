@@ -34,6 +34,7 @@ import numpy as np
 from minis2s.models.seq2seq import Seq2Seq, check_forward_inputs
 from minis2s.nn import LSTM, Attention, Dropout, Embedding, Linear, Module
 from minis2s.ops.recurrent import length_mask
+from minis2s.threads import model_call, recurrent_step_macs
 from minis2s.validate import check_float_array, check_ids
 
 
@@ -155,6 +156,7 @@ class AttentionSeq2Seq(Module):
         self.to(device=device)
 
     # ---- the decoding interface (also the first half of forward) ----------------------------
+    @model_call(batch_axis=1)
     def init_decoder_state(self, src, src_lengths=None):
         """Encode ``src`` (S, B) -> the decoder's initial state (see the module docstring)."""
         xp, L = self.xp, self.decoder.rnn.num_layers
@@ -177,6 +179,7 @@ class AttentionSeq2Seq(Module):
         feed = attentional[None] if self.decoder.input_feeding else None  # (1, B, H)
         return logits, (hidden, cell, feed, keys, proj, mask), weights
 
+    @model_call(batch_axis=0)
     def decode_step(self, input, state):
         """input: (B,) ids; state from init_decoder_state -> logits (B, V), new state."""
         logits, state, _ = self._step(input, state)
@@ -185,6 +188,11 @@ class AttentionSeq2Seq(Module):
     select_state = staticmethod(Seq2Seq.select_state)
 
     # ---- training ---------------------------------------------------------------------------
+    def step_macs(self, batch: int) -> int:
+        """The size that picks this model's BLAS threads (minis2s/threads.py): a decoder step."""
+        return recurrent_step_macs(self.decoder.rnn, batch)
+
+    @model_call(batch_axis=1)
     def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None):
         """src: (S, B), trg: (T, B) ids, trg[0] the start token -> outputs (T, B, V), outputs[0] = 0.
 
@@ -209,6 +217,7 @@ class AttentionSeq2Seq(Module):
         self._push((T, state[4].shape, outputs.shape))
         return outputs
 
+    @model_call(batch_axis=1)
     def backward(self, doutputs):
         """doutputs: (T, B, V) (row 0 unused) -> gradients accumulate into every parameter."""
         T, proj_shape, shape = self._pop()

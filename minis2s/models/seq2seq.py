@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from minis2s.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, is_grad_enabled
+from minis2s.threads import model_call, recurrent_step_macs
 from minis2s.validate import check_float_array, check_ids, check_lengths, check_probability
 
 RNN_TYPES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -168,6 +169,11 @@ class Seq2Seq(Module):
         self.teacher_forcing_flips: list[bool] = []
         self.to(device=device)
 
+    def step_macs(self, batch: int) -> int:
+        """The size that picks this model's BLAS threads (minis2s/threads.py): a decoder step."""
+        return recurrent_step_macs(self.decoder.rnn, batch)
+
+    @model_call(batch_axis=1)
     def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None):
         """src: (S, B), trg: (T, B) integer ids, trg[0] the start token.
 
@@ -203,6 +209,7 @@ class Seq2Seq(Module):
         self._shape = outputs.shape if is_grad_enabled() else None
         return outputs
 
+    @model_call(batch_axis=1)
     def backward(self, doutputs):
         """doutputs: (T, B, V), the gradient of the loss w.r.t. ``outputs`` (row 0 is unused).
 
@@ -222,10 +229,12 @@ class Seq2Seq(Module):
         self._shape = None  # one backward per forward: the caches are used up
 
     # ---- the decoding interface used by minis2s.decode (greedy and beam search) -------------
+    @model_call(batch_axis=1)
     def init_decoder_state(self, src, src_lengths=None):
         """Encode ``src`` (S, B): the decoder's initial state, (hidden, cell) each (L, B, H)."""
         return self.encoder(src, src_lengths)
 
+    @model_call(batch_axis=0)
     def decode_step(self, input, state):
         """input: (B,) ids; state from init_decoder_state -> logits (B, V), new state."""
         logits, hidden, cell = self.decoder(input, *state)

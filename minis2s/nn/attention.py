@@ -22,6 +22,7 @@ import math
 from minis2s import ops
 from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
 from minis2s.random import default_rng
+from minis2s.threads import blas_threads
 from minis2s.validate import check_float_array, check_positive_int
 
 
@@ -60,13 +61,17 @@ class Attention(Module):
         check_float_array("keys", keys, ndim=3, dtype=self.dtype)
         if keys.shape[2] != self.key_size:
             raise ValueError(f"keys have {keys.shape[2]} features, expected key_size={self.key_size}")
-        proj, cache = ops.attention_keys_forward(self.kind, keys, self._params())
-        self._push(cache)
+        macs = keys.size * self.attention_size if self.kind == "bahdanau" else keys.size * self.query_size
+        with blas_threads(macs):
+            proj, cache = ops.attention_keys_forward(self.kind, keys, self._params())
+        self._push((cache, macs))
         return proj
 
     def keys_backward(self, dproj):
         """dproj: the sum over steps of the steps' dproj -> dkeys (S, B, Hk)."""
-        dkeys, grads = ops.attention_keys_backward(dproj, self._pop())
+        cache, macs = self._pop()
+        with blas_threads(macs):
+            dkeys, grads = ops.attention_keys_backward(dproj, cache)
         self._accumulate(grads)
         return dkeys
 
@@ -76,13 +81,16 @@ class Attention(Module):
         check_float_array("query", query, ndim=2, dtype=self.dtype)
         if query.shape[1] != self.query_size:
             raise ValueError(f"query has {query.shape[1]} features, expected query_size={self.query_size}")
-        context, weights, cache = ops.attention_step_forward(self.kind, query, keys, proj, mask, self._params())
-        self._push(cache)
+        with blas_threads(keys.size):  # a step's GEMMs are (B, Hq) against keys (S, B, Hk): small
+            context, weights, cache = ops.attention_step_forward(self.kind, query, keys, proj, mask, self._params())
+        self._push((cache, keys.size))
         return context, weights
 
     def backward(self, dcontext, dweights=None):
         """dcontext: (B, Hk); dweights: (S, B) or None -> dquery (B, Hq), dkeys (S, B, Hk), dproj."""
-        dquery, dkeys, dproj, grads = ops.attention_step_backward(dcontext, self._pop(), dweights)
+        cache, macs = self._pop()
+        with blas_threads(macs):
+            dquery, dkeys, dproj, grads = ops.attention_step_backward(dcontext, cache, dweights)
         self._accumulate(grads)
         return dquery, dkeys, dproj
 

@@ -7,6 +7,7 @@ import math
 from minis2s import ops
 from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
 from minis2s.random import default_rng
+from minis2s.threads import blas_threads
 from minis2s.validate import check_float_array, check_ids, check_positive_int, check_probability
 
 
@@ -55,13 +56,17 @@ class Linear(Module):
             raise ValueError(f"x must have at least 1 dimension (..., {self.in_features}), got a scalar")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x has {x.shape[-1]} features in its last axis, expected {self.in_features}")
-        y, cache = ops.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
-        self._push(cache)
+        macs = x.size * self.out_features  # rows · in · out
+        with blas_threads(macs):
+            y, cache = ops.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        self._push((cache, macs))
         return y
 
     def backward(self, dy):
         """dy: (..., out) -> dx (..., in)."""
-        dx, dw, db = ops.linear_backward(dy, self._pop())
+        cache, macs = self._pop()
+        with blas_threads(macs):
+            dx, dw, db = ops.linear_backward(dy, cache)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)

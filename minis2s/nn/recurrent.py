@@ -22,6 +22,7 @@ from minis2s import fastpath, ops
 from minis2s.backend import array_module
 from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
 from minis2s.random import default_rng
+from minis2s.threads import blas_threads, recurrent_step_macs
 from minis2s.validate import check_float_array, check_lengths, check_positive_int, check_probability
 
 
@@ -83,6 +84,7 @@ class RNNBase(Module):
         finals = [xp.empty_like(s) for s in state]
         caches = []
         inp = x
+        macs = recurrent_step_macs(self, B)  # the size of the GEMMs that repeat: one step's
         for layer in range(self.num_layers):
             outs, dir_caches = [], []
             for d in range(D):
@@ -90,7 +92,8 @@ class RNNBase(Module):
                 w = [p.data for p in self.layer_params(layer, d)]
                 x_d = inp if d == 0 else ops.reverse_time(inp, rev)  # reverse: each row within its length
                 forward, backward = fastpath.recurrent_functions(self.cell, x_d)  # reference or fused
-                out, s_n, cache = forward(self.cell, x_d, tuple(s[k] for s in state), *w, lengths=lengths)
+                with blas_threads(macs):
+                    out, s_n, cache = forward(self.cell, x_d, tuple(s[k] for s in state), *w, lengths=lengths)
                 for f, s in zip(finals, s_n):
                     f[k] = s
                 outs.append(out if d == 0 else ops.reverse_time(out, rev))  # back to reading order
@@ -101,12 +104,12 @@ class RNNBase(Module):
                 out, drop = ops.dropout_forward(out, self.dropout, self.rng or default_rng())
             caches.append((dir_caches, drop))
             inp = out
-        self._push((caches, rev))
+        self._push((caches, rev, macs))
         return inp, tuple(finals)
 
     def _backward(self, dout, dstate_n):
         """dout: (T, B, D·H) or None; dstate_n: tuple of (L·D, B, H) or None -> dx (T, B, I), dstate0."""
-        caches, rev = self._pop()
+        caches, rev, macs = self._pop()
         D, H = self.num_directions, self.hidden_size
         ds0_layers = [None] * (self.num_layers * D)
         d = dout
@@ -120,7 +123,8 @@ class RNNBase(Module):
                 if direction == 1 and d_dir is not None:
                     d_dir = ops.reverse_time(d_dir, rev)  # into the order the reverse pass ran in
                 ds_n = tuple(None if s is None else s[k] for s in dstate_n)
-                dx_dir, ds0_layers[k], grads = backward(d_dir, ds_n, cache)
+                with blas_threads(macs):
+                    dx_dir, ds0_layers[k], grads = backward(d_dir, ds_n, cache)
                 if direction == 1:
                     dx_dir = ops.reverse_time(dx_dir, rev)
                 for p, g in zip(self.layer_params(layer, direction), grads):

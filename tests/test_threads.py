@@ -1,0 +1,139 @@
+"""BLAS threads per operation (minis2s/threads.py): small GEMMs on one thread, inside minis2s's
+calls only; the caller's count restored after each op; the caller's choice (environment,
+threadpoolctl, ``set_blas_threads``) always wins. What an op sees is read from inside the op
+(a wrapped op records threadpoolctl's view of NumPy's BLAS while it runs)."""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import minis2s.nn.layers as layers
+from minis2s import nn, threads
+
+
+def blas_counts():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch):
+    for v in threads.ENV_VARS:
+        monkeypatch.delenv(v, raising=False)
+    threads.set_blas_threads("auto")
+    yield
+    threads.set_blas_threads("auto")
+
+
+@pytest.fixture
+def two_threads():
+    """The caller allows 2 BLAS threads (the default on a 2-core machine)."""
+    if not blas_counts():
+        pytest.skip("NumPy's BLAS is not visible to threadpoolctl")
+    with threadpool_limits(2, user_api="blas"):
+        yield
+
+
+def seen_by_linear(monkeypatch, rows: int, n_in: int, n_out: int) -> list:
+    """The BLAS thread counts inside one Linear forward of (rows, n_in) -> n_out, and after it."""
+    seen = []
+    real = layers.ops.linear_forward
+
+    def spy(*a, **k):
+        seen.append(blas_counts())
+        return real(*a, **k)
+
+    monkeypatch.setattr(layers.ops, "linear_forward", spy)
+    lin = nn.Linear(n_in, n_out)
+    lin(np.random.default_rng(0).standard_normal((rows, n_in)).astype(np.float32))
+    seen.append(blas_counts())
+    return seen
+
+
+def test_the_rule():
+    small, large = threads.SMALL_GEMM_MACS - 1, threads.SMALL_GEMM_MACS
+    assert threads.chosen_threads(small, 2) == 1 and threads.chosen_threads(large, 2) == 2
+    assert threads.chosen_threads(large, 1) == 1  # never above what the caller allows
+    threads.set_blas_threads(3)
+    assert threads.chosen_threads(small, 2) == 2 and threads.chosen_threads(small, 8) == 3
+    threads.set_blas_threads(None)
+    assert threads.chosen_threads(small, 2) is None
+    for bad in (0, -1, True, 1.5, "one"):
+        with pytest.raises(ValueError, match="set_blas_threads takes"):
+            threads.set_blas_threads(bad)
+
+
+def test_a_small_op_runs_on_one_thread_and_the_count_is_restored(monkeypatch, two_threads):
+    inside, after = seen_by_linear(monkeypatch, 16, 32, 64)  # 32,768 MACs
+    assert all(n == 1 for n in inside) and all(n == 2 for n in after)
+
+
+def test_a_large_op_keeps_every_thread_the_caller_allows(monkeypatch, two_threads):
+    inside, after = seen_by_linear(monkeypatch, 512, 256, 1024)  # 134 M MACs
+    assert all(n == 2 for n in inside) and all(n == 2 for n in after)
+
+
+def test_a_threadpoolctl_limit_around_the_call_is_never_raised(monkeypatch):
+    if not blas_counts():
+        pytest.skip("NumPy's BLAS is not visible to threadpoolctl")
+    with threadpool_limits(1, user_api="blas"):
+        inside, after = seen_by_linear(monkeypatch, 512, 256, 1024)
+    assert all(n == 1 for n in inside) and all(n == 1 for n in after)
+
+
+def test_the_environment_wins(monkeypatch, two_threads):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    inside, _ = seen_by_linear(monkeypatch, 16, 32, 64)
+    assert all(n == 2 for n in inside)
+
+
+@pytest.mark.parametrize("mode,expected", [(None, 2), (2, 2), (1, 1)])
+def test_set_blas_threads(monkeypatch, two_threads, mode, expected):
+    threads.set_blas_threads(mode)
+    inside, after = seen_by_linear(monkeypatch, 16, 32, 64)
+    assert all(n == expected for n in inside) and all(n == 2 for n in after)
+
+
+def test_an_lstm_step_runs_on_one_thread_and_gives_the_same_numbers(two_threads):
+    """The count changes where the GEMMs run, not what they compute: a float64 LSTM gives the
+    same outputs and gradients (<= 1e-12 relative: a GEMM split over threads may sum in another
+    order) with minis2s's choice as with BLAS left alone."""
+    from minis2s.gradcheck import rel_error
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 16, 24))
+    dout = rng.standard_normal((7, 16, 32))
+
+    def run(mode):
+        threads.set_blas_threads(mode)
+        lstm = nn.LSTM(24, 32, 2, dtype=np.float64, rng=np.random.default_rng(3))
+        out, _ = lstm(x)
+        dx = lstm.backward(dout)
+        return out, dx, [p.grad for p in lstm.parameters()]
+
+    a, b = run("auto"), run(None)
+    assert rel_error(a[0], b[0]) <= 1e-12 and rel_error(a[1], b[1]) <= 1e-12
+    assert all(rel_error(g, h) <= 1e-12 for g, h in zip(a[2], b[2]))
+
+
+def test_inside_a_model_call_the_layers_keep_the_models_choice(monkeypatch, two_threads):
+    """Only the outermost scope acts: a large model's forward keeps 2 threads even in its small
+    Linear (switching between consecutive GEMMs wakes the pool and costs more than it saves),
+    and a small model runs every layer on one thread."""
+    from minis2s.models.config import ModelConfig, build_model
+
+    seen = []
+    real = layers.ops.linear_forward
+
+    def spy(*a, **k):
+        seen.append(blas_counts())
+        return real(*a, **k)
+
+    monkeypatch.setattr(layers.ops, "linear_forward", spy)
+    rng = np.random.default_rng(0)
+    for hidden, batch, expected in ((256, 64, 2), (16, 8, 1)):  # 16.8 M and 8,192 MACs a step
+        model = build_model(ModelConfig(hidden=hidden, layers=1, embedding=8), 12, 9)
+        assert (model.step_macs(batch) >= threads.SMALL_GEMM_MACS) == (expected == 2)
+        seen.clear()
+        src, trg = rng.integers(4, 12, (5, batch)), rng.integers(4, 9, (6, batch))
+        model(src, trg, 1.0, generator=np.random.default_rng(0))
+        assert seen and all(n == expected for counts in seen for n in counts), (hidden, seen)
+        assert blas_counts() and all(n == 2 for n in blas_counts())
