@@ -133,7 +133,7 @@ class Trainer:
             state.bad_epochs = state.lr_bad_epochs = 0
             trainer.log(f"learning rate restarted at {config.lr:g} ({config.lr_schedule} schedule from step "
                         f"{state.step})")
-        if state.finished and changes:  # e.g. more epochs: the run may go on
+        if state.finished and (changes or restart_lr):  # more epochs, a new patience: the run may go on
             last = state.history[-1][f"dev_{task.metric}"] if state.history else None
             state.finished = last is not None and trainer._stop_reason(last) is not None
         return trainer
@@ -202,7 +202,6 @@ class Trainer:
         reason = self._stop_reason(value)
         if reason is not None:
             s.finished, s.stop_reason = True, reason
-        self._last_metrics = metrics
 
     def save_checkpoint(self) -> str:
         """A checkpoint of the current step — refused (TrainingDiverged) if any weight or
@@ -224,8 +223,11 @@ class Trainer:
                                        "checkpoint; the latest checkpoint is the last good one (try a lower --lr)")
 
     def save_last(self) -> str:
-        """RUN/last: the model of the final step, described like RUN/best."""
-        return self.run_folder.save_model("last", self.model, self.model_meta(getattr(self, "_last_metrics", None)),
+        """RUN/last: the model of the final step, described like RUN/best (``dev``: the metrics
+        of the last evaluated epoch, ``dev_epoch``, which may be before this step)."""
+        history = self.state.history
+        dev = {k[4:]: v for k, v in history[-1].items() if k.startswith("dev_")} if history else None
+        return self.run_folder.save_model("last", self.model, {**self.model_meta(dev), "dev_epoch": len(history)},
                                           self.task.files())
 
     # ---- the loop -----------------------------------------------------------------------
