@@ -197,7 +197,7 @@ def _read_lines(path) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":  # the final line end ends the last line; it opens none
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return [line.removesuffix("\r") for line in lines]
 
 
 def _warn_unknown(what: str):

@@ -24,8 +24,8 @@ from minis2s.metrics import score
 from minis2s.models import AttentionSeq2Seq
 from minis2s.models.config import ModelConfig, build_model
 from minis2s.models.ensemble import Ensemble
-from minis2s.task import DataConfig, Seq2SeqTask
 from minis2s.nn import no_grad
+from minis2s.task import DataConfig, Seq2SeqTask
 from minis2s.validate import check_nonnegative_float
 
 _PRETRAINED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")

@@ -52,7 +52,7 @@ class DataConfig:
         return {"src": self.src_tokens, "trg": self.trg_tokens}[side] or self.tokens
 
     @classmethod
-    def from_dict(cls, d: dict, *, where: str = "data settings") -> "DataConfig":
+    def from_dict(cls, d: dict, *, where: str = "data settings") -> DataConfig:
         return settings_from_dict(cls, d, where=where)
 
 

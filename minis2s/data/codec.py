@@ -21,7 +21,7 @@ class TextCodec:
 
     @classmethod
     def fit(cls, texts, kind: str, *, lowercase: bool = False, vocab_size: int = 1000, min_freq: int = 1,
-            prefix: str = "tokenizer", tokens=None) -> "TextCodec":
+            prefix: str = "tokenizer", tokens=None) -> TextCodec:
         """A codec learnt from ``texts`` (the training side). ``tokens``: a fixed inventory
         instead of the one learnt (e.g. G2P's 26 letters, so any subset trains the same model)."""
         tokenizer = make_tokenizer(kind, lowercase=lowercase, vocab_size=vocab_size, prefix=prefix)
@@ -50,7 +50,7 @@ class TextCodec:
         return self.tokenizer.files()
 
     @classmethod
-    def from_json(cls, d: dict, files: dict[str, bytes]) -> "TextCodec":
+    def from_json(cls, d: dict, files: dict[str, bytes]) -> TextCodec:
         return cls(tokenizer_from_json(d["tokenizer"], files), Vocab(d["vocab"]))
 
     def __len__(self) -> int:

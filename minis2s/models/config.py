@@ -53,7 +53,7 @@ class ModelConfig:
                                  f"encoder direction), got {self.hidden}")
 
     @classmethod
-    def from_dict(cls, d: dict, *, where: str = "model settings") -> "ModelConfig":
+    def from_dict(cls, d: dict, *, where: str = "model settings") -> ModelConfig:
         return settings_from_dict(cls, d, where=where)
 
     def to_dict(self) -> dict:

@@ -58,7 +58,7 @@ class TrainConfig:
         return {k: v for k, v in asdict(self).items() if k not in self.INVOCATION}
 
     @classmethod
-    def from_dict(cls, d: dict, *, where: str = "train settings") -> "TrainConfig":
+    def from_dict(cls, d: dict, *, where: str = "train settings") -> TrainConfig:
         return settings_from_dict(cls, d, where=where)
 
     @classmethod

@@ -73,7 +73,7 @@ class RunFolder:
             raise RunExistsError(f"{path!r} is not empty and holds no run: choose an empty or new folder (--out)")
 
     @classmethod
-    def create(cls, path, config: dict) -> "RunFolder":
+    def create(cls, path, config: dict) -> RunFolder:
         """A new run in ``path`` (made if missing; refused if it holds a run or any file)."""
         cls.check_new(path)
         os.makedirs(path, exist_ok=True)
@@ -82,7 +82,7 @@ class RunFolder:
         return run
 
     @classmethod
-    def open(cls, path) -> "RunFolder":
+    def open(cls, path) -> RunFolder:
         """The run in ``path``, repaired after a kill (see the module docstring)."""
         path = os.fspath(path)
         cfg = os.path.join(path, CONFIG)
@@ -198,7 +198,10 @@ class RunFolder:
     def record_change(self, change: dict) -> None:
         """Append one line to RUN/changes.jsonl (rewritten atomically); config.json stays as written."""
         path = os.path.join(self.path, CHANGES)
-        old = open(path, "rb").read() if os.path.isfile(path) else b""
+        old = b""
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                old = f.read()
         atomic_write_bytes(path, old + (json.dumps(change) + "\n").encode())
 
     def train_settings(self) -> dict:

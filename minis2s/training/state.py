@@ -48,7 +48,7 @@ class RunState:
         return json.loads(json.dumps(asdict(self), default=_json_default))
 
     @classmethod
-    def from_state_dict(cls, d: dict) -> "RunState":
+    def from_state_dict(cls, d: dict) -> RunState:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+
 import numpy as np
 
 from minis2s import random as mrandom
@@ -87,7 +88,7 @@ class Trainer:
         return {"train": config.saved(), "task": task.describe(), "data": task.data_settings()}
 
     @classmethod
-    def new(cls, task, model, config: TrainConfig, run_dir, **kw) -> "Trainer":
+    def new(cls, task, model, config: TrainConfig, run_dir, **kw) -> Trainer:
         """A fresh run in ``run_dir`` (refused if it holds one): config.json, then a checkpoint
         of step 0, so that a run killed before its first step can still be resumed."""
         run = RunFolder.create(run_dir, cls.describe_run(task, config))
@@ -96,7 +97,7 @@ class Trainer:
         return trainer
 
     @classmethod
-    def resume(cls, task, model, config: TrainConfig, run_dir, *, restart_lr: bool = False, **kw) -> "Trainer":
+    def resume(cls, task, model, config: TrainConfig, run_dir, *, restart_lr: bool = False, **kw) -> Trainer:
         """Continue the run in ``run_dir`` from its latest checkpoint. ``config`` may differ
         from the saved settings only in the resumable ones (``TrainConfig.resumable()``);
         those differences are recorded in RUN/changes.jsonl. ``restart_lr``: a warm restart —
@@ -115,7 +116,7 @@ class Trainer:
             raise ValueError(f"cannot resume {run.path!r} with other {', '.join(fixed)} than it started with: "
                              f"only {', '.join(TrainConfig.resumable())} may change")
         optimizer = Adam(model.parameters(), lr=config.lr)
-        folder, saved_state = run.load_latest(model, optimizer)
+        _, saved_state = run.load_latest(model, optimizer)
         saved_state.pop("optimizer", None)
         state = RunState.from_state_dict(saved_state)
         if state.dropout_rng is not None:
