@@ -16,16 +16,17 @@ from dataclasses import asdict
 
 import numpy as np
 
-from minis2s.checkpoint import CheckpointError, load_weights, read_model_dir
+from minis2s.checkpoint import CheckpointError
 from minis2s.data import Vocab, make_batches
 from minis2s.data.cmudict import load_split
 from minis2s.decode import beam_search, greedy_decode
 from minis2s.metrics import score
 from minis2s.models import AttentionSeq2Seq
-from minis2s.models.config import ModelConfig, build_model
+from minis2s.models.config import ModelConfig
 from minis2s.models.ensemble import Ensemble
 from minis2s.nn import no_grad
 from minis2s.task import DataConfig, Seq2SeqTask
+from minis2s.translator import load_model
 from minis2s.validate import check_nonnegative_float
 
 _PRETRAINED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
@@ -210,17 +211,11 @@ class G2P:
 
 
 def _load(folder):
-    """A model folder -> (model, meta)."""
-    meta, weights = read_model_dir(folder)
-    if meta.get("task") != "g2p":
-        raise CheckpointError(f"{folder}: model.json describes task {meta.get('task')!r}, not 'g2p'")
-    try:
-        cfg = ModelConfig.from_dict(meta["model"])
-        model = build_model(cfg, len(Vocab(meta["vocab"]["src"])), len(Vocab(meta["vocab"]["trg"])))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{folder}: model.json is incomplete or invalid ({e})") from e
-    load_weights(model, weights, folder)
-    return model, meta
+    """A G2P model folder -> (model, meta), through the one loader of model folders."""
+    translator = load_model(folder)
+    if translator.meta.get("task") != "g2p":
+        raise CheckpointError(f"{folder}: model.json describes task {translator.meta.get('task')!r}, not 'g2p'")
+    return translator.model, translator.meta
 
 
 def _ensemble(members):

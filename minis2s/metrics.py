@@ -129,7 +129,7 @@ def _sacrebleu_scores(hypotheses, references) -> tuple[float, float]:
     try:
         from sacrebleu.metrics import BLEU, CHRF
     except ImportError as e:  # pragma: no cover
-        raise RuntimeError("bleu and chrf need the 'sacrebleu' package: pip install sacrebleu") from e
+        raise RuntimeError(f"bleu and chrf need the 'sacrebleu' package ({e}): pip install sacrebleu") from e
     # sacrebleu takes reference *streams*: streams[k][i] is example i's k-th reference. Examples
     # with fewer references are padded with None, which sacrebleu drops (base.py,
     # _cache_references); an empty string would instead count as a real, empty reference.

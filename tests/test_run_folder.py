@@ -348,3 +348,19 @@ def test_resume_reads_moved_data_but_not_changed_data(tmp_path):
     assert state.step == 8
     with pytest.raises(ValueError, match="data settings differ.*train_digest"):
         train(task("c.tsv"), task("c.tsv").build_model(), config, d, resume=True, log=lambda m: None)
+
+
+def test_a_failed_evaluation_loses_no_step_and_resume_evaluates_again(straight, tmp_path, monkeypatch):
+    d = str(tmp_path / "run")
+
+    def broken(self, model, *a, **k):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr(DigitTask, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        run(d)
+    monkeypatch.undo()
+    assert RunFolder.open(d).index()[-1]["step"] == 3  # epoch 1's steps, checkpointed before its evaluation
+    model, state = run(d, resume=True)
+    assert state.step == 9 and [h["epoch"] for h in state.history] == [1, 2, 3]
+    assert_same_weights(weights(model), straight[1])

@@ -289,6 +289,7 @@ class Trainer:
                 if bar is not None:
                     bar.close()
             s.train_seconds += time.perf_counter() - t0
+            self.save_checkpoint()  # the epoch's steps are kept even if its evaluation fails
             self.end_epoch(tf)
             folder = self.save_checkpoint()
             if self._signal is not None and not s.finished:
