@@ -184,12 +184,14 @@ def cmd_g2p_train(args, parser):
 # ---- using a trained model ------------------------------------------------------------------
 def _read_lines(path) -> list[str]:
     """The lines of ``path`` (stdin for None), without their line ends; every line counts."""
-    if path is None:
+    if path is None or path == "-":
         text = sys.stdin.read()
     else:
-        if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise ValueError(f"--input {path!r} is a directory, not a file")
+        if not os.path.exists(path):
             raise FileNotFoundError(f"--input {path!r} does not exist")
-        try:
+        try:  # a regular file, a pipe or /dev/stdin
             with open(path, encoding="utf-8-sig") as f:
                 text = f.read()
         except UnicodeDecodeError as e:
@@ -314,12 +316,14 @@ def cmd_g2p_average(args, parser):
 
 
 def cmd_g2p_predict(args, parser):
-    words = list(args.words)
+    from minis2s.g2p import encode_words
+
+    words = [("argument", i, w) for i, w in enumerate(args.words)]
     if args.input is not None:
-        if not os.path.isfile(args.input):
-            raise FileNotFoundError(f"--input {args.input!r} does not exist")
-        with open(args.input, encoding="utf-8") as f:
-            words += [w.strip() for w in f if w.strip()]
+        lines = _read_lines(args.input)
+        words += [("line", i, w.strip()) for i, w in enumerate(lines) if w.strip()]
+        if not words:
+            raise ValueError(f"--input {args.input!r} holds no words")
     if not words:
         raise ValueError("give words to pronounce, or --input FILE")
     if args.plot is not None and len(words) != 1:
@@ -327,19 +331,27 @@ def cmd_g2p_predict(args, parser):
     g2p = _load_g2p(args.model)
     if args.plot is not None:
         g2p.check_attention()  # before anything is printed
-    results = g2p.predict(words, beam=args.beam, nbest=args.nbest, alpha=args.alpha)
-    for w, hyps in zip(words, results):
-        for phonemes, _ in hyps:
+    good, failed = [], 0
+    for where, i, w in words:  # a bad word gets a message; the others still get their answers
+        try:
+            encode_words([w], g2p.src_vocab, False)
+            good.append(w)
+        except (ValueError, TypeError, KeyError) as e:
+            failed += 1
+            _stderr(f"minis2s: error: {where} {i + 1}: {e}")
+    results = dict(zip(good, g2p.predict(good, beam=args.beam, nbest=args.nbest, alpha=args.alpha)))
+    for _, _, w in words:
+        for phonemes, _ in results.get(w, []):
             print(f"{w}\t{' '.join(phonemes)}")
-    if args.plot is not None:
+    if args.plot is not None and good:
         from minis2s.g2p import plot_attention
 
-        best = results[0][0][0]
-        letters, outputs, weights = g2p.attention(words[0], best)
+        best = results[good[0]][0][0]
+        letters, outputs, weights = g2p.attention(good[0], best)
         decoding = "greedy" if args.beam == 1 else f"beam {args.beam}"
-        plot_attention(letters, outputs, weights, args.plot, title=f"{words[0]} -> {' '.join(best)} ({decoding})")
+        plot_attention(letters, outputs, weights, args.plot, title=f"{good[0]} -> {' '.join(best)} ({decoding})")
         _stderr(f"attention heatmap written to {args.plot}")
-    return 0
+    return 2 if failed else 0
 
 
 # ---- the parser -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from minis2s.backend import to_numpy
+from minis2s.data.batching import make_batches
 from minis2s.nn import no_grad
 from minis2s.ops import log_softmax
 from minis2s.validate import check_nonnegative_float, check_positive_int
@@ -108,4 +109,33 @@ def beam_search(model, src, src_lengths=None, *, beam: int, max_len: int, sos_id
     for b in range(B):
         ranked = sorted(finished[b], key=lambda h: -h[0])[:nbest]
         results.append([(ids, float(score)) for score, ids in ranked])
+    return results
+
+
+def decode_batched(model, sources, *, sos_id: int, eos_id: int, beam: int = 1, nbest: int = 1,
+                   alpha: float = 1.0, batch_size: int = 256, max_len: int | None = None):
+    """Decode a list of source id lists in length-bucketed batches; results in input order.
+
+    Returns, for each source, a list of ``nbest`` (target ids, score) pairs, best first: greedy
+    (score 0.0) when ``beam`` and ``nbest`` are 1, beam search otherwise. ``max_len``: the most
+    target tokens (default: 2 × the batch's longest source + 10)."""
+    beam = check_positive_int("beam", beam)
+    nbest = check_positive_int("nbest", nbest)
+    if nbest > beam:
+        raise ValueError(f"nbest ({nbest}) cannot exceed the beam width ({beam})")
+    batch_size = check_positive_int("batch_size", batch_size)
+    if max_len is not None:
+        max_len = check_positive_int("max_len", max_len)
+    alpha = check_nonnegative_float("alpha", alpha)
+    results = [None] * len(sources)
+    if not sources:
+        return results
+    for batch in make_batches(sources, None, batch_size):
+        kw = {"max_len": max_len or int(batch.src_lengths.max()) * 2 + 10, "sos_id": sos_id, "eos_id": eos_id}
+        if beam == 1 and nbest == 1:
+            hyps = [[(h, 0.0)] for h in greedy_decode(model, batch.src, batch.src_lengths, **kw)]
+        else:
+            hyps = beam_search(model, batch.src, batch.src_lengths, beam=beam, nbest=nbest, alpha=alpha, **kw)
+        for j, i in enumerate(batch.index):
+            results[i] = hyps[j]
     return results

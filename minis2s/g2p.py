@@ -17,9 +17,9 @@ from dataclasses import asdict
 import numpy as np
 
 from minis2s.checkpoint import CheckpointError
-from minis2s.data import Vocab, make_batches
+from minis2s.data import Vocab
 from minis2s.data.cmudict import load_split
-from minis2s.decode import beam_search, greedy_decode
+from minis2s.decode import decode_batched
 from minis2s.metrics import score
 from minis2s.models import AttentionSeq2Seq
 from minis2s.models.config import ModelConfig
@@ -27,7 +27,6 @@ from minis2s.models.ensemble import Ensemble
 from minis2s.nn import no_grad
 from minis2s.task import DataConfig, Seq2SeqTask
 from minis2s.translator import load_model
-from minis2s.validate import check_nonnegative_float
 
 _PRETRAINED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 # The models shipped inside the package, by name: ``G2P("seq2seq")``, ``--model attention``.
@@ -153,22 +152,12 @@ class G2P:
         """words -> for each word a list of ``nbest`` (phonemes, score) pairs (score: normalised
         log-probability; 0.0 for greedy). ``alpha``: beam search's length normalisation
         (log-probability / length**alpha). Bad words raise ValueError/TypeError naming them."""
-        check_nonnegative_float("alpha", alpha)  # even when greedy decoding does not use it
-        words = list(words)
-        if not words:
-            return []
-        ids = encode_words(words, self.src_vocab, self.reverse_source)
-        results = [None] * len(words)
-        for batch in make_batches(ids, None, batch_size):
-            limit = max_len or int(batch.src_lengths.max()) * 2 + 5
-            kw = {"max_len": limit, "sos_id": Vocab.sos_id, "eos_id": Vocab.eos_id}
-            if beam == 1 and nbest == 1:
-                hyps = [[(h, 0.0)] for h in greedy_decode(self.model, batch.src, batch.src_lengths, **kw)]
-            else:
-                hyps = beam_search(self.model, batch.src, batch.src_lengths, beam=beam, nbest=nbest, alpha=alpha, **kw)
-            for j, i in enumerate(batch.index):
-                results[i] = [(self.trg_vocab.decode(h), s) for h, s in hyps[j]]
-        return results
+        if isinstance(words, str):
+            raise TypeError("words must be a list of str, not one str (wrap it in a list: [word])")
+        ids = encode_words(list(words), self.src_vocab, self.reverse_source)
+        hyps = decode_batched(self.model, ids, sos_id=Vocab.sos_id, eos_id=Vocab.eos_id, beam=beam, nbest=nbest,
+                              alpha=alpha, batch_size=batch_size, max_len=max_len)
+        return [[(self.trg_vocab.decode(h), s) for h, s in r] for r in hyps]
 
     @property
     def has_attention(self) -> bool:

@@ -12,11 +12,10 @@ the model never saw in training becomes <unk>; ``translate`` reports it through 
 from __future__ import annotations
 
 from minis2s.checkpoint import CheckpointError, load_weights, read_model_dir, read_model_files
-from minis2s.data import Vocab, make_batches
+from minis2s.data import Vocab
 from minis2s.data.codec import TextCodec
-from minis2s.decode import beam_search, greedy_decode
+from minis2s.decode import decode_batched
 from minis2s.models.config import ModelConfig, build_model
-from minis2s.validate import check_nonnegative_float, check_positive_int
 
 # Model folders written before tokenizers were saved (the G2P models) read letters and phonemes.
 LEGACY_TOKENIZERS = {"g2p": {"src": {"kind": "char", "lowercase": True}, "trg": {"kind": "space", "lowercase": False}}}
@@ -61,28 +60,12 @@ class Translator:
         """strings -> their translations, in order: a str each, or with ``nbest`` a list of
         ``nbest`` (str, score) pairs each (score: log-probability / length**alpha).
         ``max_len``: the most target tokens (default: 2 × the batch's longest source + 10)."""
-        beam = check_positive_int("beam", beam)
-        alpha = check_nonnegative_float("alpha", alpha)
-        if nbest is not None:
-            nbest = check_positive_int("nbest", nbest)
-            if nbest > beam:
-                raise ValueError(f"nbest ({nbest}) cannot exceed the beam width ({beam})")
-        batch_size = check_positive_int("batch_size", batch_size)
         ids = self.encode_sources(list(strings), on_unknown)
-        results = [None] * len(ids)
-        for batch in make_batches(ids, None, batch_size):
-            limit = max_len or int(batch.src_lengths.max()) * 2 + 10
-            kw = {"max_len": limit, "sos_id": Vocab.sos_id, "eos_id": Vocab.eos_id}
-            if beam == 1 and nbest in (None, 1):
-                hyps = [[(h, 0.0)] for h in greedy_decode(self.model, batch.src, batch.src_lengths, **kw)]
-            else:
-                hyps = beam_search(self.model, batch.src, batch.src_lengths, beam=beam, nbest=nbest or 1,
-                                   alpha=alpha, **kw)
-            for j, i in enumerate(batch.index):
-                results[i] = [(self.trg.decode(h), s) for h, s in hyps[j]]
+        hyps = decode_batched(self.model, ids, sos_id=Vocab.sos_id, eos_id=Vocab.eos_id, beam=beam, nbest=nbest or 1,
+                              alpha=alpha, batch_size=batch_size, max_len=max_len)
         if nbest is None:
-            return [r[0][0] for r in results]
-        return results
+            return [self.trg.decode(h[0][0]) for h in hyps]
+        return [[(self.trg.decode(ids), score) for ids, score in h] for h in hyps]
 
     __call__ = translate
 

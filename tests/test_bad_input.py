@@ -716,3 +716,20 @@ def test_optimiser_load_state_dict_refuses_bad_state_and_changes_nothing(model):
         assert_fresh_unchanged()
     fresh.load_state_dict(good)
     assert fresh.lr == 0.01 and fresh.state[0]["step"] == 1
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"batch_size": -1}, "batch_size must be >= 1"), ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"max_len": 0}, "max_len must be >= 1"), ({"beam": True}, "beam must be an int"),
+    ({"nbest": 3, "beam": 2}, "cannot exceed the beam width"),
+])
+def test_g2p_and_translate_refuse_bad_decoding_arguments(kwargs, fragment):
+    """Once answered silently wrong ([None, None] for batch_size=-1, a full answer for
+    max_len=0, beam=True taken as 1); refused now, by the one decoding entry both use."""
+    from minis2s.g2p import G2P
+
+    g2p = G2P("seq2seq")
+    with pytest.raises((ValueError, TypeError), match=fragment):
+        g2p.predict(["hello", "world"], **kwargs)
+    with pytest.raises(TypeError, match="not one str"):
+        g2p("hello")  # once: each letter pronounced as a word

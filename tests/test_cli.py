@@ -155,17 +155,34 @@ def test_console_script_is_declared():
     ("", "empty"), ("two words", "outside the model's alphabet"),
 ])
 def test_predict_bad_words(trained, word, fragment):
+    """A bad word gets one message naming it and its position; the good ones still get their
+    answers, in order; the exit status says that something failed."""
     cwd, _ = trained
-    p = minis2s("g2p", "predict", "--model", "tmp/best", "fine", word, cwd=cwd)
-    assert_clean_error(p, fragment)
-    assert p.stdout == ""  # nothing half-printed before the refusal
+    p = minis2s("g2p", "predict", "--model", "tmp/best", "fine", word, "cat", cwd=cwd)
+    assert_clean_error(p, fragment, "argument 2:")
+    assert [w for w, _ in parse_lines(p.stdout)] == ["fine", "cat"]
 
 
 def test_predict_bad_word_in_an_input_file(trained, tmp_path):
     cwd, _ = trained
     f = tmp_path / "w.txt"
-    f.write_text("fine\nbad!\n", encoding="utf-8")
-    assert_clean_error(minis2s("g2p", "predict", "--model", "tmp/best", "--input", str(f), cwd=cwd), "'bad!'")
+    f.write_text("\ufefffine\nbad!\nhello\n", encoding="utf-8")  # a BOM, then a bad line 2 of 3
+    p = minis2s("g2p", "predict", "--model", "tmp/best", "--input", str(f), cwd=cwd)
+    assert_clean_error(p, "line 2:", "'bad!'")
+    assert [w for w, _ in parse_lines(p.stdout)] == ["fine", "hello"]
+
+
+def test_predict_input_from_a_pipe_a_directory_and_an_empty_file(trained, tmp_path):
+    cwd, _ = trained
+    piped = subprocess.run(["sh", "-c", f"printf 'cat\\n' | {sys.executable} -m minis2s g2p predict --model tmp/best "
+                                        "--input /dev/stdin"], cwd=cwd, capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, PYTHONPATH=REPO), check=False)
+    assert piped.returncode == 0 and [w for w, _ in parse_lines(piped.stdout)] == ["cat"], piped.stderr
+    assert_clean_error(minis2s("g2p", "predict", "--model", "tmp/best", "--input", str(tmp_path), cwd=cwd),
+                       "is a directory")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert_clean_error(minis2s("g2p", "predict", "--model", "tmp/best", "--input", str(tmp_path / "empty.txt"),
+                               cwd=cwd), "holds no words")
 
 
 DAMAGES = [
