@@ -32,8 +32,8 @@ def two_threads():
         yield
 
 
-def seen_by_linear(monkeypatch, rows: int, n_in: int, n_out: int) -> list:
-    """The BLAS thread counts inside one Linear forward of (rows, n_in) -> n_out, and after it."""
+def spy_on_linear(monkeypatch) -> list:
+    """A list that gets the BLAS thread counts seen inside every Linear forward from now on."""
     seen = []
     real = layers.ops.linear_forward
 
@@ -42,6 +42,12 @@ def seen_by_linear(monkeypatch, rows: int, n_in: int, n_out: int) -> list:
         return real(*a, **k)
 
     monkeypatch.setattr(layers.ops, "linear_forward", spy)
+    return seen
+
+
+def seen_by_linear(monkeypatch, rows: int, n_in: int, n_out: int) -> list:
+    """The BLAS thread counts inside one Linear forward of (rows, n_in) -> n_out, and after it."""
+    seen = spy_on_linear(monkeypatch)
     lin = nn.Linear(n_in, n_out)
     lin(np.random.default_rng(0).standard_normal((rows, n_in)).astype(np.float32))
     seen.append(blas_counts())
@@ -120,14 +126,7 @@ def test_inside_a_model_call_the_layers_keep_the_models_choice(monkeypatch, two_
     and a small model runs every layer on one thread."""
     from minis2s.models.config import ModelConfig, build_model
 
-    seen = []
-    real = layers.ops.linear_forward
-
-    def spy(*a, **k):
-        seen.append(blas_counts())
-        return real(*a, **k)
-
-    monkeypatch.setattr(layers.ops, "linear_forward", spy)
+    seen = spy_on_linear(monkeypatch)
     rng = np.random.default_rng(0)
     for hidden, batch, expected in ((256, 64, 2), (16, 8, 1)):  # 16.8 M and 8,192 MACs a step
         model = build_model(ModelConfig(hidden=hidden, layers=1, embedding=8), 12, 9)

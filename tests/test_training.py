@@ -211,22 +211,26 @@ def test_nonfinite_loss_stops_training_and_keeps_the_last_good_checkpoint(words,
     assert state.step == STEPS
 
 
+def after_step(monkeypatch, n: int, damage) -> None:
+    """``damage(model)`` right after the n-th forward and backward (before clipping and Adam)."""
+    real, calls = train_mod.loss_and_grad, [0]
+
+    def wrapped(model, batch, *a, **k):
+        loss = real(model, batch, *a, **k)
+        calls[0] += 1
+        if calls[0] == n:
+            damage(model)
+        return loss
+
+    monkeypatch.setattr(train_mod, "loss_and_grad", wrapped)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # clipping an inf: expected
 def test_nonfinite_gradient_with_a_finite_loss_never_reaches_a_checkpoint(words, tmp_path, monkeypatch):
     """The gradient overflows at step 4, a checkpoint step: training stops before the optimiser
     step, so no NaN weight is written and the previous checkpoint stays the latest."""
     d = str(tmp_path / "run")
-    real = train_mod.loss_and_grad
-    calls = [0]
-
-    def overflow(model, batch, *a, **k):
-        loss = real(model, batch, *a, **k)
-        calls[0] += 1
-        if calls[0] == 4:
-            model.encoder.embedding.weight.grad[5, 0] = np.inf
-        return loss
-
-    monkeypatch.setattr(train_mod, "loss_and_grad", overflow)
+    after_step(monkeypatch, 4, lambda model: model.encoder.embedding.weight.grad.__setitem__((5, 0), np.inf))
     with pytest.raises(TrainingDiverged, match="gradient norm became (inf|nan) at step 4.*the last good one"):
         run(words, d, checkpoint_every=2)
     ck = latest_checkpoint(d)
@@ -241,17 +245,7 @@ def test_a_nonfinite_weight_with_a_finite_loss_never_becomes_the_latest_checkpoi
     finite — becomes inf. The checkpoint due at step 8 is refused: latest stays step 5, and
     resuming from it is not the diverged state."""
     d = str(tmp_path / "run")
-    real = train_mod.loss_and_grad
-    calls = [0]
-
-    def poison_after(model, batch, *a, **k):
-        loss = real(model, batch, *a, **k)
-        calls[0] += 1
-        if calls[0] == 7:
-            model.encoder.embedding.weight.data[1] = np.inf  # <sos>: in no source
-        return loss
-
-    monkeypatch.setattr(train_mod, "loss_and_grad", poison_after)
+    after_step(monkeypatch, 7, lambda model: model.encoder.embedding.weight.data.__setitem__(1, np.inf))  # <sos>
     with pytest.raises(TrainingDiverged, match=r"weight encoder.embedding.weight is not finite at step 8"):
         run(words, d)
     monkeypatch.undo()
