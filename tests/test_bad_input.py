@@ -733,3 +733,25 @@ def test_g2p_and_translate_refuse_bad_decoding_arguments(kwargs, fragment):
         g2p.predict(["hello", "world"], **kwargs)
     with pytest.raises(TypeError, match="not one str"):
         g2p("hello")  # once: each letter pronounced as a word
+
+
+def test_a_model_json_reverse_source_missing_or_a_string_cannot_mislead(tmp_path):
+    """Once: without reverse_source (defaulting to True) or with the string "false", the shipped
+    attention model said hello -> AA L AH. Missing now means the architecture's own default (no
+    reversal for attention); a string is refused, naming the setting."""
+    import json
+    import shutil
+
+    from minis2s.checkpoint import CheckpointError
+    from minis2s.g2p import G2P, PRETRAINED_MODELS
+
+    folder = tmp_path / "att"
+    shutil.copytree(PRETRAINED_MODELS["attention"], folder)
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["model"]["reverse_source"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    assert G2P(str(folder))(["hello"]) == [["HH", "EH", "L", "OW"]]
+    meta["model"]["reverse_source"] = "false"
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="reverse_source must be a bool, got str 'false'"):
+        G2P(str(folder))
