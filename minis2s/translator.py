@@ -44,7 +44,7 @@ class Translator:
         if isinstance(strings, str):
             raise TypeError("strings must be a list of str, not one str (wrap it in a list)")
         out = []
-        for i, s in enumerate(strings):
+        for i, s in enumerate(list(strings)):
             if not isinstance(s, str):
                 raise TypeError(f"strings[{i}] must be a str, got {type(s).__name__}")
             ids, unknown = self.src.encode(s)
@@ -60,7 +60,7 @@ class Translator:
         """strings -> their translations, in order: a str each, or with ``nbest`` a list of
         ``nbest`` (str, score) pairs each (score: log-probability / length**alpha).
         ``max_len``: the most target tokens (default: 2 × the batch's longest source + 10)."""
-        ids = self.encode_sources(list(strings), on_unknown)
+        ids = self.encode_sources(strings, on_unknown)
         hyps = decode_batched(self.model, ids, sos_id=Vocab.sos_id, eos_id=Vocab.eos_id, beam=beam, nbest=nbest or 1,
                               alpha=alpha, batch_size=batch_size, max_len=max_len)
         if nbest is None:

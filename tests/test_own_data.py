@@ -202,3 +202,11 @@ def test_a_float64_model_trains_saves_and_reloads_as_float64(tmp_path):
     for k, v in model.state_dict().items():
         w = loaded.model.state_dict()[k]
         assert w.dtype == np.float64 and np.array_equal(w, v), k
+
+
+def test_translate_refuses_one_string_for_a_list():
+    task = Seq2SeqTask(PAIRS[:64], DEV, model=ModelConfig(hidden=8, layers=1, embedding=4))
+    translator = task.translator(task.build_model())
+    with pytest.raises(TypeError, match="not one str"):
+        translator.translate("feb 10, 1924")  # would translate each character as an input
+    assert len(translator.translate(s for s, _ in DEV[:3])) == 3  # any iterable of str
