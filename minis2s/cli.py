@@ -86,7 +86,8 @@ def run_training(args, parser, make_task, setting_classes) -> tuple:
     return task, model, state
 
 
-# Settings that the resumed run takes from its config.json: a flag given anyway is refused.
+# With --resume every setting comes from the run's config.json (a flag given anyway is refused),
+# except these limits of one invocation, which are read from the command line each time.
 _INVOCATION = set(TrainConfig.INVOCATION)
 
 
