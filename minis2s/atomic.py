@@ -31,9 +31,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would have
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk says no file: name the one
+            raise OSError(e.errno, e.strerror or str(e), path) from e
         raise
 
 

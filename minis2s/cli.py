@@ -496,6 +496,11 @@ def main(argv=None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         _stderr(f"minis2s: error: {msg}")
         return 2
+    except OSError as e:  # a full disk, a read-only folder: what and where, in one line
+        where = f": {e.filename}" if e.filename else ""
+        _stderr(f"minis2s: error: {e.strerror or e}{where} (files are written atomically: what was there before "
+                "is intact; a run resumes from its latest checkpoint)")
+        return 1
     except KeyboardInterrupt:
         _stderr("minis2s: interrupted (the latest checkpoint is intact; --resume continues)")
         return 130

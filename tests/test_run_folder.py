@@ -364,3 +364,30 @@ def test_a_failed_evaluation_loses_no_step_and_resume_evaluates_again(straight, 
     model, state = run(d, resume=True)
     assert state.step == 9 and [h["epoch"] for h in state.history] == [1, 2, 3]
     assert_same_weights(weights(model), straight[1])
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_run_resumes(tmp_path, monkeypatch, capsys):
+    """ENOSPC while a checkpoint is written: one line on stderr that says what and where, exit
+    1, and the previous checkpoint intact; once there is room, the run resumes."""
+    import errno
+
+    out = str(tmp_path / "run")
+    argv = ["demo", "reverse", "--train-size", "192", "--dev-size", "8", "--test-size", "8", "--hidden", "8",
+            "--epochs", "2", "--batch-size", "64", "--checkpoint-every", "2", "--quiet", "--out", out]
+    real, writes = os.fsync, [0]
+
+    def full(fd):
+        writes[0] += 1
+        if writes[0] > 12:  # step 0's checkpoint (and more) fit; then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("minis2s: error: No space left on device: ") and out in last and "Traceback" not in err
+    monkeypatch.undo()
+    latest = RunFolder.open(out).latest()
+    assert latest is not None and os.path.isfile(os.path.join(latest, "state.json"))
+    assert main(["demo", "reverse", "--resume", "--quiet", "--out", out]) == 0
