@@ -184,23 +184,12 @@ def cmd_g2p_train(args, parser):
 
 # ---- using a trained model ------------------------------------------------------------------
 def _read_lines(path) -> list[str]:
-    """The lines of ``path`` (stdin for None), without their line ends; every line counts."""
+    """The lines of ``--input`` (stdin for None or "-"), without their line ends; every line counts."""
+    from minis2s.data.pairs import read_lines, split_lines
+
     if path is None or path == "-":
-        text = sys.stdin.read()
-    else:
-        if os.path.isdir(path):
-            raise ValueError(f"--input {path!r} is a directory, not a file")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--input {path!r} does not exist")
-        try:  # a regular file, a pipe or /dev/stdin
-            with open(path, encoding="utf-8-sig") as f:
-                text = f.read()
-        except UnicodeDecodeError as e:
-            raise ValueError(f"--input {path!r} is not valid UTF-8 ({e.reason} at byte {e.start})") from e
-    lines = text.split("\n")
-    if lines and lines[-1] == "":  # the final line end ends the last line; it opens none
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+        return split_lines(sys.stdin.read())
+    return read_lines(path, name="--input")
 
 
 def _warn_unknown(what: str):

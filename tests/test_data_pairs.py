@@ -85,7 +85,7 @@ def test_missing_file_empty_file_and_folder(tmp_path):
         with pytest.raises(ValueError) as e:
             read_pairs(path)
         assert str(e.value) == f"{path}: no (source, target) pairs"
-    with pytest.raises(ValueError, match="is a folder"):
+    with pytest.raises(ValueError, match="is a directory"):
         read_pairs(tmp_path)
 
 

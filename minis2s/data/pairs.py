@@ -105,20 +105,32 @@ def _parse_jsonl_line(where: str, line: str) -> tuple[str, str]:
     return obj["src"], obj["trg"]
 
 
-def _read_file(path: str, name: str) -> Pairs:
+def split_lines(text: str) -> list[str]:
+    """Text -> its lines without their ends (``\n``, or ``\r\n``); the newline that ends the
+    last line does not start another."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_lines(path, *, name: str = "file") -> list[str]:
+    """The lines of a UTF-8 file (a BOM dropped; a pipe or /dev/stdin read too), with a
+    one-line error naming ``name`` and the path, or the line that is not UTF-8."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{name} {path!r} does not exist")
     if os.path.isdir(path):
-        raise ValueError(f"{name} {path!r} is a folder, not a file")
+        raise ValueError(f"{name} {path!r} is a directory, not a file")
     with open(path, "rb") as f:
-        text = _decode(path, f.read())
+        return split_lines(_decode(path, f.read()))
+
+
+def _read_file(path: str, name: str) -> Pairs:
+    lines = read_lines(path, name=name)
     parse = _parse_jsonl_line if _is_jsonl(path) else _parse_tsv_line
-    lines = text.split("\n")
-    if lines[-1] == "":  # the newline that ends the last line does not start another
-        lines.pop()
     src, trg, blank = [], [], 0
     for number, line in enumerate(lines, 1):
-        line = line.removesuffix("\r")
         if not line.strip():
             blank += 1
             continue

@@ -216,7 +216,7 @@ class Trainer:
 
     def _check_finite(self) -> None:
         arrays = [("weight " + n, p.data) for n, p in self.model.named_parameters()]
-        for i, st in enumerate(self.optimizer.state_dict()["state"]):
+        for i, st in enumerate(self.optimizer.state):  # the live buffers: state_dict() would copy them
             arrays += [(f"optimiser state {i}.{k}", v) for k, v in st.items() if hasattr(v, "shape")]
         for name, a in arrays:
             if not bool(self.model.xp.isfinite(a).all()):
