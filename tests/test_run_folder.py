@@ -391,3 +391,12 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_run_resumes(tmp_path, m
     latest = RunFolder.open(out).latest()
     assert latest is not None and os.path.isfile(os.path.join(latest, "state.json"))
     assert main(["demo", "reverse", "--resume", "--quiet", "--out", out]) == 0
+
+
+def test_resume_says_what_it_repaired(tmp_path):
+    d = str(tmp_path / "run")
+    run(d, max_steps=2)
+    os.makedirs(os.path.join(d, ".best.new-abc123"))
+    logs = []
+    run(d, resume=True, max_steps=3, log=logs.append)
+    assert any("removed the unfinished" in m and ".best.new-abc123" in m for m in logs), logs

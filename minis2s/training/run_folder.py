@@ -82,8 +82,9 @@ class RunFolder:
         return run
 
     @classmethod
-    def open(cls, path) -> RunFolder:
-        """The run in ``path``, repaired after a kill (see the module docstring)."""
+    def open(cls, path, *, log=None) -> RunFolder:
+        """The run in ``path``, repaired after a kill (see the module docstring); ``log`` gets
+        one message per repair."""
         path = os.fspath(path)
         cfg = os.path.join(path, CONFIG)
         if not os.path.isfile(cfg):
@@ -96,7 +97,9 @@ class RunFolder:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{cfg} is not valid JSON ({e})") from e
         run = cls(path, config)
-        run.repair()
+        for message in run.repair():
+            if log is not None:
+                log(message)
         return run
 
     def repair(self) -> list[str]:

@@ -53,6 +53,11 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
 
 
+def log_to_stderr(message: str) -> None:
+    """The default ``log`` of a run."""
+    print(message, file=sys.stderr)
+
+
 def _same(a, b) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
@@ -73,7 +78,7 @@ class Trainer:
                  log=None, progress: bool = False):
         self.task, self.model, self.config, self.run_folder = task, model, config, run
         self.state, self.optimizer = state, optimizer
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.log = log or log_to_stderr
         self.progress = progress
         self.loss_fn = CrossEntropyLoss(ignore_index=task.pad_id)
         self.tf_rng = np.random.default_rng([config.seed, 1])  # teacher-forcing coin flips
@@ -102,7 +107,7 @@ class Trainer:
         from the saved settings only in the resumable ones (``TrainConfig.resumable()``);
         those differences are recorded in RUN/changes.jsonl. ``restart_lr``: a warm restart —
         the lr goes back to ``config.lr`` and a new schedule cycle starts at this step."""
-        run = RunFolder.open(run_dir)
+        run = RunFolder.open(run_dir, log=kw.get("log") or log_to_stderr)
         saved = run.config
         for part, now in (("task", task.describe()), ("data", task.data_settings())):
             diff = _differences(saved.get(part, {}), now)
