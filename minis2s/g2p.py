@@ -18,7 +18,7 @@ import numpy as np
 
 from minis2s.checkpoint import CheckpointError
 from minis2s.data import Vocab
-from minis2s.data.cmudict import load_split
+from minis2s.data.cmudict import load_split, word_pairs
 from minis2s.decode import decode_batched
 from minis2s.metrics import score
 from minis2s.models import AttentionSeq2Seq
@@ -97,11 +97,6 @@ def encode_words(words, vocab: Vocab, reverse: bool):
         ids = vocab.encode(letters)
         out.append(ids[::-1] if reverse else ids)
     return out
-
-
-def word_pairs(words: dict) -> list[tuple[str, str]]:
-    """{word: [pronunciations]} -> one (word, "PH O N") pair per pronunciation."""
-    return [(w, " ".join(p)) for w, prons in words.items() for p in prons]
 
 
 class G2PTask(Seq2SeqTask):

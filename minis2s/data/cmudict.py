@@ -45,3 +45,9 @@ def load_split(split: str) -> dict[str, list[tuple[str, ...]]]:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     d = load_cmudict()
     return {w: d[w] for w in sorted(d) if split_of(w) == split}
+
+
+def word_pairs(words: dict) -> list[tuple[str, str]]:
+    """{word: [pronunciations]} (as ``load_split`` gives) -> one (word, "PH O N") pair per
+    pronunciation, in that order: what G2P trains on and what ``minis2s data cmudict`` writes."""
+    return [(w, " ".join(p)) for w, prons in words.items() for p in prons]

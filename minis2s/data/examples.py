@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from minis2s.data.cmudict import SPLITS, load_split
+from minis2s.data.cmudict import SPLITS, load_split, word_pairs
 from minis2s.data.pairs import write_pairs
 
 EXAMPLES = ("dates",)
@@ -110,7 +110,7 @@ def write_cmudict(out_dir, *, direction: str = "g2p") -> dict[str, str]:
     paths = {split: os.path.join(folder, f"cmudict-{direction}-{split}.tsv") for split in SPLITS}
     _refuse_existing(paths.values())
     for split in SPLITS:
-        pairs = [(word, " ".join(pron)) for word, prons in load_split(split).items() for pron in prons]
+        pairs = word_pairs(load_split(split))
         if direction == "p2g":
             pairs = [(phones, word) for word, phones in pairs]
         write_pairs(paths[split], pairs)
