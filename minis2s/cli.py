@@ -107,13 +107,17 @@ def _given(args, parser, cls) -> list[str]:
 METRIC_NAMES = {"exact": "exact match", "wer": "WER", "per": "PER", "cer": "CER", "bleu": "BLEU", "chrf": "chrF"}
 
 
+def _format_metric(name: str, value: float) -> str:
+    """BLEU and chrF on sacrebleu's 0-100 scale; the rates and exact match as percentages."""
+    return f"{value:.2f}" if name in ("bleu", "chrf") else f"{100 * value:.2f}%"
+
+
 def _report_best(task, state, out: str) -> None:
     if state.history:
         best = max if not task.lower_is_better else min
         rec = best(state.history, key=lambda h: h[f"dev_{task.metric}"])
         value = rec[f"dev_{task.metric}"]
-        shown = f"{100 * value:.2f}%" if task.metric not in ("bleu", "chrf") else f"{value:.2f}"
-        print(f"best dev {METRIC_NAMES.get(task.metric, task.metric)} {shown} (epoch {rec['epoch']}); model in {os.path.join(out, 'best')}, "
+        print(f"best dev {METRIC_NAMES.get(task.metric, task.metric)} {_format_metric(task.metric, value)} (epoch {rec['epoch']}); model in {os.path.join(out, 'best')}, "
               f"last step in {os.path.join(out, 'last')}")
 
 
@@ -235,7 +239,7 @@ def cmd_eval(args, parser):
         print(json.dumps({**{k: m[k] for k in chosen}, "examples": m["examples"], "pairs": len(pairs),
                           "beam": args.beam, "unknown_sources": len(unknown)}))
     else:
-        shown = [f"{k} {m[k]:.2f}" if k in ("bleu", "chrf") else f"{k} {100 * m[k]:.2f}%" for k in chosen]
+        shown = [f"{k} {_format_metric(k, m[k])}" for k in chosen]
         decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha:g}"
         print(f"{args.data}: {'  '.join(shown)}  ({m['examples']} examples from {len(pairs)} pairs, {decoding}, "
               f"{m['examples'] / dt:.0f} examples/s)")

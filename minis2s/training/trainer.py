@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -258,7 +259,7 @@ class Trainer:
         deadline = None if cfg.time_limit is None else time.monotonic() + 60.0 * cfg.time_limit
         self.model.train()
         while not s.finished:
-            batches = self.task.train_batches(np.random.default_rng([cfg.seed, 2, s.epoch]), cfg.batch_size)
+            batches = self._epoch_batches()
             tf = cfg.teacher_forcing_at(s.epoch)
             bar = _progress(self.progress, total=len(batches), initial=s.step_in_epoch,
                             desc=f"epoch {s.epoch + 1}/{cfg.epochs}")
@@ -306,10 +307,18 @@ class Trainer:
     def _stop(self, limit: str) -> None:
         """A limit of this invocation: the checkpoint of this step (unless the epoch's end just
         wrote it) and RUN/last."""
-        latest = self.run_folder.index()
-        folder = self.run_folder.latest() if latest and latest[-1]["step"] == self.state.step else self.save_checkpoint()
+        index = self.run_folder.index()
+        if index and index[-1]["step"] == self.state.step:
+            folder = os.path.join(self.run_folder.checkpoints, index[-1]["dir"])
+        else:
+            folder = self.save_checkpoint()
         self.save_last()
         self.log(f"stopped at step {self.state.step}: {limit}; checkpoint {folder}, model {self.run_folder.path}/last")
+
+    def _epoch_batches(self) -> list:
+        """The current epoch's batches: a pure function of (seed, epoch), so never saved."""
+        rng = np.random.default_rng([self.config.seed, 2, self.state.epoch])
+        return self.task.train_batches(rng, self.config.batch_size)
 
     def _eval_pending(self) -> bool:
         """The current epoch's batches are all done but it was not evaluated yet (a run stopped
@@ -317,8 +326,7 @@ class Trainer:
         s = self.state
         if s.step_in_epoch == 0:
             return False
-        n = len(self.task.train_batches(np.random.default_rng([self.config.seed, 2, s.epoch]), self.config.batch_size))
-        return s.step_in_epoch >= n
+        return s.step_in_epoch >= len(self._epoch_batches())
 
     def _interrupted(self, folder: str):
         self.save_last()
