@@ -25,7 +25,9 @@ def blocks(path, lang):
 
 
 def env():
-    return dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+    """The test's own Python first on PATH (the README's commands say ``python``), one BLAS thread."""
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return dict(os.environ, PATH=path, OPENBLAS_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [REPO] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
 
 
