@@ -177,9 +177,13 @@ def cmd_g2p_train(args, parser):
 
     def make_task(saved):
         if saved is None:
-            return G2PTask(settings_from_args(ModelConfig, args), train_limit=args.train_limit)
+            return G2PTask(settings_from_args(ModelConfig, args), train_limit=args.train_limit, stress=args.stress)
         return G2PTask(ModelConfig.from_dict(saved["task"]["model"]),
-                       train_limit=saved["data"]["settings"]["train_limit"])
+                       train_limit=saved["data"]["settings"]["train_limit"],
+                       stress=saved["task"].get("stress", False) is True)
+
+    if args.resume and args.stress:
+        raise ValueError("--resume continues a run with its own settings: --stress cannot be given")
 
     task, _, state = run_training(args, parser, make_task, (ModelConfig, DataConfig, TrainConfig))
     _report_best(task, state, args.out)
@@ -279,12 +283,14 @@ def cmd_g2p_eval(args, parser):
     from minis2s.g2p import evaluate
 
     g2p = _load_g2p(args.model)
-    words = load_split(args.split)
+    words = load_split(args.split, stress=g2p.stress)
     t0 = time.perf_counter()
     r = evaluate(g2p, words, beam=args.beam, alpha=args.alpha)
     dt = time.perf_counter() - t0
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha:g}"
-    print(f"{args.split}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%  "
+    plain = (f"; stress ignored: WER {100 * r['wer_no_stress']:.2f}%  PER {100 * r['per_no_stress']:.2f}%"
+             if g2p.stress else "")
+    print(f"{args.split}: WER {100 * r['wer']:.2f}%  PER {100 * r['per']:.2f}%{plain}  "
           f"({r['words']} words, {decoding}, {r['words'] / dt:.0f} words/s)")
     return 0
 
@@ -424,6 +430,8 @@ def build_parser():
     gt.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves, best/, last/)")
     add_arguments(gt.add_argument_group("model"), ModelConfig)
     add_arguments(gt.add_argument_group("data"), DataConfig, only=("train_limit",))
+    gt.add_argument("--stress", action="store_true",
+                    help="phonemes with CMUdict's stress digits (AH0, OW1: 69 symbols instead of 39)")
     add_arguments(gt.add_argument_group("training"), TrainConfig, defaults=G2P_TRAIN_DEFAULTS)
     _add_run_args(gt)
     gt.set_defaults(handler=cmd_g2p_train)

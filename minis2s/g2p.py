@@ -18,7 +18,7 @@ import numpy as np
 
 from minis2s.checkpoint import CheckpointError
 from minis2s.data import Vocab
-from minis2s.data.cmudict import load_split, word_pairs
+from minis2s.data.cmudict import load_split, strip_stress, word_pairs
 from minis2s.decode import decode_batched
 from minis2s.metrics import score
 from minis2s.models import AttentionSeq2Seq
@@ -73,6 +73,9 @@ LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 PHONEMES = ["AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
             "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH",
             "UH", "UW", "V", "W", "Y", "Z", "ZH"]
+VOWELS = ["AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"]
+# A stress model's phonemes: each vowel with CMUdict's stress digit (0 none, 1 primary, 2 secondary).
+STRESSED_PHONEMES = sorted([p for p in PHONEMES if p not in VOWELS] + [v + d for v in VOWELS for d in "012"])
 
 # The G2P preset's training defaults where they differ from TrainConfig's (the shipped seq2seq
 # model's run); its model defaults are ModelConfig's own (the shipped seq2seq model).
@@ -101,19 +104,27 @@ def encode_words(words, vocab: Vocab, reverse: bool):
 
 class G2PTask(Seq2SeqTask):
     """The G2P preset of Seq2SeqTask: CMUdict's train split (or ``train_words``), its 26
-    letters and 39 phonemes, judged by greedy dev WER (``metric`` "wer") and PER."""
+    letters and 39 phonemes (69 with ``stress``: vowels with their stress digits), judged by
+    greedy dev WER (``metric`` "wer") and PER."""
 
     metric = "wer"
     lower_is_better = True
 
     def __init__(self, model_cfg: ModelConfig | None = None, *, train_words=None, dev_words=None,
-                 train_limit: int | None = None, eval_batch: int = 512):
-        train = train_words if train_words is not None else load_split("train")
-        dev = dev_words if dev_words is not None else load_split("dev")
+                 train_limit: int | None = None, eval_batch: int = 512, stress: bool = False):
+        if not isinstance(stress, bool):
+            raise TypeError(f"stress must be True or False, got {stress!r}")
+        self.stress = stress
+        train = train_words if train_words is not None else load_split("train", stress)
+        dev = dev_words if dev_words is not None else load_split("dev", stress)
         data = DataConfig(**{**asdict(G2P_DATA), "train_limit": train_limit})
+        phonemes = STRESSED_PHONEMES if stress else PHONEMES
         super().__init__(word_pairs(train), word_pairs(dev) or None, model=model_cfg, data=data, name="g2p",
-                         tokens={"src": LETTERS, "trg": PHONEMES}, eval_batch=eval_batch)
+                         tokens={"src": LETTERS, "trg": phonemes}, eval_batch=eval_batch)
         self.src_vocab, self.trg_vocab = self.src.vocab, self.trg.vocab
+
+    def describe(self) -> dict:
+        return {**super().describe(), "stress": self.stress}
 
     def evaluate(self, model, pairs=None, **kw) -> dict:
         """G2P's names for the generic metrics: WER = 1 - exact match, PER = token error rate."""
@@ -141,6 +152,11 @@ class G2P:
         # An ensemble is given letters in reading order and reverses them for the members that need it.
         self.reverse_source = False if self.members else self.cfg.reverse_source
         self.src_vocab, self.trg_vocab = Vocab(meta["vocab"]["src"]), Vocab(meta["vocab"]["trg"])
+
+    @property
+    def stress(self) -> bool:
+        """Whether this model's phonemes carry stress digits (a model trained with --stress)."""
+        return any(tok[-1:] in ("0", "1", "2") for tok in self.meta["vocab"]["trg"])
 
     def predict(self, words, *, beam: int = 1, nbest: int = 1, batch_size: int = 512, max_len: int | None = None,
                 alpha: float = 1.0):
@@ -213,10 +229,17 @@ def _ensemble(members):
 
 
 def evaluate(g2p: G2P, words: dict, *, beam: int = 1, batch_size: int = 512, alpha: float = 1.0) -> dict:
-    """WER/PER of ``g2p`` on {word: [pronunciations]}."""
+    """WER/PER of ``g2p`` on {word: [pronunciations]}. For a stress model (``g2p.stress``) the
+    references must carry stress too, and the result adds ``wer_no_stress``/``per_no_stress``:
+    the same predictions scored with every stress digit removed from both sides."""
     names = list(words)
     preds = [r[0][0] for r in g2p.predict(names, beam=beam, batch_size=batch_size, alpha=alpha)]
-    return score(preds, [words[w] for w in names])
+    refs = [words[w] for w in names]
+    out = score(preds, refs)
+    if g2p.stress:
+        plain = score([strip_stress(p) for p in preds], [[strip_stress(r) for r in rs] for rs in refs])
+        out.update(wer_no_stress=plain["wer"], per_no_stress=plain["per"])
+    return out
 
 
 def plot_attention(letters, phonemes, weights, path, title=None) -> None:

