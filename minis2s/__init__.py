@@ -9,6 +9,7 @@
     minis2s.data       pairs from TSV/JSONL, tokenizers (char, space, sentencepiece), Vocab, batches
     minis2s.task       Seq2SeqTask: any sequence task (data, codecs, model config, metric)
     minis2s.training   TrainConfig, RunState, RunFolder, Trainer, train
+    minis2s.trace      with trace(model) as t: every gate, state, attention weight and step gradient
     load_model(DIR)    a trained model folder -> Translator: .translate(strings) -> strings
 """
 from minis2s import nn, ops, optim
@@ -27,11 +28,12 @@ from minis2s.nn import no_grad
 from minis2s.random import manual_seed
 from minis2s.task import DataConfig, Seq2SeqTask
 from minis2s.training import TrainConfig, train
+from minis2s.tracing import trace
 from minis2s.translator import Translator, load_model
 
 __version__ = "0.1.0"
 __all__ = [
     "AttentionDecoder", "AttentionEncoder", "AttentionSeq2Seq", "Decoder", "Encoder", "Ensemble", "GradcheckResult",
     "Seq2Seq", "DataConfig", "ModelConfig", "Seq2SeqTask", "TrainConfig", "Translator", "gradcheck", "load_model",
-    "train", "gradcheck_module", "manual_seed", "nn", "no_grad", "ops", "optim", "rel_error",
+    "train", "gradcheck_module", "manual_seed", "nn", "no_grad", "ops", "optim", "rel_error", "trace",
 ]
