@@ -209,6 +209,16 @@ class G2P:
         """words -> the best phoneme list of each."""
         return [r[0][0] for r in self.predict(words, beam=beam)]
 
+    def text(self, text: str, *, lexicon: bool = True, stress: bool | None = None, beam: int = 1):
+        """Running text -> a ``Token`` (text, phonemes, source, alternatives) per word, number and
+        punctuation mark, in reading order: CMUdict's first pronunciation where it has the word
+        (``lexicon=False``: the model alone), numbers read out, unknown words from this model in
+        one batch. ``stress``: None as the model, False stripped, True (a stress model only)
+        kept. The front end: minis2s/g2p_text.py."""
+        from minis2s.g2p_text import pronounce
+
+        return pronounce(self, text, lexicon=lexicon, stress=stress, beam=beam)
+
 
 def _load(folder):
     """A G2P model folder -> (model, meta), through the one loader of model folders."""

