@@ -14,6 +14,7 @@ Presets of the same training system:
     minis2s g2p export --model DIR --out DIR [--dtype float32|float16|int8]
     minis2s g2p average DIR... --out DIR      (checkpoint averaging, e.g. RUN/epochs/*)
     minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR] [--plot OUT.png]
+    minis2s g2p predict --text "TEXT" | --text - [--no-lexicon] [--no-stress] [--alternatives]
 
 Every flag of a setting comes from its declaration (minis2s/settings.py), default included.
 Bad input prints one line ``minis2s: error: ...`` and exits with status 2, never a traceback;
@@ -318,6 +319,12 @@ def cmd_g2p_average(args, parser):
 def cmd_g2p_predict(args, parser):
     from minis2s.g2p import encode_words
 
+    if args.text is not None:
+        return _predict_text(args)
+    for flag, given in (("--no-lexicon", args.no_lexicon), ("--stress/--no-stress", args.stress is not None),
+                        ("--alternatives", args.alternatives)):
+        if given:
+            raise ValueError(f"{flag} applies to --text")
     words = [("argument", i, w) for i, w in enumerate(args.words)]
     if args.input is not None:
         lines = _read_lines(args.input)
@@ -352,6 +359,21 @@ def cmd_g2p_predict(args, parser):
         plot_attention(letters, outputs, weights, args.plot, title=f"{good[0]} -> {' '.join(best)} ({decoding})")
         _stderr(f"attention heatmap written to {args.plot}")
     return 2 if failed else 0
+
+
+def _predict_text(args):
+    """``g2p predict --text``: one ``token<TAB>PH O N`` line per token (punctuation: nothing after
+    the tab); with --alternatives one more line per other lexicon pronunciation."""
+    if args.words or args.input is not None:
+        raise ValueError("--text takes the text alone: give WORDs, --input FILE or --text, not several")
+    if args.nbest != 1 or args.plot is not None:
+        raise ValueError("--nbest and --plot apply to words, not to --text")
+    text = sys.stdin.read() if args.text == "-" else args.text
+    g2p = _load_g2p(args.model)
+    for tok in g2p.text(text, lexicon=not args.no_lexicon, stress=args.stress, beam=args.beam):
+        for phonemes in [tok.phonemes] + (tok.alternatives if args.alternatives else []):
+            print(f"{tok.text}\t{' '.join(phonemes)}")
+    return 0
 
 
 # ---- the parser -------------------------------------------------------------------------------
@@ -458,8 +480,18 @@ def build_parser():
     ga.add_argument("--out", required=True, help="destination folder")
     ga.set_defaults(handler=cmd_g2p_average)
 
-    gp = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each")
+    gp = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each; --text: running text")
     gp.add_argument("words", nargs="*")
+    gp.add_argument("--text", nargs="?", const="-", default=None, metavar="TEXT",
+                    help="pronounce running text (stdin for '-' or no TEXT): one 'token<TAB>PH O N' line per "
+                         "word, number and punctuation mark in reading order, nothing after the tab for "
+                         "punctuation; CMUdict's first pronunciation where it has the word, else the model")
+    gp.add_argument("--no-lexicon", action="store_true", help="--text: every word from the model, no CMUdict")
+    gp.add_argument("--stress", action=argparse.BooleanOptionalAction, default=None,
+                    help="--text: stress digits kept or stripped (default: as the model; --stress needs a "
+                         "model trained with --stress)")
+    gp.add_argument("--alternatives", action="store_true",
+                    help="--text: also print CMUdict's other pronunciations of a word, one line each")
     gp.add_argument("--input", default=None, help="a file with one word per line")
     gp.add_argument("--model", action="append", default=None, help=MODEL_HELP)
     gp.add_argument("--beam", type=int, default=1)

@@ -1,0 +1,245 @@
+"""The G2P text front end (minis2s/g2p_text.py, ``G2P().text``, ``g2p predict --text``).
+
+Sentences written for the test: numbers of every kind (cardinals, ``1,000``, decimals, ordinals,
+years, currency, percentages), contractions and possessives (in CMUdict and by rule), hyphenated
+words (in CMUdict and part by part), unknown words (the model's, in one batch), punctuation,
+case, accents, other scripts and emoji, empty text. The expected phonemes are CMUdict's own.
+A tiny stress model is trained in the test (20 steps) for the stress rules.
+"""
+import os
+import subprocess
+import sys
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_cli import REPO, assert_clean_error, assert_ok, minis2s
+
+from minis2s.data.cmudict import load_cmudict
+from minis2s.g2p import G2P
+from minis2s.g2p_text import SOURCES, Token, number_words, pronounce, tokenize
+
+CMU = load_cmudict()
+
+
+def first(*words):
+    """CMUdict's first pronunciations of ``words``, one after the other (stress-free)."""
+    return [ph for w in words for ph in CMU[w][0]]
+
+
+@pytest.fixture(scope="module")
+def g2p():
+    return G2P()  # the shipped default, an unstressed model
+
+
+@pytest.fixture(scope="module")
+def stress_model(tmp_path_factory):
+    """A tiny model trained with stress digits (20 steps: its guesses are poor, but stressed)."""
+    cwd = tmp_path_factory.mktemp("stress")
+    assert_ok(minis2s("g2p", "train", "--stress", "--out", "run", "--max-steps", "20", "--train-limit", "2000",
+                      "--hidden", "32", "--layers", "1", "--embedding", "16", "--quiet", cwd=cwd))
+    return G2P(str(cwd / "run" / "best"))
+
+
+def pairs(tokens):
+    return [(t.text, t.phonemes, t.source) for t in tokens]
+
+
+def test_a_sentence_gives_tokens_as_written_in_reading_order(g2p):
+    tokens = g2p.text("Hello, world! I don't know...")
+    assert all(isinstance(t, Token) and t.source in SOURCES for t in tokens)
+    assert pairs(tokens) == [
+        ("Hello", ["HH", "AH", "L", "OW"], "lexicon"), (",", [], "punctuation"),
+        ("world", ["W", "ER", "L", "D"], "lexicon"), ("!", [], "punctuation"),
+        ("I", ["AY"], "lexicon"), ("don't", ["D", "OW", "N", "T"], "lexicon"), ("know", ["N", "OW"], "lexicon"),
+        ("...", [], "punctuation")]
+
+
+def test_case_is_ignored(g2p):
+    assert [t.phonemes for t in g2p.text("hello HELLO Hello hElLo")] == [first("hello")] * 4
+
+
+@pytest.mark.parametrize("text", ["", " ", "  \n\t \r\n "])
+def test_empty_and_whitespace_only_text_give_nothing(g2p, text):
+    assert g2p.text(text) == []
+
+
+def test_several_pronunciations_take_the_first_and_carry_the_others(g2p):
+    read, live, hello, world = g2p.text("read live hello world")
+    assert read.phonemes == ["R", "EH", "D"] and read.alternatives == [["R", "IY", "D"]]
+    assert live.phonemes == ["L", "AY", "V"] and live.alternatives == [["L", "IH", "V"]]
+    assert hello.alternatives == [["HH", "EH", "L", "OW"]]
+    assert world.alternatives == []
+
+
+@pytest.mark.parametrize("token, words", [
+    ("7", "seven"), ("42", "forty-two"), ("1,000", "one thousand"), ("1,998", "one thousand, nine hundred and ninety-eight"),
+    ("3.14", "three point one four"), ("0.5", "zero point five"), ("007", "zero zero seven"),
+    ("1st", "first"), ("22nd", "twenty-second"), ("3rd", "third"), ("101st", "one hundred and first"),
+    ("1998", "nineteen ninety-eight"), ("2005", "two thousand and five"), ("1100", "eleven hundred"),
+    ("2099", "twenty ninety-nine"), ("2100", "two thousand, one hundred"), ("1099", "one thousand and ninety-nine"),
+    ("1990s", "nineteen nineties"), ("80s", "eighties"),
+    ("$15", "fifteen dollars"), ("$1", "one dollar"), ("$1.50", "one dollar fifty cents"), ("$0.99", "ninety-nine cents"),
+    ("$1,000", "one thousand dollars"), ("£2.01", "two pounds one penny"), ("€3", "three euros"),
+    ("$3.14159", "three point one four one five nine dollars"),
+    ("50%", "fifty percent"), ("2.5%", "two point five percent"),
+])
+def test_numbers_are_read_out(token, words):
+    assert tokenize(token) == [(token, "number")]
+    assert number_words(token) == words
+
+
+def test_numbers_in_a_sentence_are_pronounced_from_the_lexicon(g2p):
+    tokens = g2p.text("In 1998 I paid $15, not $1.50, for 50% of 1,000 apples on the 22nd.")
+    numbers = {t.text: t.phonemes for t in tokens if t.source == "number"}
+    assert numbers == {
+        "1998": first("nineteen", "ninety", "eight"), "$15": first("fifteen", "dollars"),
+        "$1.50": first("one", "dollar", "fifty", "cents"), "50%": first("fifty", "percent"),
+        "1,000": first("one", "thousand"), "22nd": first("twenty", "second")}
+    assert [t.text for t in tokens if t.source == "punctuation"] == [",", ",", "."]
+
+
+def test_a_huge_number_is_read_digit_by_digit(g2p):
+    (tok,) = g2p.text("9" * 5000)  # past num2words' names, and past int()'s default digit limit
+    assert tok.source == "number" and tok.phonemes == first("nine") * 5000
+
+
+def test_contractions_and_possessives_in_the_lexicon(g2p):
+    assert pairs(g2p.text("don't she's author's")) == [
+        ("don't", ["D", "OW", "N", "T"], "lexicon"), ("she's", ["SH", "IY", "Z"], "lexicon"),
+        ("author's", ["AO", "TH", "ER", "Z"], "lexicon")]
+    assert g2p.text("don’t")[0].phonemes == ["D", "OW", "N", "T"]  # a curly apostrophe
+
+
+def test_possessives_not_in_the_lexicon_follow_the_stems_last_phoneme(g2p):
+    # aardvark ends in K (voiceless): S; adverb in B (voiced): Z; abacus in S (a sibilant): IH Z
+    assert pairs(g2p.text("aardvark's adverb's abacus's aardvarks' dog'll")) == [
+        ("aardvark's", first("aardvark") + ["S"], "rule"), ("adverb's", first("adverb") + ["Z"], "rule"),
+        ("abacus's", first("abacus") + ["IH", "Z"], "rule"), ("aardvarks'", first("aardvarks"), "rule"),
+        ("dog'll", first("dog") + ["L"], "rule")]
+
+
+def test_hyphenated_words(g2p):
+    (whole,) = g2p.text("well-known")  # in CMUdict as a whole
+    assert (whole.phonemes, whole.source) == (["W", "EH", "L", "N", "OW", "N"], "lexicon")
+    (parts,) = g2p.text("ice-cold")  # not in CMUdict: ice, then cold
+    assert (parts.phonemes, parts.source) == (first("ice", "cold"), "rule")
+    (mixed,) = g2p.text("blue-zorbix")  # a part the lexicon lacks comes from the model
+    assert (mixed.phonemes, mixed.source) == (first("blue") + g2p(["zorbix"])[0], "model")
+
+
+def test_unknown_words_go_to_the_model_in_one_batch(g2p, monkeypatch):
+    calls = []
+    real_call = G2P.__call__
+
+    def spy(self, words, **kw):
+        calls.append(list(words))
+        return real_call(self, words, **kw)
+
+    monkeypatch.setattr(G2P, "__call__", spy)
+    tokens = g2p.text("The zorbix met a Quentaplo and another zorbix.")
+    assert calls == [["quentaplo", "zorbix"]]
+    monkeypatch.undo()
+    model = {t.text: t.phonemes for t in tokens if t.source == "model"}
+    assert model == {"zorbix": g2p(["zorbix"])[0], "Quentaplo": g2p(["quentaplo"])[0]}
+
+
+def test_without_the_lexicon_every_word_is_the_models(g2p):
+    tokens = g2p.text("Hello, 7 ice-cold cats.", lexicon=False)
+    assert pairs(tokens) == [
+        ("Hello", g2p(["hello"])[0], "model"), (",", [], "punctuation"),
+        ("7", g2p(["seven"])[0], "number"), ("ice-cold", g2p(["ice"])[0] + g2p(["cold"])[0], "model"),
+        ("cats", g2p(["cats"])[0], "model"), (".", [], "punctuation")]
+    assert all(t.alternatives == [] for t in tokens)
+
+
+def test_accents_other_scripts_symbols_and_emoji_never_fail(g2p):
+    assert pairs(g2p.text("Café naïve Привет 😀 @ & #")) == [
+        ("Café", first("cafe"), "lexicon"), ("naïve", first("naive"), "lexicon"), ("Привет", [], "unknown"),
+        ("😀", [], "punctuation"), ("@", first("at"), "symbol"), ("&", first("and"), "symbol"),
+        ("#", [], "punctuation")]
+
+
+class ConstantModel:
+    """A stand-in for G2P: every word is "AH" (the property test needs no real model)."""
+
+    stress = False
+
+    def __call__(self, words, beam=1):
+        return [["AH"] for _ in words]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_text_gives_its_characters_back_in_order(text):
+    tokens = pronounce(ConstantModel(), text)
+    nfc = unicodedata.normalize("NFC", text)
+    assert "".join(t.text for t in tokens) == "".join(nfc.split())
+    assert all(t.source in SOURCES and (t.phonemes == []) == (t.source in ("punctuation", "unknown"))
+               for t in tokens)
+
+
+def test_bad_arguments_are_refused(g2p):
+    with pytest.raises(TypeError, match="text must be a str"):
+        g2p.text(["hello"])
+    with pytest.raises(TypeError, match="lexicon must be True or False"):
+        g2p.text("hello", lexicon="no")
+    with pytest.raises(TypeError, match="stress must be None, True or False"):
+        g2p.text("hello", stress=1)
+    with pytest.raises(ValueError, match="needs a stress model"):
+        g2p.text("hello", stress=True)
+
+
+def test_an_unstressed_model_gives_no_stress_digits(g2p):
+    phonemes = [ph for t in g2p.text("Hello zorbix, 1998.") for ph in t.phonemes]
+    assert phonemes and not any(ph[-1].isdigit() for ph in phonemes)
+    assert g2p.text("Hello zorbix", stress=False) == g2p.text("Hello zorbix")
+
+
+def test_a_stress_model_stresses_lexicon_model_and_rules(stress_model):
+    assert stress_model.stress
+    hello, zorbix, abacus, year = stress_model.text("Hello zorbix abacus's 1998")
+    stressed = load_cmudict(stress=True)
+    assert hello.phonemes == ["HH", "AH0", "L", "OW1"] == list(stressed["hello"][0])
+    assert hello.alternatives == [["HH", "EH0", "L", "OW1"]]
+    assert zorbix.phonemes == stress_model(["zorbix"])[0]
+    assert abacus.phonemes == list(stressed["abacus"][0]) + ["IH0", "Z"]
+    assert year.phonemes == [ph for w in ("nineteen", "ninety", "eight") for ph in stressed[w][0]]
+    plain = stress_model.text("Hello zorbix abacus's 1998", stress=False)
+    assert [t.phonemes for t in plain] == [first("hello"), [p.rstrip("012") for p in zorbix.phonemes],
+                                           first("abacus") + ["IH", "Z"], first("nineteen", "ninety", "eight")]
+    assert stress_model.text("Hello", stress=True) == stress_model.text("Hello")
+
+
+# ---- the command ---------------------------------------------------------------------------------
+def test_cli_text_prints_one_line_per_token(tmp_path):
+    p = minis2s("g2p", "predict", "--model", "seq2seq", "--text", "I read 2 books, don't you?", cwd=tmp_path)
+    assert_ok(p)
+    assert p.stdout == ("I\tAY\nread\tR EH D\n2\tT UW\nbooks\tB UH K S\n,\t\n"
+                        "don't\tD OW N T\nyou\tY UW\n?\t\n")
+
+
+def test_cli_text_from_stdin_alternatives_and_no_lexicon(tmp_path):
+    args = [sys.executable, "-m", "minis2s", "g2p", "predict", "--model", "seq2seq"]
+    for flag in (["--text"], ["--text", "-"]):
+        p = subprocess.run([*args, *flag, "--alternatives"], input="Read it.\n", capture_output=True, text=True,
+                           cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO), check=False)
+        assert_ok(p)
+        assert p.stdout == "Read\tR EH D\nRead\tR IY D\nit\tIH T\n.\t\n"
+    p = minis2s("g2p", "predict", "--model", "seq2seq", "--text", "zorbix hello", "--no-lexicon", cwd=tmp_path)
+    assert_ok(p)
+    model = G2P("seq2seq")
+    assert p.stdout == "".join(f"{w}\t{' '.join(model([w])[0])}\n" for w in ("zorbix", "hello"))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--text", "hi", "cat"], "--text takes the text alone"),
+    (["--text", "hi", "--input", "words.txt"], "--text takes the text alone"),
+    (["--text", "hi", "--nbest", "2"], "apply to words"),
+    (["--text", "hi", "--stress"], "needs a stress model"),
+    (["cat", "--no-lexicon"], "--no-lexicon applies to --text"),
+    (["cat", "--alternatives"], "--alternatives applies to --text"),
+])
+def test_cli_text_bad_combinations(tmp_path, args, fragment):
+    assert_clean_error(minis2s("g2p", "predict", "--model", "seq2seq", *args, cwd=tmp_path), fragment)
