@@ -14,6 +14,7 @@ Presets of the same training system:
     minis2s g2p export --model DIR --out DIR [--dtype float32|float16|int8]
     minis2s g2p average DIR... --out DIR      (checkpoint averaging, e.g. RUN/epochs/*)
     minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR] [--plot OUT.png]
+    minis2s g2p explain WORD [--model M] [--plot OUT.png]   each step's top-5, gates, gradient per letter
     minis2s g2p predict --text "TEXT" | --text - [--no-lexicon] [--no-stress] [--alternatives]
 
 Every flag of a setting comes from its declaration (minis2s/settings.py), default included.
@@ -376,6 +377,17 @@ def _predict_text(args):
     return 0
 
 
+def cmd_g2p_explain(args, parser):
+    from minis2s.explain import explain, format_explanation, plot_explanation
+
+    ex = explain(_load_g2p(args.model), args.word)
+    print(format_explanation(ex))
+    if args.plot is not None:
+        plot_explanation(ex, args.plot)
+        _stderr(f"figure written to {args.plot}")
+    return 0
+
+
 # ---- the parser -------------------------------------------------------------------------------
 def _add_decoding_args(p, *, nbest: bool) -> None:
     p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
@@ -501,6 +513,13 @@ def build_parser():
     gp.add_argument("--plot", default=None, metavar="OUT.png",
                     help="draw the attention heatmap (letters x phonemes) of one WORD (attention models)")
     gp.set_defaults(handler=cmd_g2p_predict)
+
+    gw = g2p.add_parser("explain", help="one word step by step: top-5 phonemes per step, and a figure of the internals")
+    gw.add_argument("word")
+    gw.add_argument("--model", action="append", default=None, help=MODEL_HELP + " (an ensemble: each member's internals)")
+    gw.add_argument("--plot", default=None, metavar="OUT.png",
+                    help="draw encoder gates, decoder cell state, attention and the gradient per letter")
+    gw.set_defaults(handler=cmd_g2p_explain)
     return parser
 
 
