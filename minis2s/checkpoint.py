@@ -14,13 +14,14 @@ crash leaves the old folder or the new one, never a mix.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import numpy as np
 
 from minis2s import quantize, safetensors
-from minis2s.atomic import atomic_folder, atomic_write_json, leftover_folders
+from minis2s.atomic import atomic_folder, atomic_write_bytes, atomic_write_json, leftover_folders
 from minis2s.quantize import STORED_DTYPES, check_stored_dtype
 
 MODEL_WEIGHTS, MODEL_META = "model.safetensors", "model.json"
@@ -41,22 +42,65 @@ def _write_model_dir(folder, tensors: dict, meta: dict, files: dict | None = Non
     """The stored tensors, the description and the extra files, swapped into ``folder`` together."""
     files = dict(files or {})
     for name in files:
-        if name in (MODEL_WEIGHTS, MODEL_META) or os.path.basename(name) != name or name.startswith("."):
+        if not _plain_name(name):
             raise ValueError(f"a model folder's extra file must be a plain new name, got {name!r}")
+    meta = {k: v for k, v in meta.items() if k not in ("files", DIGEST)}
     if files:
-        meta = {**meta, "files": sorted(files)}
+        meta["files"] = sorted(files)
+    weights = safetensors.serialize(tensors)
+    meta[DIGEST] = folder_digest(meta, weights, files)
     with atomic_folder(folder) as tmp:
-        safetensors.save_file(tensors, os.path.join(tmp, MODEL_WEIGHTS))
+        atomic_write_bytes(os.path.join(tmp, MODEL_WEIGHTS), weights)
         for name, data in files.items():
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(data)
         atomic_write_json(os.path.join(tmp, MODEL_META), meta)
 
 
+# model.json's "digest": sha256 of the folder's content — the weight file's bytes, each extra
+# file's, and model.json itself (canonical JSON, the digest left out). Any change to any of them,
+# a single flipped bit included, makes loading fail instead of loading a different model; a
+# change that leaves the content as it was (whitespace in model.json) changes nothing. Folders
+# written before digests existed load unchecked.
+DIGEST = "digest"
+
+
+def folder_digest(meta: dict, weights: bytes, files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    content = {k: v for k, v in meta.items() if k != DIGEST}
+    for part in (json.dumps(content, sort_keys=True, separators=(",", ":")).encode(), weights,
+                 *(name.encode() + b"\0" + files[name] for name in sorted(files))):
+        h.update(len(part).to_bytes(8, "little"))  # lengths make the parts' boundaries unambiguous
+        h.update(part)
+    return "sha256:" + h.hexdigest()
+
+
+def check_digest(folder, meta: dict) -> None:
+    """CheckpointError unless the folder's content is the one its model.json's digest names."""
+    if DIGEST not in meta:
+        return
+    folder = os.fspath(folder)
+    with open(os.path.join(folder, MODEL_WEIGHTS), "rb") as f:
+        weights = f.read()
+    if folder_digest(meta, weights, read_model_files(folder, meta)) != meta[DIGEST]:
+        raise CheckpointError(f"model folder {folder!r}: its files are not those model.json's digest was made of "
+                              f"(changed or damaged since they were written)")
+
+
+def _plain_name(name: str) -> bool:
+    """A name an extra file of a model folder may have: in the folder, not hidden, not its own two."""
+    return bool(name) and name not in (MODEL_WEIGHTS, MODEL_META) and os.path.basename(name) == name \
+        and not name.startswith(".")
+
+
 def read_model_files(folder, meta: dict) -> dict[str, bytes]:
     """The extra files a model folder's model.json lists ({name: bytes})."""
     out = {}
-    for name in meta.get("files", []):
+    names = meta.get("files", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and _plain_name(n) for n in names):
+        raise CheckpointError(f"{os.path.join(os.fspath(folder), MODEL_META)}: 'files' must be a list of file "
+                              f"names in the folder, got {names!r:.80}")
+    for name in names:
         path = os.path.join(os.fspath(folder), name)
         if not os.path.isfile(path):
             raise CheckpointError(f"model folder {os.fspath(folder)!r} has no {name} (model.json lists it)")
@@ -107,6 +151,12 @@ def average_model_dirs(folders, dst) -> dict:
 
 def read_model_dir(folder) -> tuple[dict, dict]:
     """(meta, weights) of a model folder, with a CheckpointError naming what is wrong."""
+    meta = read_model_meta(folder)
+    return meta, read_model_weights(folder, meta)
+
+
+def read_model_meta(folder) -> dict:
+    """A model folder's model.json, after checking the folder holds its two files."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         aside = leftover_folders(folder)
@@ -116,22 +166,43 @@ def read_model_dir(folder) -> tuple[dict, dict]:
     for p in (meta_path, w_path):
         if not os.path.isfile(p):
             raise CheckpointError(f"model folder {folder!r} has no {os.path.basename(p)}")
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({e})") from e
+    meta = read_json(meta_path)
     if not isinstance(meta, dict):
         raise CheckpointError(f"{meta_path} holds a JSON {type(meta).__name__}, not an object")
     stored = meta.get("stored_dtype", "float32")
     if stored not in STORED_DTYPES:
         raise CheckpointError(f"{meta_path}: stored_dtype must be one of {STORED_DTYPES}, got {stored!r}")
+    return meta
+
+
+def read_model_weights(folder, meta: dict, expect: dict | None = None) -> dict:
+    """The weights of a model folder as floats ({name: array}). ``expect`` {name: shape}: the
+    model's parameters, checked against the weight file's header before any data is read, so
+    that sizes which do not match the weights are refused before anything is allocated."""
+    w_path = os.path.join(os.fspath(folder), MODEL_WEIGHTS)
+    stored = meta.get("stored_dtype", "float32")
     try:
-        weights = quantize.unpack(safetensors.load_file(w_path), stored)
+        if expect is not None:  # int8 files hold a scale tensor beside each matrix: not a parameter
+            header = safetensors.read_header(w_path)
+            found = {k: shape for k, (_, shape) in header.items() if not k.endswith(quantize.SCALE_SUFFIX)}
+            safetensors.check_shapes(found, expect, w_path)
+        check_digest(folder, meta)  # after the header, which is checked without reading the data
+        return quantize.unpack(safetensors.load_file(w_path), stored)
     except (KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise CheckpointError(f"{w_path}: {msg}") from e
-    return meta, weights
+        raise CheckpointError(f"{w_path}: {msg}" if str(w_path) not in str(msg) else str(msg)) from e
+
+
+def read_json(path):
+    """A JSON file's value; CheckpointError naming the file if it is not JSON (or nested so
+    deeply that the parser gives up)."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise CheckpointError(f"{path} is not valid JSON (nested too deeply)") from e
 
 
 def load_weights(model, weights: dict, where: str) -> None:
@@ -164,13 +235,12 @@ def write_checkpoint(folder, model, optimizer, state: dict) -> None:
 def read_checkpoint_state(folder) -> dict:
     """The JSON of a checkpoint folder (run state and optimiser scalars)."""
     path = os.path.join(folder, CHECKPOINT_STATE)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"checkpoint {folder!r} has no {CHECKPOINT_STATE}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {folder!r} has no {CHECKPOINT_STATE}")
+    state = read_json(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(state).__name__}, not an object")
+    return state
 
 
 def read_checkpoint(folder, model, optimizer) -> dict:

@@ -112,30 +112,47 @@ def beam_search(model, src, src_lengths=None, *, beam: int, max_len: int, sos_id
     return results
 
 
+# Beam search decodes rows · beam hypotheses side by side: a wide beam takes fewer rows at a
+# time, so that memory stays bounded (~MAX_HYPOTHESES decoder states) whatever the beam.
+MAX_BEAM, MAX_HYPOTHESES = 1024, 4096
+
+
 def decode_batched(model, sources, *, sos_id: int, eos_id: int, beam: int = 1, nbest: int = 1,
-                   alpha: float = 1.0, batch_size: int = 256, max_len: int | None = None):
+                   alpha: float = 1.0, batch_size: int = 256, max_len: int | None = None, map_batches=None):
     """Decode a list of source id lists in length-bucketed batches; results in input order.
 
     Returns, for each source, a list of ``nbest`` (target ids, score) pairs, best first: greedy
     (score 0.0) when ``beam`` and ``nbest`` are 1, beam search otherwise. ``max_len``: the most
-    target tokens (default: 2 × the batch's longest source + 10)."""
+    target tokens (default: 2 × the batch's longest source + 10). ``map_batches(fn, batches)``:
+    how the batches are decoded (default: in turn; training on several ranks spreads them, see
+    minis2s/training/distributed.py), the same batches either way."""
     beam = check_positive_int("beam", beam)
+    if beam > MAX_BEAM:
+        raise ValueError(f"beam must be at most {MAX_BEAM} (each hypothesis holds the decoder's state and, "
+                         f"with attention, a copy of the source's encoding), got {beam}")
     nbest = check_positive_int("nbest", nbest)
     if nbest > beam:
         raise ValueError(f"nbest ({nbest}) cannot exceed the beam width ({beam})")
     batch_size = check_positive_int("batch_size", batch_size)
+    batch_size = min(batch_size, max(1, MAX_HYPOTHESES // beam))  # rows · beam hypotheses decode at once
     if max_len is not None:
         max_len = check_positive_int("max_len", max_len)
     alpha = check_nonnegative_float("alpha", alpha)
     results = [None] * len(sources)
     if not sources:
         return results
-    for batch in make_batches(sources, None, batch_size):
+    def decode(batch):
         kw = {"max_len": max_len or int(batch.src_lengths.max()) * 2 + 10, "sos_id": sos_id, "eos_id": eos_id}
         if beam == 1 and nbest == 1:
-            hyps = [[(h, 0.0)] for h in greedy_decode(model, batch.src, batch.src_lengths, **kw)]
-        else:
-            hyps = beam_search(model, batch.src, batch.src_lengths, beam=beam, nbest=nbest, alpha=alpha, **kw)
+            return [[(h, 0.0)] for h in greedy_decode(model, batch.src, batch.src_lengths, **kw)]
+        return beam_search(model, batch.src, batch.src_lengths, beam=beam, nbest=nbest, alpha=alpha, **kw)
+
+    batches = make_batches(sources, None, batch_size)
+    for batch, hyps in zip(batches, (map_batches or _map)(decode, batches)):
         for j, i in enumerate(batch.index):
             results[i] = hyps[j]
     return results
+
+
+def _map(fn, items) -> list:
+    return [fn(x) for x in items]

@@ -47,6 +47,15 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
+    def _with_grads(self):
+        """(parameter, its state) for each parameter with a gradient, after checking every
+        gradient's shape: one of the wrong shape would broadcast silently into the update."""
+        for k, p in enumerate(self.params):
+            if p.grad is not None and tuple(p.grad.shape) != tuple(p.data.shape):
+                raise ValueError(f"params[{k}].grad has shape {tuple(p.grad.shape)}, but the parameter has shape "
+                                 f"{tuple(p.data.shape)}")
+        return [(p, st) for p, st in zip(self.params, self.state) if p.grad is not None]
+
     def state_dict(self) -> dict:
         """A snapshot: NumPy copies of the buffers, so stepping on does not change it."""
         return {
@@ -92,9 +101,7 @@ class SGD(Optimizer):
         self.nesterov = nesterov
 
     def step(self):
-        for p, st in zip(self.params, self.state):
-            if p.grad is None:
-                continue
+        for p, st in self._with_grads():
             g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
             if self.momentum:
                 if "momentum_buffer" not in st:
@@ -127,9 +134,7 @@ class Adam(Optimizer):
 
     def step(self):
         b1, b2 = self.betas
-        for p, st in zip(self.params, self.state):
-            if p.grad is None:
-                continue
+        for p, st in self._with_grads():
             xp = array_module(p.data)
             g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
             if not st:

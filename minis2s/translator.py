@@ -11,11 +11,11 @@ the model never saw in training becomes <unk>; ``translate`` reports it through 
 """
 from __future__ import annotations
 
-from minis2s.checkpoint import CheckpointError, load_weights, read_model_dir, read_model_files
+from minis2s.checkpoint import CheckpointError, load_weights, read_model_files, read_model_meta, read_model_weights
 from minis2s.data import Vocab
 from minis2s.data.codec import TextCodec
 from minis2s.decode import decode_batched
-from minis2s.models.config import ModelConfig, build_model
+from minis2s.models.config import ModelConfig, build_model, parameter_shapes
 
 # Model folders written before tokenizers were saved (the G2P models) read letters and phonemes.
 LEGACY_TOKENIZERS = {"g2p": {"src": {"kind": "char", "lowercase": True}, "trg": {"kind": "space", "lowercase": False}}}
@@ -56,13 +56,14 @@ class Translator:
         return out
 
     def translate(self, strings, *, beam: int = 1, nbest: int | None = None, alpha: float = 1.0,
-                  batch_size: int = 256, max_len: int | None = None, on_unknown=None):
+                  batch_size: int = 256, max_len: int | None = None, on_unknown=None, map_batches=None):
         """strings -> their translations, in order: a str each, or with ``nbest`` a list of
         ``nbest`` (str, score) pairs each (score: log-probability / length**alpha).
-        ``max_len``: the most target tokens (default: 2 × the batch's longest source + 10)."""
+        ``max_len``: the most target tokens (default: 2 × the batch's longest source + 10);
+        ``map_batches``: how the batches are decoded (``decode.decode_batched``)."""
         ids = self.encode_sources(strings, on_unknown)
         hyps = decode_batched(self.model, ids, sos_id=Vocab.sos_id, eos_id=Vocab.eos_id, beam=beam, nbest=nbest or 1,
-                              alpha=alpha, batch_size=batch_size, max_len=max_len)
+                              alpha=alpha, batch_size=batch_size, max_len=max_len, map_batches=map_batches)
         if nbest is None:
             return [self.trg.decode(h[0][0]) for h in hyps]
         return [[(self.trg.decode(ids), score) for ids, score in h] for h in hyps]
@@ -73,13 +74,18 @@ class Translator:
 def load_model(folder) -> Translator:
     """Any trained model folder (RUN/best, RUN/last, an exported copy) -> a ``Translator``:
     architecture, weights, tokenizers and vocabularies, all from the folder itself."""
-    meta, weights = read_model_dir(folder)
+    meta = read_model_meta(folder)
     try:
         config = ModelConfig.from_dict(meta["model"])
         src, trg = codecs_from_meta(meta, read_model_files(folder, meta))
     except (KeyError, TypeError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise CheckpointError(f"{folder}: model.json is incomplete or invalid ({msg})") from e
+    # model.json's sizes against the weights' header before the model is allocated
+    try:
+        weights = read_model_weights(folder, meta, expect=parameter_shapes(config, len(src), len(trg)))
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (the shapes model.json's sizes give)") from e
     model = build_model(config, len(src), len(trg))
     load_weights(model, weights, folder)
     return Translator(model, config, src, trg, meta)

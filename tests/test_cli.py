@@ -192,8 +192,8 @@ DAMAGES = [
     ("bad-json", "not valid JSON"),
     ("json-not-an-object", "not an object"),
     ("no-weights", "has no model.safetensors"),
-    ("wrong-hidden", "do not fit the model"),
-    ("wrong-vocab", "do not fit the model"),
+    ("wrong-hidden", "model.json's sizes give"),
+    ("wrong-vocab", "model.json's sizes give"),
 ]
 
 
@@ -214,6 +214,7 @@ def damage_model(m, tmp_path, damage):
         os.remove(m / "model.safetensors")
     elif damage in ("wrong-hidden", "wrong-vocab"):  # a checkpoint of the wrong shape
         meta = json.loads((m / "model.json").read_text())
+        meta.pop("digest")  # edited by hand, digest removed: the shapes are still checked
         if damage == "wrong-hidden":
             meta["model"]["hidden"] = 32
         else:

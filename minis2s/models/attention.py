@@ -41,11 +41,12 @@ from minis2s.validate import check_float_array, check_ids
 class AttentionEncoder(Module):
     """Embeddings and a bidirectional LSTM; its outputs are the attention's keys."""
 
-    def __init__(self, input_dim, hidden_dim, embedding_dim, num_layers, *, dropout=0.0, dtype=None):
+    def __init__(self, input_dim, hidden_dim, embedding_dim, num_layers, *, dropout=0.0, dtype=None, rng=None):
         super().__init__()
         self.hidden_dim = hidden_dim  # per direction
-        self.embedding = Embedding(input_dim, embedding_dim, dtype=dtype)
-        self.rnn = LSTM(embedding_dim, hidden_dim, num_layers, dropout=dropout, bidirectional=True, dtype=dtype)
+        self.embedding = Embedding(input_dim, embedding_dim, dtype=dtype, rng=rng)
+        self.rnn = LSTM(embedding_dim, hidden_dim, num_layers, dropout=dropout, bidirectional=True, dtype=dtype,
+                        rng=rng)
         self.dropout = Dropout(dropout)
 
     def forward(self, src, src_lengths=None):
@@ -64,18 +65,18 @@ class AttentionDecoder(Module):
     """One step of the attentional decoder (see the module docstring)."""
 
     def __init__(self, output_dim, hidden_dim, embedding_dim, num_layers, key_dim, *, attention="general",
-                 input_feeding=True, dropout=0.0, dtype=None):
+                 input_feeding=True, dropout=0.0, dtype=None, rng=None):
         super().__init__()
         self.output_dim = output_dim
         self.hidden_dim = hidden_dim
         self.key_dim = key_dim
         self.input_feeding = bool(input_feeding)
-        self.embedding = Embedding(output_dim, embedding_dim, dtype=dtype)
+        self.embedding = Embedding(output_dim, embedding_dim, dtype=dtype, rng=rng)
         rnn_in = embedding_dim + (hidden_dim if self.input_feeding else 0)
-        self.rnn = LSTM(rnn_in, hidden_dim, num_layers, dropout=dropout, dtype=dtype)
-        self.attention = Attention(attention, hidden_dim, key_dim, hidden_dim, dtype=dtype)
-        self.attn_out = Linear(key_dim + hidden_dim, hidden_dim, dtype=dtype)  # h̃ = tanh(W_a [c; h] + b_a)
-        self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype)
+        self.rnn = LSTM(rnn_in, hidden_dim, num_layers, dropout=dropout, dtype=dtype, rng=rng)
+        self.attention = Attention(attention, hidden_dim, key_dim, hidden_dim, dtype=dtype, rng=rng)
+        self.attn_out = Linear(key_dim + hidden_dim, hidden_dim, dtype=dtype, rng=rng)  # h̃ = tanh(W_a [c; h] + b_a)
+        self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype, rng=rng)
         self.dropout = Dropout(dropout)
 
     def forward(self, input, hidden, cell, feed, keys, proj, mask):
@@ -135,7 +136,7 @@ def split_directions(joined, num_layers):
 class AttentionSeq2Seq(Module):
     """AttentionEncoder + bridge + AttentionDecoder, with Seq2Seq's API and teacher forcing."""
 
-    def __init__(self, encoder, decoder, device="cpu"):
+    def __init__(self, encoder, decoder, device="cpu", *, rng=None):
         super().__init__()
         if not isinstance(encoder, AttentionEncoder) or not isinstance(decoder, AttentionDecoder):
             raise TypeError("AttentionSeq2Seq(encoder, decoder) needs an AttentionEncoder and an AttentionDecoder")
@@ -147,8 +148,8 @@ class AttentionSeq2Seq(Module):
         if encoder.dtype != decoder.dtype:
             raise TypeError(f"encoder dtype {encoder.dtype} != decoder dtype {decoder.dtype}")
         self.encoder = encoder
-        self.bridge_h = Linear(decoder.key_dim, decoder.hidden_dim, dtype=encoder.dtype)
-        self.bridge_c = Linear(decoder.key_dim, decoder.hidden_dim, dtype=encoder.dtype)
+        self.bridge_h = Linear(decoder.key_dim, decoder.hidden_dim, dtype=encoder.dtype, rng=rng)
+        self.bridge_c = Linear(decoder.key_dim, decoder.hidden_dim, dtype=encoder.dtype, rng=rng)
         self.decoder = decoder
         self.device = device
         self.teacher_forcing_flips: list[bool] = []

@@ -60,12 +60,12 @@ class Encoder(Module):
     """Embeds the source and runs it through the RNN; its final state is the context."""
 
     def __init__(self, input_dim, hidden_dim, embedding_dim, num_layers, *, dropout=0.0,
-                 cell="lstm", dtype=None):
+                 cell="lstm", dtype=None, rng=None):
         super().__init__()
         self.hidden_dim = hidden_dim
         self.cell_type = cell
-        self.embedding = Embedding(input_dim, embedding_dim, dtype=dtype)
-        self.rnn = _rnn_class(cell)(embedding_dim, hidden_dim, num_layers, dropout=dropout, dtype=dtype)
+        self.embedding = Embedding(input_dim, embedding_dim, dtype=dtype, rng=rng)
+        self.rnn = _rnn_class(cell)(embedding_dim, hidden_dim, num_layers, dropout=dropout, dtype=dtype, rng=rng)
         self.dropout = Dropout(dropout)
 
     def forward(self, src, src_lengths=None):
@@ -92,14 +92,14 @@ class Decoder(Module):
     """One step: the previous token and state -> a prediction over the target vocabulary."""
 
     def __init__(self, output_dim, hidden_dim, embedding_dim, num_layers, *, dropout=0.0,
-                 cell="lstm", dtype=None):
+                 cell="lstm", dtype=None, rng=None):
         super().__init__()
         self.output_dim = output_dim
         self.hidden_dim = hidden_dim
         self.cell_type = cell
-        self.embedding = Embedding(output_dim, embedding_dim, dtype=dtype)
-        self.rnn = _rnn_class(cell)(embedding_dim, hidden_dim, num_layers, dropout=dropout, dtype=dtype)
-        self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype)
+        self.embedding = Embedding(output_dim, embedding_dim, dtype=dtype, rng=rng)
+        self.rnn = _rnn_class(cell)(embedding_dim, hidden_dim, num_layers, dropout=dropout, dtype=dtype, rng=rng)
+        self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype, rng=rng)
         self.dropout = Dropout(dropout)
 
     def forward_sequence(self, inputs, hidden, cell=None):

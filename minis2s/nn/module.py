@@ -194,11 +194,14 @@ class Module:
                 )
             if not np.all(np.isfinite(v)):
                 raise ValueError(f"state_dict[{k!r}] contains NaN or infinite values")
-            staged[k] = v
+            cast = v.astype(p.data.dtype, copy=True)
+            if not np.all(np.isfinite(cast)):  # finite before the cast: values beyond the dtype's range
+                raise ValueError(f"state_dict[{k!r}] has values beyond {p.data.dtype}'s range "
+                                 f"(largest magnitude {float(np.max(np.abs(v))):.3g})")
+            staged[k] = cast
         xp = self.xp
         for k, v in staged.items():
-            p = params[k]
-            p.data = xp.asarray(v.astype(p.data.dtype, copy=True))
+            params[k].data = xp.asarray(v)
         return self
 
     def extra_repr(self) -> str:
