@@ -1,6 +1,6 @@
 """The documentation runs as written.
 
-- Every ```python block of README.md and of docs/*.md runs, in order, one namespace per file,
+- Every ```python block of README.md and of docs/*.md (the walkthrough) runs, in order, one namespace per file,
   in a fresh folder (so a block that writes a run folder writes a new one).
 - The README's "Your own data" commands (the first ```bash block of that section) run exactly as
   written, with ``bash -e``, and the figures the README quotes for them hold: held-out exact
@@ -61,3 +61,10 @@ def test_the_readmes_own_data_commands_run_as_written(tmp_path):
     assert float(m.group(1)) >= 99.0  # the README's claim: >= 99% exact match on the held-out set
     lines = p.stdout.strip().splitlines()
     assert lines[-2:] == ["1924-02-10", "2001-03-10"]  # predict: one line per input line
+
+
+def test_the_docs_folder_is_run_too():
+    """docs/*.md are collected above (so a walkthrough cannot drop out of the tests unnoticed)."""
+    names = [os.path.relpath(p, REPO) for p in DOCS]
+    assert os.path.join("docs", "walkthrough.md") in names
+    assert blocks(os.path.join(REPO, "docs", "walkthrough.md"), "python")
