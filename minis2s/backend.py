@@ -12,10 +12,15 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def is_gpu_array(a) -> bool:
+    """Whether ``a`` is a CuPy array (told from its type's module: CuPy is not imported)."""
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
 def array_module(*arrays):
     """NumPy, or CuPy if any of ``arrays`` lives on the GPU."""
     for a in arrays:
-        if type(a).__module__.split(".")[0] == "cupy":
+        if is_gpu_array(a):
             import cupy
 
             return cupy

@@ -36,6 +36,7 @@ from minis2s.models.config import ModelConfig
 from minis2s.settings import add_arguments, parse_assignment, settings_from_args
 from minis2s.task import DataConfig
 from minis2s.training import RunFolder, TrainConfig, TrainingDiverged, TrainingInterrupted, train
+from minis2s.training.distributed import one_voice, world
 
 EXPECTED_ERRORS = (ValueError, TypeError, KeyError, CheckpointError, FileNotFoundError, RuntimeError)
 
@@ -68,14 +69,14 @@ def run_training(args, parser, make_task, setting_classes) -> tuple:
             raise ValueError(f"--resume continues a run with its own settings: {', '.join(given)} cannot be given "
                              f"(change a training setting with --set KEY=VALUE)")
         changes = dict(parse_assignment(TrainConfig, item) for item in args.set)  # before the folder is touched
-        run = RunFolder.open(args.out)
-        config = TrainConfig.from_dict({**run.train_settings(), **changes, "max_steps": args.max_steps,
+        saved, in_force = world().from_root(lambda: _saved_settings(args.out))  # rank 0 reads the folder
+        config = TrainConfig.from_dict({**in_force, **changes, "max_steps": args.max_steps,
                                         "time_limit": args.time_limit}, where=f"{args.out}/config.json")
-        task = make_task(run.config)
+        task = make_task(saved)
     else:
         if args.set or args.restart_lr:
             raise ValueError("--set and --restart-lr change a run being resumed: they need --resume")
-        RunFolder.check_new(args.out)  # before any data is read
+        world().from_root(lambda: RunFolder.check_new(args.out))  # before any data is read
         config = settings_from_args(TrainConfig, args)
         task = make_task(None)
     manual_seed(config.seed)
@@ -86,6 +87,12 @@ def run_training(args, parser, make_task, setting_classes) -> tuple:
     state = train(task, model, config, args.out, resume=args.resume, restart_lr=args.restart_lr,
                   progress=not args.quiet)
     return task, model, state
+
+
+def _saved_settings(out) -> tuple[dict, dict]:
+    """A run's config.json and the training settings in force (its changes applied)."""
+    run = RunFolder.open(out)
+    return run.config, run.train_settings()
 
 
 # With --resume every setting comes from the run's config.json (a flag given anyway is refused),
@@ -537,7 +544,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args, _subparser_of(parser, args))
+        with one_voice(world(), same_on_every_rank=(TrainingInterrupted, TrainingDiverged, ValueError, TypeError,
+                                                    KeyError)):  # under mpiexec: rank 0 speaks
+            return args.handler(args, _subparser_of(parser, args))
     except TrainingInterrupted as e:
         _stderr(f"minis2s: {e}")
         return 128 + e.signum

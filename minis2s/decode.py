@@ -141,6 +141,7 @@ def decode_batched(model, sources, *, sos_id: int, eos_id: int, beam: int = 1, n
     results = [None] * len(sources)
     if not sources:
         return results
+
     def decode(batch):
         kw = {"max_len": max_len or int(batch.src_lengths.max()) * 2 + 10, "sos_id": sos_id, "eos_id": eos_id}
         if beam == 1 and nbest == 1:

@@ -158,14 +158,15 @@ class Seq2SeqTask:
     def translator(self, model) -> Translator:
         return Translator(model, self.model_config, self.src, self.trg, self.describe())
 
-    def evaluate(self, model, pairs=None, *, beam: int = 1, alpha: float = 1.0) -> dict:
+    def evaluate(self, model, pairs=None, *, beam: int = 1, alpha: float = 1.0, map_batches=None) -> dict:
         """Every metric of ``model`` on ``pairs`` (default: the dev pairs), greedy unless
-        ``beam`` > 1; sources that repeat are one example with several references."""
+        ``beam`` > 1; sources that repeat are one example with several references.
+        ``map_batches``: how the decoding batches are run (``decode.decode_batched``)."""
         pairs = self.dev_pairs if pairs is None else read_pairs(pairs, name="pairs")
         if pairs is None:
             raise ValueError("this task has no dev pairs: give pairs to evaluate on")
         return evaluate_translator(self.translator(model), pairs, beam=beam, alpha=alpha,
-                                   batch_size=self.eval_batch)
+                                   batch_size=self.eval_batch, map_batches=map_batches)
 
 
 def group_references(pairs) -> tuple[list[str], list[list[str]]]:
@@ -177,9 +178,10 @@ def group_references(pairs) -> tuple[list[str], list[list[str]]]:
 
 
 def evaluate_translator(translator: Translator, pairs, *, beam: int = 1, alpha: float = 1.0,
-                        batch_size: int = 256, on_unknown=None) -> dict:
+                        batch_size: int = 256, on_unknown=None, map_batches=None) -> dict:
     """The metrics (minis2s/metrics.py: exact, wer, cer, bleu, chrf) of a translator on pairs."""
     sources, references = group_references(read_pairs(pairs, name="pairs"))
-    hyps = translator.translate(sources, beam=beam, alpha=alpha, batch_size=batch_size, on_unknown=on_unknown)
+    hyps = translator.translate(sources, beam=beam, alpha=alpha, batch_size=batch_size, on_unknown=on_unknown,
+                                map_batches=map_batches)
     return sequence_metrics(hyps, references)
 

@@ -31,6 +31,11 @@ class Batch:
     def size(self) -> int:
         return self.src.shape[1]
 
+    def take(self, columns) -> Batch:
+        """The batch of these columns (B',), padded as this one is (same S and T)."""
+        trg = None if self.trg is None else self.trg[:, columns]
+        return Batch(self.src[:, columns], self.src_lengths[columns], trg, self.index[columns])
+
 
 def pad_sequences(seqs, pad_id: int = Vocab.pad_id):
     """List of id lists -> (L, B) int64 array (time first) and lengths (B,)."""

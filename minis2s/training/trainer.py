@@ -19,6 +19,11 @@ Resuming restores weights, optimiser, the run state (minis2s/training/state.py) 
 random state; batch order is a pure function of (seed, epoch). So a run stopped and resumed
 ends with the same weights, bit for bit, as one never stopped. SIGINT and SIGTERM stop the
 run at the next step boundary with a checkpoint (``TrainingInterrupted`` says where).
+
+Under ``mpiexec -n N`` (minis2s/training/distributed.py) each rank trains on its share of every
+batch and one fused Allreduce per step sums the gradients, the loss and the stop flags; dev
+decoding is spread over the ranks (``task.evaluate(model, map_batches=...)``); rank 0 alone
+logs and writes the run folder. The run state is global, so a run resumes under any N.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from minis2s.atomic import atomic_save_png
 from minis2s.nn import CrossEntropyLoss
 from minis2s.optim import Adam, clip_grad_norm_
 from minis2s.training.config import TrainConfig
+from minis2s.training.distributed import SkippedRunFolder, allreduce_gradients, broadcast_parameters, world
 from minis2s.training.run_folder import CURVES, RunFolder
 from minis2s.training.schedule import end_of_epoch, step_lr, stop_reason
 from minis2s.training.state import RunState
@@ -59,6 +65,10 @@ def log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _silent(message: str) -> None:
+    """The ``log`` of ranks other than 0."""
+
+
 def _same(a, b) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
@@ -73,19 +83,26 @@ def _differences(saved: dict, now: dict) -> list[str]:
 class Trainer:
     """Trains ``model`` on ``task`` into a run folder. Make one with ``Trainer.new`` (a fresh
     run) or ``Trainer.resume``; then ``run()``. ``log``: a function of one message (default:
-    stderr); ``progress``: a tqdm bar per epoch."""
+    stderr); ``progress``: a tqdm bar per epoch; ``comm``: the processes training together
+    (default ``world()``: this one alone under a plain python)."""
 
     def __init__(self, task, model, config: TrainConfig, run: RunFolder, state: RunState, optimizer, *,
-                 log=None, progress: bool = False):
+                 log=None, progress: bool = False, comm=None):
         self.task, self.model, self.config, self.run_folder = task, model, config, run
         self.state, self.optimizer = state, optimizer
+        self.comm = comm or world()
         self.log = log or log_to_stderr
         self.progress = progress
+        if not self.comm.is_root:
+            self.log, self.progress = _silent, False
+        broadcast_parameters(self.comm, list(model.parameters()))  # every rank starts from rank 0's weights
         self.loss_fn = CrossEntropyLoss(ignore_index=task.pad_id)
         self.tf_rng = np.random.default_rng([config.seed, 1])  # teacher-forcing coin flips
         if state.tf_rng is not None:
             self.tf_rng.bit_generator.state = state.tf_rng
         self._signal = None
+        self._received = None  # several ranks: a signal this rank got, acted on once every rank knows
+        self._deadline, self._time_up = None, False
 
     # ---- making one -----------------------------------------------------------------------
     @staticmethod
@@ -97,7 +114,8 @@ class Trainer:
     def new(cls, task, model, config: TrainConfig, run_dir, **kw) -> Trainer:
         """A fresh run in ``run_dir`` (refused if it holds one): config.json, then a checkpoint
         of step 0, so that a run killed before its first step can still be resumed."""
-        run = RunFolder.create(run_dir, cls.describe_run(task, config))
+        comm = kw.get("comm") or world()
+        run = _own_folder(comm, comm.from_root(lambda: RunFolder.create(run_dir, cls.describe_run(task, config))))
         trainer = cls(task, model, config, run, RunState(lr=config.lr), Adam(model.parameters(), lr=config.lr), **kw)
         trainer.save_checkpoint()
         return trainer
@@ -108,21 +126,30 @@ class Trainer:
         from the saved settings only in the resumable ones (``TrainConfig.resumable()``);
         those differences are recorded in RUN/changes.jsonl. ``restart_lr``: a warm restart —
         the lr goes back to ``config.lr`` and a new schedule cycle starts at this step."""
-        run = RunFolder.open(run_dir, log=kw.get("log") or log_to_stderr)
-        saved = run.config
-        for part, now in (("task", task.describe()), ("data", task.data_settings())):
-            diff = _differences(saved.get(part, {}), now)
-            if diff:
-                raise ValueError(f"cannot resume {run.path!r}: its {part} settings differ from the ones given "
-                                 f"({', '.join(diff)}); a run is resumed with the data and model it started with")
-        in_force = run.train_settings()
-        diff = _differences(in_force, config.saved())
-        fixed = [k for k in diff if k not in TrainConfig.resumable()]
-        if fixed:
-            raise ValueError(f"cannot resume {run.path!r} with other {', '.join(fixed)} than it started with: "
-                             f"only {', '.join(TrainConfig.resumable())} may change")
+        comm = kw.get("comm") or world()
         optimizer = Adam(model.parameters(), lr=config.lr)
-        _, saved_state = run.load_latest(model, optimizer)
+
+        def open_and_load():  # rank 0's: the weights reach the others in __init__, the rest from here
+            run = RunFolder.open(run_dir, log=kw.get("log") or log_to_stderr)
+            saved = run.config
+            for part, now in (("task", task.describe()), ("data", task.data_settings())):
+                diff = _differences(saved.get(part, {}), now)
+                if diff:
+                    raise ValueError(f"cannot resume {run.path!r}: its {part} settings differ from the ones given "
+                                     f"({', '.join(diff)}); a run is resumed with the data and model it started with")
+            in_force = run.train_settings()
+            diff = _differences(in_force, config.saved())
+            fixed = [k for k in diff if k not in TrainConfig.resumable()]
+            if fixed:
+                raise ValueError(f"cannot resume {run.path!r} with other {', '.join(fixed)} than it started with: "
+                                 f"only {', '.join(TrainConfig.resumable())} may change")
+            _, saved_state = run.load_latest(model, optimizer)
+            return run, diff, saved_state, optimizer.state_dict() if comm.size > 1 else None
+
+        run, diff, saved_state, optimizer_state = comm.from_root(open_and_load)
+        if not comm.is_root:
+            optimizer.load_state_dict(optimizer_state)
+        run = _own_folder(comm, run)
         saved_state.pop("optimizer", None)
         state = RunState.from_state_dict(saved_state)
         if state.dropout_rng is not None:
@@ -150,7 +177,10 @@ class Trainer:
         """One forward, backward, clip and Adam step; returns the batch's mean loss."""
         model = self.model
         model.zero_grad()
-        loss = loss_and_grad(model, batch, self.loss_fn, teacher_forcing, self.tf_rng)
+        if self.comm.size == 1:
+            loss = loss_and_grad(model, batch, self.loss_fn, teacher_forcing, self.tf_rng)
+        else:
+            loss = self._shared_loss_and_grad(batch, teacher_forcing)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the training loss became {loss} at step {self.state.step + 1} — stopping; "
                                    f"the latest checkpoint is the last good one (try a lower --lr or --clip)")
@@ -163,9 +193,33 @@ class Trainer:
         self.optimizer.step()
         return loss
 
+    def _shared_loss_and_grad(self, batch, teacher_forcing: float) -> float:
+        """Several ranks: this rank's shard of the batch forward and backward, then the step's
+        one Allreduce. After it every rank holds the whole batch's gradient and mean loss, and
+        knows whether any rank was signalled or passed the time limit."""
+        comm, s = self.comm, self.state
+        mrandom.manual_seed([self.config.seed, 3, comm.rank, s.step])  # dropout: each rank its own masks, replayable
+        shard = comm.shard(batch)
+        loss = 0.0
+        if shard.size:
+            tokens = int((batch.trg[1:] != self.task.pad_id).sum())  # the whole batch's: its mean's denominator
+            loss = loss_and_grad(self.model, shard, self.loss_fn, teacher_forcing, self.tf_rng, tokens=tokens)
+        else:  # fewer columns than ranks: draw the coins the model would have drawn, to stay in step
+            self.tf_rng.random(batch.trg.shape[0] - 1)
+        late = self._deadline is not None and time.monotonic() >= self._deadline
+        loss, signalled, late = allreduce_gradients(comm, list(self.model.parameters()),
+                                                    [loss, float(self._received is not None), float(late)])
+        if signalled:
+            self._signal = self._received or signal.SIGTERM
+        self._time_up = late > 0
+        return loss
+
     def evaluate(self) -> dict:
         self.model.eval()
-        metrics = self.task.evaluate(self.model)
+        if self.comm.size == 1:
+            metrics = self.task.evaluate(self.model)
+        else:
+            metrics = self.task.evaluate(self.model, map_batches=self.comm.map_batches)
         self.model.train()
         return metrics
 
@@ -195,7 +249,8 @@ class Trainer:
         s.history.append(record)
         s.epoch_loss_sum, s.epoch_pairs = 0.0, 0
         self.run_folder.write_metrics(s.history)
-        plot_curves(s.history, f"{self.run_folder.path}/{CURVES}")
+        if self.comm.is_root:
+            plot_curves(s.history, f"{self.run_folder.path}/{CURVES}")
         self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         previous = s.best
         for message in end_of_epoch(cfg, s, self._score(value)):
@@ -256,7 +311,7 @@ class Trainer:
 
     def _loop(self) -> None:
         s, cfg = self.state, self.config
-        deadline = None if cfg.time_limit is None else time.monotonic() + 60.0 * cfg.time_limit
+        self._deadline = None if cfg.time_limit is None else time.monotonic() + 60.0 * cfg.time_limit
         self.model.train()
         while not s.finished:
             batches = self._epoch_batches()
@@ -266,7 +321,7 @@ class Trainer:
             t0, pairs0, ema = time.perf_counter(), 0, None
             try:
                 for i in range(s.step_in_epoch, len(batches)):
-                    limit = self._limit_reached(deadline)  # before the step: an epoch's last step is evaluated
+                    limit = self._limit_reached()  # before the step: an epoch's last step is evaluated
                     if limit:
                         s.train_seconds += time.perf_counter() - t0
                         self._stop(limit)
@@ -334,10 +389,14 @@ class Trainer:
         raise TrainingInterrupted(f"interrupted by {name} at step {self.state.step}: checkpoint written to {folder}; "
                                   "--resume (resume=True) continues the run", self._signal)
 
-    def _limit_reached(self, deadline) -> str | None:
+    def _limit_reached(self) -> str | None:
         if self.config.max_steps is not None and self.state.step >= self.config.max_steps:
             return f"max_steps {self.config.max_steps} reached"
-        if deadline is not None and time.monotonic() >= deadline:
+        if self.comm.size > 1:
+            late = self._time_up  # as of the last step's Allreduce: every rank stops at the same step
+        else:
+            late = self._deadline is not None and time.monotonic() >= self._deadline
+        if late:
             return f"the time limit of {self.config.time_limit:g} minutes reached"
         return None
 
@@ -356,7 +415,10 @@ class Trainer:
                 return self
 
             def handler(self, signum, frame):
-                trainer._signal = signum
+                if trainer.comm.size == 1:
+                    trainer._signal = signum
+                else:  # acted on once the next step's Allreduce has told every rank
+                    trainer._received = signum
                 trainer.log(f"{signal.Signals(signum).name}: stopping after this step (a checkpoint will be written)")
                 for sig, old in self.old.items():
                     signal.signal(sig, old)
@@ -369,36 +431,49 @@ class Trainer:
         return _Scope()
 
 
-def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator) -> float:
+def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator, *, tokens: int | None = None) -> float:
     """One teacher-forced forward and its backward: returns the loss (the mean cross-entropy
     over trg[1:]'s non-pad tokens); gradients accumulate in the model. A non-finite loss is
-    returned without a backward (the tapes are cleared)."""
+    returned without a backward (the tapes are cleared). ``tokens``: the batch is a shard of
+    one with this many scored tokens, whose mean it contributes its share of: loss and
+    gradients are scaled by (this shard's tokens) / tokens, so the shards' sum is the mean."""
     out = model(batch.src, batch.trg, teacher_forcing, src_lengths=batch.src_lengths, generator=generator)
     T, B, V = out.shape
     loss = loss_fn(out[1:].reshape(-1, V), batch.trg[1:].reshape(-1))  # outputs[0] is never scored
+    share = 1.0
+    if tokens is not None:
+        share = int((batch.trg[1:] != loss_fn.ignore_index).sum()) / tokens
+        loss *= share
     if not math.isfinite(loss):
         model.clear_tape()
         loss_fn.clear_tape()
         return loss
     dout = model.xp.zeros_like(out)  # (T, B, V)
-    dout[1:] = loss_fn.backward().reshape(T - 1, B, V)
+    dout[1:] = (loss_fn.backward() if tokens is None else loss_fn.backward(share)).reshape(T - 1, B, V)
     model.backward(dout)
     return loss
 
 
 def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, restart_lr: bool = False,
-          log=None, progress: bool = False) -> RunState:
+          log=None, progress: bool = False, comm=None) -> RunState:
     """Train ``model`` on ``task`` into the run folder ``run_dir``: a new run (refused if the
-    folder holds one), or with ``resume=True`` the run there continued (see ``Trainer``)."""
+    folder holds one), or with ``resume=True`` the run there continued (see ``Trainer``).
+    ``comm``: the processes training together (default: ``world()``, see distributed.py)."""
     if restart_lr and not resume:
         raise ValueError("restart_lr=True restarts the learning rate of a resumed run: it needs resume=True")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if resume:
-        trainer = Trainer.resume(task, model, config, run_dir, restart_lr=restart_lr, log=log, progress=progress)
+        trainer = Trainer.resume(task, model, config, run_dir, restart_lr=restart_lr, log=log, progress=progress,
+                                 comm=comm)
     else:
-        trainer = Trainer.new(task, model, config, run_dir, log=log, progress=progress)
+        trainer = Trainer.new(task, model, config, run_dir, log=log, progress=progress, comm=comm)
     return trainer.run()
+
+
+def _own_folder(comm, run: RunFolder) -> RunFolder:
+    """Rank 0 keeps the run folder; the others hold one that skips every file."""
+    return run if comm.is_root else SkippedRunFolder(run.path, run.config)
 
 
 def plot_curves(history, path) -> None:
