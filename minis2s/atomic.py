@@ -19,11 +19,51 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _tag() -> str:
+    """Temporary names carry the writer's pid, so a later writer can tell a killed one's
+    leftovers (its pid is gone) from a live one's."""
+    return f"{os.getpid()}-"
+
+
+def remove_stale(parent, prefix: str) -> list[str]:
+    """Remove the entries of ``parent`` named ``prefix<pid>-...`` whose writer process is gone
+    (left by a kill in the middle of a write); returns what was removed."""
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for d in names:
+        pid = d[len(prefix):].split("-", 1)[0]
+        if d.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            p = os.path.join(parent, d)
+            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else _unlink(p)
+            removed.append(p)
+    return removed
+
+
+def _unlink(path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    prefix = "." + os.path.basename(path) + "."
+    remove_stale(folder, prefix)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix + _tag(), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -59,12 +99,15 @@ def atomic_folder(path):
         raise ValueError(f"{path!r} exists and is not a folder: refusing to replace it")
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.new-")
+    remove_stale(parent, f".{name}.new-")  # a killed writer's half-written folders
+    if os.path.isdir(path):  # a killed writer's old copy, once the new folder was in place
+        remove_stale(parent, f".{name}.old-")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.new-{_tag()}")
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what makedirs would have
         if os.path.isdir(path):
-            aside = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
+            aside = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-{_tag()}")
             os.rmdir(aside)  # only its unique name is wanted
             os.rename(path, aside)
             os.rename(tmp, path)

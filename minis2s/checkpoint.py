@@ -60,8 +60,9 @@ def _write_model_dir(folder, tensors: dict, meta: dict, files: dict | None = Non
 # model.json's "digest": sha256 of the folder's content — the weight file's bytes, each extra
 # file's, and model.json itself (canonical JSON, the digest left out). Any change to any of them,
 # a single flipped bit included, makes loading fail instead of loading a different model; a
-# change that leaves the content as it was (whitespace in model.json) changes nothing. Folders
-# written before digests existed load unchecked.
+# change that leaves the content as it was (whitespace in model.json) changes nothing. A folder
+# without a digest is refused too (else deleting it would let any change through): one edited
+# by hand on purpose is vouched for with ``seal_model_dir`` (``minis2s seal DIR``).
 DIGEST = "digest"
 
 
@@ -77,14 +78,27 @@ def folder_digest(meta: dict, weights: bytes, files: dict[str, bytes]) -> str:
 
 def check_digest(folder, meta: dict) -> None:
     """CheckpointError unless the folder's content is the one its model.json's digest names."""
-    if DIGEST not in meta:
-        return
     folder = os.fspath(folder)
+    if DIGEST not in meta:
+        raise CheckpointError(f"model folder {folder!r}: model.json has no digest (damaged, or edited by hand; "
+                              f"if you trust its files, seal it: minis2s seal {folder})")
     with open(os.path.join(folder, MODEL_WEIGHTS), "rb") as f:
         weights = f.read()
     if folder_digest(meta, weights, read_model_files(folder, meta)) != meta[DIGEST]:
         raise CheckpointError(f"model folder {folder!r}: its files are not those model.json's digest was made of "
-                              f"(changed or damaged since they were written)")
+                              f"(damaged, or edited by hand; if you trust them, seal it: minis2s seal {folder})")
+
+
+def seal_model_dir(folder) -> str:
+    """Vouch for a model folder's files as they are now (after editing model.json by hand):
+    write its digest into model.json; returns it. Its content is checked on the next load."""
+    meta = read_model_meta(folder)
+    folder = os.fspath(folder)
+    with open(os.path.join(folder, MODEL_WEIGHTS), "rb") as f:
+        weights = f.read()
+    meta[DIGEST] = folder_digest(meta, weights, read_model_files(folder, meta))
+    atomic_write_json(os.path.join(folder, MODEL_META), meta)
+    return meta[DIGEST]
 
 
 def _plain_name(name: str) -> bool:

@@ -274,6 +274,13 @@ def cmd_data(args, parser):
     return 0
 
 
+def cmd_seal(args, parser):
+    from minis2s.checkpoint import seal_model_dir
+
+    print(f"{args.folder}\t{seal_model_dir(args.folder)}")
+    return 0
+
+
 # ---- G2P's product commands -------------------------------------------------------------------
 MODEL_HELP = (f"a model folder, or a shipped model by name: {', '.join([*PRETRAINED_MODELS, *PRETRAINED_ENSEMBLES])} "
               f"(default: {DEFAULT_MODEL}); give --model more than once to decode with an ensemble of them")
@@ -457,6 +464,11 @@ def build_parser():
                     help="g2p: word -> phonemes; p2g: phonemes -> word")
     da.set_defaults(handler=cmd_data)
     cm.set_defaults(source="cmudict")
+
+    se = sub.add_parser("seal", help="vouch for a model folder edited by hand: write its digest into model.json "
+                                     "(a folder whose files do not match its digest is refused on loading)")
+    se.add_argument("folder", help="the model folder")
+    se.set_defaults(handler=cmd_seal)
 
     demo = sub.add_parser("demo", help="train on a synthetic task (reverse or sort digits)")
     demo.add_argument("task", choices=["reverse", "sort"])

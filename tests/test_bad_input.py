@@ -742,17 +742,18 @@ def test_a_model_json_reverse_source_missing_or_a_string_cannot_mislead(tmp_path
     import json
     import shutil
 
-    from minis2s.checkpoint import CheckpointError
+    from minis2s.checkpoint import CheckpointError, seal_model_dir
     from minis2s.g2p import G2P, PRETRAINED_MODELS
 
     folder = tmp_path / "att"
     shutil.copytree(PRETRAINED_MODELS["attention"], folder)
     meta = json.loads((folder / "model.json").read_text())
-    meta.pop("digest")  # an edited folder without its digest (with it, any edit is refused)
     del meta["model"]["reverse_source"]
     (folder / "model.json").write_text(json.dumps(meta))
+    seal_model_dir(folder)  # edited by hand and vouched for: its content is still checked
     assert G2P(str(folder))(["hello"]) == [["HH", "EH", "L", "OW"]]
     meta["model"]["reverse_source"] = "false"
     (folder / "model.json").write_text(json.dumps(meta))
+    seal_model_dir(folder)
     with pytest.raises(CheckpointError, match="reverse_source must be a bool, got str 'false'"):
         G2P(str(folder))

@@ -194,7 +194,8 @@ class Module:
                 )
             if not np.all(np.isfinite(v)):
                 raise ValueError(f"state_dict[{k!r}] contains NaN or infinite values")
-            cast = v.astype(p.data.dtype, copy=True)
+            with np.errstate(over="ignore"):  # an overflow is refused below, not warned about
+                cast = v.astype(p.data.dtype, copy=True)
             if not np.all(np.isfinite(cast)):  # finite before the cast: values beyond the dtype's range
                 raise ValueError(f"state_dict[{k!r}] has values beyond {p.data.dtype}'s range "
                                  f"(largest magnitude {float(np.max(np.abs(v))):.3g})")
