@@ -20,18 +20,23 @@ bias b_hh_n, so the kernel adds b_ih and b_hh separately, in the reference's ord
     da_n = dh (1-z)(1-n²)   da_z = dh (h_{t-1} - n) z(1-z)   da_r = da_n hg_n r(1-r)
     dxg = [da_r, da_z, da_n]   dhg = [da_r, da_z, da_n r]   dh_{t-1} = dh z + dhg W_hh
 
+Versions (``VERSIONS``, numbered as kernels/lstm_cpu.py's): 2, the time loop in Python around the
+fused step kernels; 3, the same loop compiled whole with direct cblas calls (``make_time_loops``;
+only where kernels/blas_cpu.py finds NumPy's cblas). The same cache for both.
+
 Padding (``lengths``) as kernels/lstm_cpu.py: padded steps keep the state, emit zeros, get no
 gradient; row b's dh_n arrives unchanged at its last real step.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from kernels.activations_cpu import sigmoid, tanh
-from kernels.lstm_cpu import JIT, lengths_array, recurrent_weight_t
+from kernels.lstm_cpu import JIT, lengths_array, recurrent_weight_t, time_loop_versions
 
 
 class GRUCache(NamedTuple):
@@ -45,7 +50,7 @@ class GRUCache(NamedTuple):
 
 
 @njit(**JIT)
-def gru_forward_step(t, xg, hg, b_ih, b_hh, hg_n, hs, out, lengths):
+def gru_forward_step(t, hg, hs, xg, b_ih, b_hh, hg_n, out, lengths):
     """Step t. xg (T, B, 3H): x W_ihᵀ, overwritten with r, z, n; hg (B, 3H): h_{t-1} W_hhᵀ;
     reads hs[t], writes hs[t+1], out[t], hg_n[t]."""
     B, H = hs.shape[1], hs.shape[2]
@@ -71,7 +76,7 @@ def gru_forward_step(t, xg, hg, b_ih, b_hh, hg_n, hs, out, lengths):
 
 
 @njit(**JIT)
-def gru_backward_step(t, gates, hg_n, hs, dh, dh_z, dh_n, dout, has_dout, dxg, dhg, lengths):
+def gru_backward_step(t, dh, gates, hg_n, hs, dh_z, dh_n, dout, has_dout, dxg, dhg, lengths):
     """Step t. dh (B, H): dhg_{t+1} W_hh (row b reads dh_n instead at its last step); dh_z (B, H):
     dh_{t+1} z_{t+1} in, dh_t z_t out; writes dxg[t], dhg[t] (B, 3H). dh is used as scratch."""
     B, H = dh.shape
@@ -111,7 +116,13 @@ def gru_backward_step(t, gates, hg_n, hs, dh, dh_z, dh_n, dout, has_dout, dxg, d
             dz_carry[j] = d[j] * z[j]
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None):
+# version -> (forward loop, backward loop), numbered as kernels/lstm_cpu.py's: 2 runs the time loop
+# in Python around the step kernels above (which have always used the vectorisable tanh, so there
+# is no version 1), 3 compiles the loop whole (only where kernels/blas_cpu.py found NumPy's cblas).
+_TIME_LOOPS = time_loop_versions({2: gru_forward_step}, gru_backward_step)
+
+
+def gru_forward_version(version, x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None):
     """x: (T, B, I), h0: (B, H), w_ih: (3H, I), w_hh: (3H, H), b_ih/b_hh: (3H,).
 
     Returns out (T, B, H), h_n (B, H), cache.
@@ -129,14 +140,12 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None):
     hg = np.empty((B, 3 * H), dtype=dt)  # (B, 3H): reused by every step
     lens = lengths_array(lengths, T, B)
     w_hh_t = recurrent_weight_t(w_hh, T)  # (H, 3H)
-    for t in range(T):
-        np.matmul(hs[t], w_hh_t, out=hg)
-        gru_forward_step(t, xg, hg, b_ih, b_hh, hg_n, hs, out, lens)
+    _TIME_LOOPS[version][0](hs, w_hh_t, hg, xg, b_ih, b_hh, hg_n, out, lens)
     return out, hs[T].copy(), GRUCache(x, w_ih, w_hh, xg, hg_n, hs, lens)
 
 
-def gru_backward(dout, dh_n, cache):
-    """dout: (T, B, H) or None (outputs unused); dh_n: (B, H) or None.
+def gru_backward_version(version, dout, dh_n, cache):
+    """dout: (T, B, H) or None (outputs unused); dh_n: (B, H) or None. Any version's cache.
 
     Returns dx (T, B, I), dh0 (B, H), dw_ih, dw_hh, db_ih, db_hh.
     """
@@ -151,9 +160,7 @@ def gru_backward(dout, dh_n, cache):
     dh_z = np.zeros((B, H), dtype=dt)  # (B, H): dh_t z_t, the pointwise path to h_{t-1}
     dxg = np.empty((T, B, 3 * H), dtype=dt)
     dhg = np.empty((T, B, 3 * H), dtype=dt)
-    for t in reversed(range(T)):
-        gru_backward_step(t, gates, hg_n, hs, dh, dh_z, dh_n, dout, has_dout, dxg, dhg, lens)
-        np.matmul(dhg[t], w_hh, out=dh)
+    _TIME_LOOPS[version][1](w_hh, dhg, dh, gates, hg_n, hs, dh_z, dh_n, dout, has_dout, dxg, dhg, lens)
     dh0 = dh + dh_z  # the reference's order: GEMM part + pointwise part
     empty = lens == 0
     if empty.any():
@@ -163,3 +170,23 @@ def gru_backward(dout, dh_n, cache):
     dw_hh = dhg2.T @ hs[:T].reshape(T * B, H)  # (3H, H)
     dx = (dxg2 @ w_ih).reshape(T, B, I)
     return dx, dh0, dw_ih, dw_hh, dxg2.sum(axis=0), dhg2.sum(axis=0)
+
+
+VERSIONS = {v: (partial(gru_forward_version, v), partial(gru_backward_version, v)) for v in _TIME_LOOPS}
+DEFAULT_VERSION = 2
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None):
+    """x: (T, B, I), h0: (B, H), w_ih: (3H, I), w_hh: (3H, H), b_ih/b_hh: (3H,).
+
+    Returns out (T, B, H), h_n (B, H), cache. The fastest version (``DEFAULT_VERSION``).
+    """
+    return gru_forward_version(DEFAULT_VERSION, x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+
+
+def gru_backward(dout, dh_n, cache):
+    """dout: (T, B, H) or None; dh_n: (B, H) or None.
+
+    Returns dx (T, B, I), dh0 (B, H), dw_ih, dw_hh, db_ih, db_hh.
+    """
+    return gru_backward_version(DEFAULT_VERSION, dout, dh_n, cache)

@@ -30,7 +30,15 @@ Versions (llm.c style; ``VERSIONS`` maps number -> (forward, backward); tests ch
        vectorise. Forward step at B=64, H=512, float32, one core: pointwise 2.3 ms, twice the
        recurrent GEMM (1.1 ms).
     2  the same kernels with kernels/activations_cpu.py's vectorisable tanh: pointwise 0.09 ms
-       forward, 0.02 ms backward. The default.
+       forward, 0.02 ms backward.
+    3  version 2's kernels, with the time loop of forward and of backward compiled whole
+       (``make_time_loops``): each step's GEMM is a direct cblas call into NumPy's own OpenBLAS
+       (kernels/blas_cpu.py), so a sequence is one Numba call and no interpreter runs between
+       steps. Only where that cblas is found (``blas_cpu.AVAILABLE``); the thread count is
+       whatever the caller's ``minis2s.threads.blas_threads`` scope set on that same library.
+
+Versions 1 and 2 run the time loop in Python: per step one ``np.matmul`` and one Numba call.
+Every version makes the same cache, and any version's backward consumes it.
 
 Where the time goes now (one core, float32, T=32, B=64, H=512, benchmarks/lstm_cpu.py --clock cpu):
 ~97% in the GEMMs, which run at ~90% of the machine's measured sgemm rate; the rest is the fused
@@ -44,12 +52,15 @@ zeros and get no gradient. Rows are padded at the end, so in backward row b's gr
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
+from kernels import blas_cpu
 from kernels.activations_cpu import sigmoid, tanh
+from kernels.blas_cpu import matmul_into
 
 JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
 
@@ -75,7 +86,7 @@ class LSTMCache(NamedTuple):
 
 
 def _make_forward_kernel(tanh_fn, sigmoid_fn):
-    def forward_step(t, xg, hg, bias, hs, cs, tanh_c, out, lengths):
+    def forward_step(t, hg, hs, xg, bias, cs, tanh_c, out, lengths):
         """Step t. xg (T, B, 4H): x W_ihᵀ, overwritten row by row with the activated gates;
         hg (B, 4H): h_{t-1} W_hhᵀ; bias (4H,): b_ih + b_hh; reads hs[t], cs[t], writes hs[t+1],
         cs[t+1], tanh_c[t], out[t]."""
@@ -110,7 +121,7 @@ def _make_forward_kernel(tanh_fn, sigmoid_fn):
 
 
 def _make_backward_kernel():
-    def backward_step(t, gates, cs, tanh_c, dh, dh_n, dout, has_dout, dc, da, lengths):
+    def backward_step(t, dh, gates, cs, tanh_c, dh_n, dout, has_dout, dc, da, lengths):
         """Step t. dh (B, H): dh_t from the GEMM of step t+1 (row b reads dh_n instead at its last
         step t = lengths[b]-1); dc (B, H): dc_t in, dc_{t-1} out; writes da[t] (B, 4H)."""
         B, H = dh.shape
@@ -148,11 +159,53 @@ def _sigmoid_libm(x):
     return 0.5 * (math.tanh(0.5 * x) + 1.0)
 
 
-_BACKWARD_STEP = njit(**JIT)(_make_backward_kernel())  # no transcendentals: one for both versions
+_BACKWARD_STEP = njit(**JIT)(_make_backward_kernel())  # no transcendentals: one for every version
 _FORWARD_STEP = {
     1: njit(**JIT)(_make_forward_kernel(math.tanh, _sigmoid_libm)),
     2: njit(**JIT)(_make_forward_kernel(tanh, sigmoid)),
 }
+
+
+# ---- the time loops: one source, run by Python (versions 1, 2) or compiled whole (version 3) ------
+
+
+def make_time_loops(forward_step, backward_step):
+    """(forward_loop, backward_loop) of a recurrence around its fused step kernels (LSTM, GRU):
+
+        forward_loop(hs, w_hh_t, hg, *args)     every t: hg = hs[t] W_hhᵀ, forward_step(t, hg, hs, *args)
+        backward_loop(w_hh, dhg, dh, *args)     every t from the last: backward_step(t, dh, *args),
+                                                then dh = dhg[t] W_hh (dh_{t-1} through the GEMM)
+
+    hs (T+1, B, H), w_hh_t (H, G), hg (B, G); w_hh (G, H), dhg (T, B, G) (what the step kernel
+    wrote as the gradient of hg_t), dh (B, H). Run as Python, each step is one np.matmul and one
+    call of a compiled kernel, each paying the interpreter's and Numba's dispatch (~5-30 µs);
+    compiled with ``njit``, ``matmul_into`` is a direct cblas call (kernels/blas_cpu.py) and the
+    whole sequence is one call."""
+
+    def forward_loop(hs, w_hh_t, hg, *args):
+        for t in range(hs.shape[0] - 1):
+            matmul_into(hs[t], w_hh_t, hg)
+            forward_step(t, hg, hs, *args)
+
+    def backward_loop(w_hh, dhg, dh, *args):
+        for t in range(dhg.shape[0] - 1, -1, -1):
+            backward_step(t, dh, *args)
+            matmul_into(dhg[t], w_hh, dh)
+
+    return forward_loop, backward_loop
+
+
+def time_loop_versions(forward_steps, backward_step):
+    """{version: (forward_loop, backward_loop)}: the loops in Python around each forward step
+    kernel ({version: kernel}), and version 3, the loops around version 2's kernel compiled whole
+    (only where kernels/blas_cpu.py found NumPy's cblas)."""
+    loops = {v: make_time_loops(step, backward_step) for v, step in forward_steps.items()}
+    if blas_cpu.AVAILABLE:
+        loops[3] = tuple(njit(**JIT)(f) for f in make_time_loops(forward_steps[2], backward_step))
+    return loops
+
+
+_TIME_LOOPS = time_loop_versions(_FORWARD_STEP, _BACKWARD_STEP)
 
 
 # ---- the driver: GEMMs and the time loop --------------------------------------------------------
@@ -182,7 +235,7 @@ def lstm_forward_version(version, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=Non
 
     Returns out (T, B, H), (h_n, c_n), cache.
     """
-    step = _FORWARD_STEP[version]
+    forward_loop = _TIME_LOOPS[version][0]
     T, B, I = x.shape
     H = w_hh.shape[1]
     dt = x.dtype
@@ -198,15 +251,14 @@ def lstm_forward_version(version, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=Non
     hg = np.empty((B, 4 * H), dtype=dt)  # (B, 4H): reused by every step
     lens = lengths_array(lengths, T, B)
     w_hh_t = recurrent_weight_t(w_hh, T)  # (H, 4H)
-    for t in range(T):
-        np.matmul(hs[t], w_hh_t, out=hg)
-        step(t, xg, hg, bias, hs, cs, tanh_c, out, lens)
+    forward_loop(hs, w_hh_t, hg, xg, bias, cs, tanh_c, out, lens)
     cache = LSTMCache(x, w_ih, w_hh, xg, hs, cs, tanh_c, lens, version)
     return out, (hs[T].copy(), cs[T].copy()), cache
 
 
-def lstm_backward_version(dout, dh_n, dc_n, cache):
-    """dout: (T, B, H) or None (outputs unused); dh_n, dc_n: (B, H) or None.
+def lstm_backward_version(version, dout, dh_n, dc_n, cache):
+    """dout: (T, B, H) or None (outputs unused); dh_n, dc_n: (B, H) or None. Any version's cache
+    (they are all the same) with any version's backward.
 
     Returns dx (T, B, I), dh0, dc0 (B, H), dw_ih, dw_hh, db_ih, db_hh.
     """
@@ -220,9 +272,7 @@ def lstm_backward_version(dout, dh_n, dc_n, cache):
     dc = np.zeros((B, H), dtype=dt) if dc_n is None else np.array(dc_n, dtype=dt)  # (B, H), updated
     dh = np.empty((B, H), dtype=dt)  # (B, H): dh_{t-1} = da_t W_hh, reused by every step
     da = np.empty((T, B, 4 * H), dtype=dt)  # (T, B, 4H)
-    for t in reversed(range(T)):
-        _BACKWARD_STEP(t, gates, cs, tanh_c, dh, dh_n, dout, has_dout, dc, da, lens)
-        np.matmul(da[t], w_hh, out=dh)
+    _TIME_LOOPS[version][1](w_hh, da, dh, gates, cs, tanh_c, dh_n, dout, has_dout, dc, da, lens)
     dh0 = dh
     empty = lens == 0  # rows with no step at all: dh_n goes straight through
     if empty.any():
@@ -235,9 +285,7 @@ def lstm_backward_version(dout, dh_n, dc_n, cache):
     return dx, dh0, dc, dw_ih, dw_hh, db, db.copy()
 
 
-VERSIONS = {
-    v: (lambda *a, v=v, **k: lstm_forward_version(v, *a, **k), lstm_backward_version) for v in _FORWARD_STEP
-}
+VERSIONS = {v: (partial(lstm_forward_version, v), partial(lstm_backward_version, v)) for v in _TIME_LOOPS}
 DEFAULT_VERSION = 2
 
 
@@ -254,4 +302,4 @@ def lstm_backward(dout, dh_n, dc_n, cache):
 
     Returns dx (T, B, I), dh0, dc0 (B, H), dw_ih, dw_hh, db_ih, db_hh.
     """
-    return lstm_backward_version(dout, dh_n, dc_n, cache)
+    return lstm_backward_version(DEFAULT_VERSION, dout, dh_n, dc_n, cache)

@@ -25,6 +25,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = [np.float64, np.float32]
 
 
+def run_prints_ok(code):
+    """Runs ``code`` in a fresh Python in the repository root; it must print ok and exit 0."""
+    r = subprocess.run([sys.executable, "-c", code + "print('ok')\n"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 @pytest.fixture(scope="module")
 def lstm_cpu():
     pytest.importorskip("numba", reason="the fused CPU kernels need Numba (pip install numba)")
@@ -80,6 +87,88 @@ def test_numba_tanh_and_sigmoid_are_within_2_ulp_of_numpy(lstm_cpu, dtype):
     assert np.isnan(t_nan[0]) and np.isnan(s_nan[0]), "NaN must stay NaN"
 
 
+# ---- kernels/blas_cpu.py: NumPy's cblas GEMM called from Numba ---------------------------------------
+
+@pytest.fixture(scope="module")
+def blas_cpu(lstm_cpu):
+    from kernels import blas_cpu
+
+    if not blas_cpu.AVAILABLE:
+        pytest.skip(f"no cblas for Numba here: {blas_cpu.UNAVAILABLE_REASON}")
+    return blas_cpu
+
+
+def operand_layouts(rng, dtype, rows, cols):
+    """The same (rows, cols) values as a C array, a row slice of a 3-D array, a transposed view
+    and a column-strided slice: every layout the kernels pass."""
+    a = rng.standard_normal((rows, cols)).astype(dtype)
+    stack = rng.standard_normal((3, rows, cols)).astype(dtype)
+    stack[1] = a
+    wide = rng.standard_normal((rows, cols + 5)).astype(dtype)
+    wide[:, 2 : 2 + cols] = a
+    return {"C": a, "row of 3-D": stack[1], "transposed": np.ascontiguousarray(a.T).T, "strided rows": wide[:, 2 : 2 + cols]}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,N", [(5, 7, 3), (1, 9, 4), (6, 1, 5), (4, 8, 1), (16, 128, 512)])
+def test_matmul_into_in_numba_equals_numpy_matmul(blas_cpu, dtype, M, K, N):
+    from numba import njit
+
+    @njit
+    def call(a, b, out):
+        blas_cpu.matmul_into(a, b, out)
+
+    rng = np.random.default_rng(20)
+    tol = TOL[np.dtype(dtype)]
+    for (name_a, a), (name_b, b) in zip(operand_layouts(rng, dtype, M, K).items(),
+                                        list(operand_layouts(rng, dtype, K, N).items())[::-1]):
+        out = np.full((M, N), np.nan, dtype=dtype)
+        call(a, b, out)
+        check_close(f"a ({name_a}) @ b ({name_b})", out, a.astype(np.float64) @ b.astype(np.float64), tol)
+
+
+def test_matmul_into_refuses_what_blas_cannot_read(blas_cpu):
+    from numba import njit
+
+    @njit
+    def call(a, b, out):
+        blas_cpu.matmul_into(a, b, out)
+
+    a, b = np.ones((4, 6)), np.ones((6, 3))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        call(a, b[:5], np.empty((4, 3)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        call(a, b, np.empty((3, 4)).T)
+    with pytest.raises(ValueError, match="neither contiguous rows nor contiguous columns"):
+        call(np.ones((8, 12))[::2, ::2], b, np.empty((4, 3)))
+
+
+def test_matmul_into_calls_the_blas_numpy_loaded(blas_cpu):
+    """The same library threadpoolctl controls, so minis2s/threads.py's scopes set its threads."""
+    from threadpoolctl import threadpool_info
+
+    assert blas_cpu.LIBRARY in [i["filepath"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert set(blas_cpu.FOUND) == {"float32", "float64"}
+
+
+def test_version_3_is_left_out_cleanly_without_cblas():
+    """Where NumPy's BLAS is not an ILP64 OpenBLAS, version 3 is absent, the default a version
+    that runs, and the fast path works."""
+    code = (
+        "import threadpoolctl; threadpoolctl.threadpool_info = lambda: []\n"
+        "import numpy as np\n"
+        "from kernels import blas_cpu, gru_cpu, lstm_cpu\n"
+        "assert not blas_cpu.AVAILABLE and 'not OpenBLAS' in blas_cpu.UNAVAILABLE_REASON\n"
+        "assert 3 not in lstm_cpu.VERSIONS and 3 not in gru_cpu.VERSIONS\n"
+        "assert lstm_cpu.DEFAULT_VERSION in lstm_cpu.VERSIONS and gru_cpu.DEFAULT_VERSION in gru_cpu.VERSIONS\n"
+        "from minis2s.nn import GRU, LSTM\n"
+        "x = np.random.default_rng(0).standard_normal((2, 1, 3)).astype(np.float32)\n"
+        "for m in (LSTM(3, 4, dtype=np.float32), GRU(3, 4, dtype=np.float32)):\n"
+        "    out = m(x)[0]; m.backward(np.ones_like(out)); assert np.isfinite(m.weight_hh_l0.grad).all()\n"
+    )
+    run_prints_ok(code)
+
+
 # ---- kernels/lstm_cpu.py against ops.lstm_forward/backward -------------------------------------------
 
 SHAPES = {  # (T, B, I, H, lengths)
@@ -94,47 +183,77 @@ SHAPES = {  # (T, B, I, H, lengths)
 }
 
 
+def version_functions(module, version):
+    """module.VERSIONS[version], or a skip saying why that version cannot run here."""
+    if version not in module.VERSIONS:
+        from kernels import blas_cpu
+
+        assert version == 3, f"version {version} is missing from {module.__name__}.VERSIONS"
+        pytest.skip(f"version 3 needs NumPy's cblas from Numba: {blas_cpu.UNAVAILABLE_REASON}")
+    return module.VERSIONS[version]
+
+
+LSTM_VERSIONS = [1, 2, 3]  # kernels/lstm_cpu.py; 3 only where kernels/blas_cpu.py finds the cblas
+GRU_VERSIONS = [2, 3]  # kernels/gru_cpu.py (numbered as the LSTM's; the GRU never had a version 1)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", list(SHAPES))
-def test_lstm_cpu_sequence_matches_reference(lstm_cpu, case, dtype):
+@pytest.mark.parametrize("version", LSTM_VERSIONS)
+def test_every_lstm_cpu_version_matches_reference(lstm_cpu, version, case, dtype):
+    """Forward and backward, random non-zero h0, c0 and upstream gradients, padding."""
     T, B, I, H, lengths = SHAPES[case]
     rng = np.random.default_rng(1)
+    check_sequence(None, dtype, T, B, I, H, rng, lengths=lengths, functions=version_functions(lstm_cpu, version))
+
+
+def test_lstm_cpu_default_functions_match_reference(lstm_cpu):
+    assert lstm_cpu.DEFAULT_VERSION in lstm_cpu.VERSIONS
     functions = (lstm_cpu.lstm_forward, lstm_cpu.lstm_backward)
-    check_sequence(None, dtype, T, B, I, H, rng, lengths=lengths, functions=functions)
+    check_sequence(None, np.float32, 7, 6, 5, 33, np.random.default_rng(3), lengths=[7, 3, 7, 1, 5, 2],
+                   functions=functions)
+
+
+@pytest.mark.parametrize("version", LSTM_VERSIONS)
+def test_lstm_cpu_backward_takes_any_versions_cache(lstm_cpu, version):
+    """Every version's forward makes the same cache: version 2's backward on it, and it on
+    version 2's cache, give the reference's gradients."""
+    version_functions(lstm_cpu, version)
+    for forward_v, backward_v in ((version, 2), (2, version)):
+        functions = (lstm_cpu.VERSIONS[forward_v][0], lstm_cpu.VERSIONS[backward_v][1])
+        check_sequence(None, np.float64, 6, 5, 3, 17, np.random.default_rng(14), lengths=[6, 2, 1, 4, 6],
+                       functions=functions)
 
 
 @pytest.mark.parametrize("upstream", [("dout",), ("dh_n", "dc_n"), ("dc_n",), ()])
 @pytest.mark.parametrize("lengths", [None, [5, 3, 1, 5]])
-def test_lstm_cpu_backward_with_missing_upstream_gradients_matches_reference(lstm_cpu, upstream, lengths):
+@pytest.mark.parametrize("version", LSTM_VERSIONS)
+def test_lstm_cpu_backward_with_missing_upstream_gradients_matches_reference(lstm_cpu, version, upstream, lengths):
     """dout None (the encoder), dh_n/dc_n None (outputs only): the missing ones count as zeros."""
     rng = np.random.default_rng(2)
-    functions = (lstm_cpu.lstm_forward, lstm_cpu.lstm_backward)
+    functions = version_functions(lstm_cpu, version)
     check_sequence(None, np.float64, 5, 4, 3, 6, rng, lengths=lengths, upstream=upstream, functions=functions)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("version", [1, 2])
-def test_every_lstm_cpu_version_matches_reference(lstm_cpu, version, dtype):
-    rng = np.random.default_rng(3)
-    check_sequence(None, dtype, 7, 6, 5, 33, rng, lengths=[7, 3, 7, 1, 5, 2], functions=lstm_cpu.VERSIONS[version])
-
-
-def test_lstm_cpu_does_not_modify_its_inputs(lstm_cpu):
+@pytest.mark.parametrize("version", LSTM_VERSIONS)
+def test_lstm_cpu_does_not_modify_its_inputs(lstm_cpu, version):
+    lstm_forward, lstm_backward = version_functions(lstm_cpu, version)
     rng = np.random.default_rng(4)
     T, B, I, H = 4, 3, 5, 6
     args = [rng.standard_normal(s) for s in [(T, B, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,), (4 * H,)]]
     grads = [rng.standard_normal(s) for s in [(T, B, H), (B, H), (B, H)]]
     copies = [a.copy() for a in args + grads]
-    _, _, cache = lstm_cpu.lstm_forward(*args, lengths=np.array([4, 2, 3]))
-    lstm_cpu.lstm_backward(*grads, cache)
+    _, _, cache = lstm_forward(*args, lengths=np.array([4, 2, 3]))
+    lstm_backward(*grads, cache)
     for a, c in zip(args + grads, copies):
         np.testing.assert_array_equal(a, c)
 
 
 # ---- kernels/gru_cpu.py against ops.recurrent_forward/backward with the GRU cell ---------------------
 
-def check_gru_sequence(gru_cpu, dtype, T, B, I, H, rng, lengths=None, upstream=("dout", "dh_n")):
-    """gru_cpu.gru_forward/backward in ``dtype`` vs the float64 reference on the same values."""
+def check_gru_sequence(gru_cpu, dtype, T, B, I, H, rng, lengths=None, upstream=("dout", "dh_n"), functions=None):
+    """``functions`` (gru_forward, gru_backward) of kernels/gru_cpu.py (default: the module's
+    defaults) in ``dtype`` vs the float64 reference on the same values."""
     dtype = np.dtype(dtype)
     x, h0, dout, dh_n = draw(rng, dtype, [(T, B, I), (B, H), (T, B, H), (B, H)])
     w = draw(rng, dtype, [(3 * H, I), (3 * H, H), (3 * H,), (3 * H,)], scale=1.0 / np.sqrt(H))
@@ -145,8 +264,9 @@ def check_gru_sequence(gru_cpu, dtype, T, B, I, H, rng, lengths=None, upstream=(
     def cast(a):
         return None if a is None else a.astype(dtype)
 
-    out, h_n, cache = gru_cpu.gru_forward(cast(x), cast(h0), *map(cast, w), lengths=lengths)
-    dx, dh0, *dparams = gru_cpu.gru_backward(cast(dout), cast(dh_n), cache)
+    gru_forward, gru_backward = functions or (gru_cpu.gru_forward, gru_cpu.gru_backward)
+    out, h_n, cache = gru_forward(cast(x), cast(h0), *map(cast, w), lengths=lengths)
+    dx, dh0, *dparams = gru_backward(cast(dout), cast(dh_n), cache)
     names = ("out", "h_n", "dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh")
     ours = dict(zip(names, (out, h_n, dx, dh0, *dparams)))
     assert all(a.dtype == dtype for a in ours.values())
@@ -155,15 +275,24 @@ def check_gru_sequence(gru_cpu, dtype, T, B, I, H, rng, lengths=None, upstream=(
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", list(SHAPES))
-def test_gru_cpu_sequence_matches_reference(gru_cpu, case, dtype):
+@pytest.mark.parametrize("version", GRU_VERSIONS)
+def test_every_gru_cpu_version_matches_reference(gru_cpu, version, case, dtype):
     T, B, I, H, lengths = SHAPES[case]
-    check_gru_sequence(gru_cpu, dtype, T, B, I, H, np.random.default_rng(12), lengths=lengths)
+    check_gru_sequence(gru_cpu, dtype, T, B, I, H, np.random.default_rng(12), lengths=lengths,
+                       functions=version_functions(gru_cpu, version))
+
+
+def test_gru_cpu_default_functions_match_reference(gru_cpu):
+    assert gru_cpu.DEFAULT_VERSION in gru_cpu.VERSIONS
+    check_gru_sequence(gru_cpu, np.float32, 7, 6, 5, 33, np.random.default_rng(15), lengths=[7, 3, 7, 1, 5, 2])
 
 
 @pytest.mark.parametrize("upstream", [("dout",), ("dh_n",), ()])
 @pytest.mark.parametrize("lengths", [None, [5, 3, 1, 5]])
-def test_gru_cpu_backward_with_missing_upstream_gradients_matches_reference(gru_cpu, upstream, lengths):
-    check_gru_sequence(gru_cpu, np.float64, 5, 4, 3, 6, np.random.default_rng(13), lengths, upstream)
+@pytest.mark.parametrize("version", GRU_VERSIONS)
+def test_gru_cpu_backward_with_missing_upstream_gradients_matches_reference(gru_cpu, version, upstream, lengths):
+    check_gru_sequence(gru_cpu, np.float64, 5, 4, 3, 6, np.random.default_rng(13), lengths, upstream,
+                       functions=version_functions(gru_cpu, version))
 
 
 # ---- nn.LSTM, nn.GRU and Seq2Seq: the fast path against the reference path of the same module ---------------
@@ -334,8 +463,5 @@ def test_minis2s_works_without_numba():
         "assert not fastpath.available() and not fastpath.enabled()\n"
         "m = LSTM(3, 4, dtype=np.float64); out, _ = m(np.ones((2, 1, 3))); m.backward(np.ones_like(out))\n"
         "assert m.weight_hh_l0.grad is not None\n"
-        "print('ok')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       check=False)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    run_prints_ok(code)
