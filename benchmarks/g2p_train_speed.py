@@ -4,11 +4,18 @@ Same data (the first CMUdict train batches, bucketed, batch 128), same architect
 LSTM encoder-decoder; hidden/layers/embedding from the flags), same loss (masked
 cross-entropy), Adam, gradient clipping 5; the two run interleaved in one process, torch with
 ``--threads`` threads. Reports words/s (training pairs per second) of each, median over rounds,
-and a bound: the words/s of an implementation whose every GEMM FLOP ran at NumPy's measured sgemm
-peak and whose other work cost nothing (no implementation on NumPy's BLAS can beat it).
+the share of NumPy's measured sgemm peak its GEMM FLOPs ran at ("% peak"), and a bound: the
+words/s of an implementation whose every GEMM FLOP ran at that peak and whose other work cost
+nothing (no implementation on NumPy's BLAS can beat it).
 
     python benchmarks/g2p_train_speed.py [--hidden 384 --layers 2 --embedding 128]
                                          [--teacher-forcing 1.0] [--steps 20] [--rounds 3]
+                                         [--versions] [--busy]
+
+``--versions``: one minis2s row per kernels/lstm_cpu.py version (the fast path's default set to
+it). ``--busy``: another process spins on one core while the rounds and the sgemm are timed.
+Before timing, the fast path's first training step (loss and every gradient, each version) is
+validated against the NumPy reference path on the same model.
 
 Prints a table and writes JSON to benchmarks/results/. No pass/fail on time.
 """
@@ -27,25 +34,70 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def minis2s_runner(args, task, batches):
+def minis2s_runner(args, task, batches, version=None):
+    """One training step of minis2s (fast path unless --reference; kernel ``version``, None for
+    the default) -> step(batch)."""
+    from benchmarks.lstm_cpu import kernel_version
     from minis2s import fastpath, manual_seed
     from minis2s.nn import CrossEntropyLoss
     from minis2s.optim import Adam, clip_grad_norm_
     from minis2s.training.trainer import loss_and_grad
 
-    fastpath.set_enabled(not args.reference)
     manual_seed(0)
     model = task.build_model()
     opt, loss_fn, gen = Adam(model.parameters()), CrossEntropyLoss(ignore_index=0), np.random.default_rng(0)
 
     def step(b):
-        model.zero_grad()
-        loss = loss_and_grad(model, b, loss_fn, args.teacher_forcing, gen)
+        fastpath.set_enabled(not args.reference)
+        try:
+            with kernel_version(version):
+                model.zero_grad()
+                loss = loss_and_grad(model, b, loss_fn, args.teacher_forcing, gen)
+        finally:
+            fastpath.set_enabled(None)
         clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         return loss
 
     return step
+
+
+MAX_ERROR = 1e-5  # float32 fast path against the reference path: loss and gradients, relative
+
+
+def validate(args, task, batch, versions):
+    """Relative error of the loss and every gradient of one training step, fast path (each
+    kernel version in ``versions``; None: the default) against the reference path on the same
+    model and coin flips; exits before timing if one exceeds MAX_ERROR."""
+    from benchmarks.lstm_cpu import kernel_version
+    from minis2s import fastpath, manual_seed
+    from minis2s.gradcheck import rel_error
+    from minis2s.nn import CrossEntropyLoss
+    from minis2s.training.trainer import loss_and_grad
+
+    manual_seed(0)
+    model = task.build_model()
+
+    def one_step(fast, version):
+        fastpath.set_enabled(fast)
+        try:
+            with kernel_version(version):
+                model.zero_grad()
+                loss = loss_and_grad(model, batch, CrossEntropyLoss(ignore_index=0), args.teacher_forcing,
+                                     np.random.default_rng(1))
+        finally:
+            fastpath.set_enabled(None)
+        return np.array([loss]), [p.grad.copy() for p in model.parameters()]
+
+    loss_r, grads_r = one_step(False, None)
+    for version in versions:
+        loss, grads = one_step(True, version)
+        err = max([rel_error(loss, loss_r)] + [rel_error(g, r) for g, r in zip(grads, grads_r)])
+        name = "default" if version is None else f"version {version}"
+        if not err <= MAX_ERROR:
+            raise SystemExit(f"fast path ({name}): relative error {err:.2e} against the reference exceeds "
+                             f"{MAX_ERROR:.0e}; not timing it")
+        print(f"validated the fast path ({name}) against the reference: {err:.1e}")
 
 
 def torch_runner(args, task, batches):
@@ -108,9 +160,12 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--reference", action="store_true", help="minis2s on the NumPy reference, not the fast path")
+    p.add_argument("--versions", action="store_true", help="one minis2s row per kernels/lstm_cpu.py version")
+    p.add_argument("--busy", action="store_true", help="keep one core busy with another process while timing")
     args = p.parse_args(argv)
 
-    from benchmarks.machine import blas_kernel
+    from benchmarks.machine import blas_kernel, busy_core
+    from kernels import lstm_cpu
     from minis2s.data.cmudict import load_split
     from minis2s.g2p import G2PTask
     from minis2s.models.config import ModelConfig
@@ -120,27 +175,37 @@ def main(argv=None):
     task = G2PTask(cfg, train_words=words, dev_words={})
     batches = task.train_batches(np.random.default_rng(0), args.batch_size)[: args.steps]
     n_words = sum(b.size for b in batches)
-    runners = {"minis2s": minis2s_runner(args, task, batches), "torch (seed model)": torch_runner(args, task, batches)}
+    versions = list(lstm_cpu.VERSIONS) if args.versions and not args.reference else []
+    if not args.reference:
+        validate(args, task, batches[0], [None] + versions)
+    runners = {"minis2s": minis2s_runner(args, task, batches)}
+    runners.update({f"minis2s v{v}": minis2s_runner(args, task, batches, v) for v in versions})
+    runners["torch (seed model)"] = torch_runner(args, task, batches)
     for step in runners.values():  # warm-up: JIT compilation, allocator
         step(batches[0])
     times = {k: [] for k in runners}
-    for _ in range(args.rounds):
-        for name, step in runners.items():  # interleaved, so both see the same machine load
-            t0 = time.perf_counter()
-            for b in batches:
-                step(b)
-            times[name].append(time.perf_counter() - t0)
+    flops = training_flops(batches, task.model_config, task.src_vocab, task.trg_vocab)
+    with busy_core(args.busy):
+        for r in range(args.rounds):
+            for k in range(len(runners)):  # interleaved, so all see the same machine load; one later each round
+                name, step = list(runners.items())[(r + k) % len(runners)]
+                t0 = time.perf_counter()
+                for b in batches:
+                    step(b)
+                times[name].append(time.perf_counter() - t0)
+        time.sleep(0.3)  # let the last runner's threads go quiet before the sgemm is timed
+        peak = sgemm_gflops()
     rates = {k: n_words / float(np.median(v)) for k, v in times.items()}
-    time.sleep(0.3)  # let the last runner's threads go quiet before the sgemm is timed
-    flops, peak = training_flops(batches, task.model_config, task.src_vocab, task.trg_vocab), sgemm_gflops()
     bound = n_words / (flops / (peak * 1e9))  # words/s with every GEMM FLOP at the sgemm peak
+    torch_rate = rates["torch (seed model)"]
     print(f"G2P training, H={args.hidden} L={args.layers} E={args.embedding} batch={args.batch_size} "
           f"teacher forcing {args.teacher_forcing}, {args.steps} steps x {args.rounds} rounds, load {os.getloadavg()[0]:.1f}, "
-          f"OpenBLAS {blas_kernel()} kernels")
-    print(f"{'implementation':<22}{'words/s':>10}{'x torch':>10}")
-    for k, r in rates.items():
-        print(f"{k:<22}{r:>10.0f}{r / rates['torch (seed model)']:>10.2f}")
-    print(f"{'bound':<22}{bound:>10.0f}{bound / rates['torch (seed model)']:>10.2f}   "
+          f"OpenBLAS {blas_kernel()} kernels, fast path version {lstm_cpu.DEFAULT_VERSION}"
+          + (", one core kept busy by another process" if args.busy else ""))
+    print(f"{'implementation':<22}{'words/s':>10}{'x torch':>10}{'% peak':>8}")
+    for k, r in rates.items():  # % peak: the GEMM FLOPs per second over the sgemm peak
+        print(f"{k:<22}{r:>10.0f}{r / torch_rate:>10.2f}{100 * r / bound:>7.0f}%")
+    print(f"{'bound':<22}{bound:>10.0f}{bound / torch_rate:>10.2f}{100:>7.0f}%   "
           f"(every GEMM FLOP at NumPy's sgemm peak, {peak:.0f} GFLOP/s; nothing else costs time; "
           f"{flops / n_words / 1e9:.3f} GFLOP per word)")
     os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
@@ -148,6 +213,8 @@ def main(argv=None):
     with open(out, "w") as f:
         json.dump({"args": vars(args), "words_per_s": rates, "seconds": times, "machine": platform.platform(),
                    "gemm_flops": flops, "sgemm_gflops": peak, "words_per_s_at_sgemm_peak": bound,
+                   "share_of_sgemm": {k: r / bound for k, r in rates.items()},
+                   "fast_kernel_version": lstm_cpu.DEFAULT_VERSION,
                    "loadavg": os.getloadavg(), "blas_kernel": blas_kernel()}, f, indent=1)
     print(f"wrote {out}")
 

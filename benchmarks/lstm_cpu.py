@@ -3,6 +3,7 @@
     python benchmarks/lstm_cpu.py                 # the issue's configurations, 7 repeats
     python benchmarks/lstm_cpu.py --repeats 3 --configs 32,64,256,1
     python benchmarks/lstm_cpu.py --versions      # also every kernels/lstm_cpu.py version
+    python benchmarks/lstm_cpu.py --busy          # with one core kept busy by another process
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu   # one core, CPU time
 
@@ -17,10 +18,14 @@ after 0.3 s of idle cores and one untimed run of the same implementation), and r
 Threads: NumPy's BLAS uses OPENBLAS_NUM_THREADS (default: every core, 2 here) and torch is given
 the same number. ``--clock cpu`` (one thread only) times process CPU time instead of
 wall time: on a machine shared with other jobs it measures the work, not the waiting.
+``--busy``: during the timed runs (not the validation) another process spins on one core
+(benchmarks/machine.py's ``busy_core``), as a user's other work would. ``--versions``: every
+kernels/lstm_cpu.py version as the default of the same nn.LSTM, validated like the default first.
 
 FLOPs per layer: forward 2·T·B·4H·(I+H) (input and recurrent GEMMs), backward twice that (dx and
 dW for each of the two). GFLOP/s = FLOPs / median time; "peak" is a float32 2048³ matmul timed in
-the same interleaved loop, so it sees the same machine load. "bound" is the fast/torch ratio an
+the same interleaved loop, so it sees the same machine load; "% peak" is an implementation's
+GFLOP/s over it. "bound" is the fast/torch ratio an
 LSTM built on that sgemm would reach if every one of its FLOPs ran at the peak and its pointwise
 work cost nothing: where it is above a target ratio, no kernel on NumPy's BLAS can reach it here.
 
@@ -31,6 +36,7 @@ functions are importable (``run_benchmark``, ``time_interleaved``, ...) for benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -44,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import blas_kernel
+from benchmarks.machine import blas_kernel, busy_core
 from minis2s import fastpath
 from minis2s.gradcheck import rel_error
 from minis2s.nn import LSTM
@@ -52,6 +58,7 @@ from minis2s.nn import LSTM
 CONFIGS = [(32, 64, 256, 1), (32, 64, 512, 1), (32, 16, 128, 2)]  # (T, B, H, layers)
 RESULTS = ROOT / "benchmarks" / "results"
 THREADS = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count() or 1))  # NumPy's BLAS; torch gets as many
+TORCH_THREADS = THREADS  # unless --torch-threads
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
 
@@ -193,41 +200,50 @@ def time_interleaved(runners: dict, repeats: int, settle: float = SETTLE_S, warm
                    "total": statistics.median(f + b for f, b in s)} for name, s in samples.items()}
 
 
-def version_runners(problem, log=print):
-    """One runner per kernels/lstm_cpu.py version, on layer 0 of the problem's LSTM (functional);
-    each version is validated against ops.lstm_forward/backward first."""
-    from kernels import lstm_cpu
-    from minis2s import ops
+@contextlib.contextmanager
+def kernel_version(version):
+    """``with kernel_version(v):`` the fast path runs kernels/lstm_cpu.py's (and gru_cpu.py's,
+    where it has it) version v as its default; restored afterwards. None: the default stays."""
+    from kernels import gru_cpu, lstm_cpu
 
-    m, x, dout = problem["ours"], problem["x"], problem["dout"]
-    _, B, H, _ = problem["shape"]
-    w = [p.data for p in m.layer_params(0)]
-    h0 = np.zeros((B, H), dtype=x.dtype)
-    out_r, _, cache_r = ops.lstm_forward(x, h0, h0, *w)
-    ref = (out_r, *ops.lstm_backward(dout, None, None, cache_r))
-    for v, (forward, backward) in lstm_cpu.VERSIONS.items():
-        out, _, cache = forward(x, h0, h0, *w)
-        err = max(rel_error(a, b) for a, b in zip((out, *backward(dout, None, None, cache)), ref))
+    if version is None:
+        yield
+        return
+    old = lstm_cpu.DEFAULT_VERSION, gru_cpu.DEFAULT_VERSION
+    lstm_cpu.DEFAULT_VERSION = version
+    gru_cpu.DEFAULT_VERSION = version if version in gru_cpu.VERSIONS else old[1]
+    try:
+        yield
+    finally:
+        lstm_cpu.DEFAULT_VERSION, gru_cpu.DEFAULT_VERSION = old
+
+
+def version_runners(problem, log=print):
+    """One runner per kernels/lstm_cpu.py version: the problem's nn.LSTM on the fast path with
+    that version as the default; each version is validated against the reference first."""
+    from kernels import lstm_cpu
+
+    runners = {}
+    for v in lstm_cpu.VERSIONS:
+        with kernel_version(v):
+            err = validate(problem)["fast"]
         check_validation(f"kernels/lstm_cpu.py version {v}", err, MAX_ERROR["fast"])
         log(f"validated version {v}: {err:.1e}")
 
-    def runner(forward, backward):
-        def run():
-            t0 = clock()
-            _, _, cache = forward(x, h0, h0, *w)
-            t1 = clock()
-            backward(dout, None, None, cache)
-            return t1 - t0, clock() - t1, None
-        return run
+        def run(v=v):
+            with kernel_version(v):
+                return minis2s_step(problem, fast=True)
 
-    return {f"fast v{v}": runner(f, b) for v, (f, b) in lstm_cpu.VERSIONS.items()}
+        runners[f"fast v{v}"] = run
+    return runners
 
 
-def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
-    """Validate, then time every configuration. Returns the JSON-ready result dict."""
+def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=print):
+    """Validate, then time every configuration (with one core kept busy by another process while
+    timing, if ``busy``). Returns the JSON-ready result dict."""
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(TORCH_THREADS)
     load_before = os.getloadavg()
     rows = []
     for T, B, H, layers in configs:
@@ -243,14 +259,16 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
             "torch": lambda p=problem: torch_step(p),
             "sgemm": sgemm_step,
         }
-        if versions and layers == 1:
+        if versions:
             runners.update(version_runners(problem, log))
-        times = time_interleaved(runners, repeats)
+        with busy_core(busy):
+            times = time_interleaved(runners, repeats)
         fwd_flops, bwd_flops = lstm_flops(T, B, H, H, layers)
         sgemm = 2 * 2048**3 / times["sgemm"]["total"] / 1e9
         fast, torch_s = times["fast"]["total"], times["torch"]["total"]
+        flops = fwd_flops + bwd_flops
         rows.append({
-            "T": T, "B": B, "H": H, "I": H, "layers": layers, "dtype": "float32",
+            "T": T, "B": B, "H": H, "I": H, "layers": layers, "dtype": "float32", "busy": busy,
             "ms": {name: {k: 1e3 * v for k, v in t.items()} for name, t in times.items() if name != "sgemm"},
             "fast_over_torch": fast / torch_s,
             # the least fast/torch any implementation built on this sgemm can reach: every FLOP of
@@ -261,6 +279,7 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
             "fast_forward_gflops": fwd_flops / times["fast"]["forward"] / 1e9,
             "sgemm_gflops": sgemm,
             "fast_share_of_sgemm": (fwd_flops + bwd_flops) / fast / 1e9 / sgemm,
+            "share_of_sgemm": {name: flops / t["total"] / 1e9 / sgemm for name, t in times.items() if name != "sgemm"},
             "validation_rel_error": errors,
         })
         log(format_row(rows[-1]))
@@ -271,7 +290,8 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
         "warm_runs": WARM_RUNS,
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "clock": "cpu" if clock is CLOCKS["cpu"] else "wall", "threads": THREADS,
+        "clock": "cpu" if clock is CLOCKS["cpu"] else "wall", "threads": THREADS, "torch_threads": TORCH_THREADS,
+        "busy": busy,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"), "blas_kernel": blas_kernel(),
         "versions": {"numpy": np.__version__, "torch": torch.__version__, "numba": _numba_version(),
                      "fast_kernel_version": lstm_cpu.DEFAULT_VERSION},
@@ -280,7 +300,8 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, log=print):
 
 
 HEADER = (f"{'T,B,H,L':>14} {'ref ms':>8} {'fast ms':>8} {'torch ms':>9} {'fast/torch':>10} {'bound':>6} "
-          f"{'fast GF/s':>9} {'torch GF/s':>10} {'sgemm GF/s':>10} {'% peak':>6}   fwd ms (ref/fast/torch)")
+          f"{'fast GF/s':>9} {'torch GF/s':>10} {'sgemm GF/s':>10} {'% peak':>6} {'torch %':>7}   "
+          f"fwd ms (ref/fast/torch)   [version: ms, /torch, % peak]")
 
 
 def format_row(row):
@@ -289,9 +310,11 @@ def format_row(row):
     s = (f"{shape:>14} {ms['reference']['total']:8.1f} {ms['fast']['total']:8.1f} {ms['torch']['total']:9.1f} "
          f"{row['fast_over_torch']:10.2f} {row['fast_over_torch_at_sgemm_peak']:6.2f} {row['fast_gflops']:9.1f} "
          f"{row['torch_gflops']:10.1f} {row['sgemm_gflops']:10.1f} "
-         f"{100 * row['fast_share_of_sgemm']:5.0f}%   {ms['reference']['forward']:.1f}/{ms['fast']['forward']:.1f}"
-         f"/{ms['torch']['forward']:.1f}")
-    extra = [f"{k} {v['total']:.1f} ms" for k, v in ms.items() if k.startswith("fast v")]
+         f"{100 * row['fast_share_of_sgemm']:5.0f}% {100 * row['share_of_sgemm']['torch']:6.0f}%   "
+         f"{ms['reference']['forward']:.1f}/{ms['fast']['forward']:.1f}/{ms['torch']['forward']:.1f}")
+    torch_ms = ms["torch"]["total"]
+    extra = [f"{k} {v['total']:.1f} ms {v['total'] / torch_ms:.2f} {100 * row['share_of_sgemm'][k]:.0f}%"
+             for k, v in ms.items() if k.startswith("fast v")]
     return s + ("   [" + ", ".join(extra) + "]" if extra else "")
 
 
@@ -319,21 +342,26 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--configs", nargs="*", help="T,B,H,L ... (default: the issue's three)")
     ap.add_argument("--versions", action="store_true", help="also time every kernels/lstm_cpu.py version")
+    ap.add_argument("--busy", action="store_true", help="keep one core busy with another process while timing")
+    ap.add_argument("--torch-threads", type=int, help="torch's threads (default: as many as NumPy's BLAS)")
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
                     help="cpu: process CPU time, only meaningful with OPENBLAS_NUM_THREADS=1")
     ap.add_argument("--out", type=Path, help="JSON file (default: a new one in benchmarks/results/)")
     args = ap.parse_args(argv)
     if args.clock == "cpu" and THREADS != 1:
         sys.exit("--clock cpu needs one thread: OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu")
-    global clock
+    global clock, TORCH_THREADS
     clock = CLOCKS[args.clock]
+    TORCH_THREADS = args.torch_threads or THREADS
     if not fastpath.available():
         sys.exit("the fast path needs Numba: pip install numba")
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
-    print(f"NumPy's BLAS: OpenBLAS, {blas_kernel()} kernels, {THREADS} thread(s) (torch the same)")
+    print(f"NumPy's BLAS: OpenBLAS, {blas_kernel()} kernels, {THREADS} thread(s); torch {TORCH_THREADS}"
+          + (", one core kept busy by another process while timing" if args.busy else ""))
     print(HEADER)
-    result = run_benchmark(configs, args.repeats, args.versions, log=print)
-    out = args.out or RESULTS / f"lstm_cpu_{time.strftime('%Y%m%d-%H%M%S')}_{THREADS}t_{args.clock}.json"
+    result = run_benchmark(configs, args.repeats, args.versions, args.busy, log=print)
+    busy = "_busy" if args.busy else ""
+    out = args.out or RESULTS / f"lstm_cpu_{time.strftime('%Y%m%d-%H%M%S')}_{THREADS}t_{args.clock}{busy}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

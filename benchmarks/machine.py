@@ -1,5 +1,10 @@
-"""What the benchmarks record about the machine beside their figures."""
+"""What the benchmarks record about the machine beside their figures, and the load they can add."""
 from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
 
 
 def blas_kernel():
@@ -28,3 +33,21 @@ def blas_kernel():
                 fn.restype = ctypes.c_char_p
                 return fn().decode()
     return None
+
+
+@contextlib.contextmanager
+def busy_core(enabled: bool = True):
+    """``with busy_core():`` keeps one core busy with another process (a pure-Python spin loop)
+    for the block: the benchmarks' ``--busy``. On a 2-core machine that is what a user's other
+    work does to a training run, and what OpenBLAS's spinning threads handle worst. Yields the
+    process (None when not enabled); it is killed when the block ends."""
+    if not enabled:
+        yield None
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # let it start and take its core before anything is timed
+        yield spinner
+    finally:
+        spinner.kill()
+        spinner.wait()
