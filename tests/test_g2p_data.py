@@ -346,3 +346,38 @@ def test_padded_batch_equals_rows_alone(tf):
     assert loss == pytest.approx(total_loss, rel=1e-12)
     for k in g:
         check_close(f"grad {k}: padded batch vs rows alone", g[k], total_g[k], F64_TOL)
+
+
+def test_stress_keeps_cmudicts_digits_on_the_same_words_and_splits(cmu):
+    """load_cmudict(stress=True): the same 117,493 words, vowels with their 0/1/2 digits (69
+    symbols: STRESSED_PHONEMES), and stripping the digits gives the stress-free pronunciations
+    back (as sets: two stressings of one pronunciation are merged without stress)."""
+    from minis2s.data.cmudict import load_cmudict, load_split, strip_stress
+    from minis2s.g2p import STRESSED_PHONEMES
+
+    stressed = load_cmudict(stress=True)
+    assert set(stressed) == set(cmu)
+    assert stressed["hello"] == [("HH", "AH0", "L", "OW1"), ("HH", "EH0", "L", "OW1")]
+    assert {p for prons in stressed.values() for pron in prons for p in pron} == set(STRESSED_PHONEMES)
+    assert len(STRESSED_PHONEMES) == 69
+    for w in list(stressed)[::997]:
+        assert {strip_stress(p) for p in stressed[w]} == set(cmu[w]), w
+    assert list(load_split("test", stress=True)) == list(load_split("test"))
+
+
+def test_a_stress_model_is_scored_with_and_without_stress():
+    """evaluate() on a stress model adds the figures with every digit removed: a prediction
+    wrong only in its stress is an error with stress and right without."""
+    from minis2s.g2p import evaluate
+
+    class Stressed:  # a stand-in for G2P: fixed answers, phonemes with stress digits
+        stress = True
+
+        def predict(self, words, **kw):
+            answers = {"ab": ["AE1", "B"], "cd": ["S", "IY0", "D"]}
+            return [[(answers[w], 0.0)] for w in words]
+
+    refs = {"ab": [("AE1", "B")], "cd": [("S", "IY1", "D")]}  # cd: wrong stress only
+    r = evaluate(Stressed(), refs)
+    assert (r["wer"], r["wer_no_stress"]) == (0.5, 0.0)
+    assert (r["per"], r["per_no_stress"]) == (1 / 5, 0.0)
