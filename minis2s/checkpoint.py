@@ -210,13 +210,19 @@ def read_model_weights(folder, meta: dict, expect: dict | None = None) -> dict:
 def read_json(path):
     """A JSON file's value; CheckpointError naming the file if it is not JSON (or nested so
     deeply that the parser gives up)."""
+    with open(path, "rb") as f:
+        return parse_json(f.read(), path)
+
+
+def parse_json(data: bytes | str, where):
+    """``json.loads`` with every way it can fail (not UTF-8, not JSON, nested too deeply) a
+    CheckpointError naming ``where`` (a file, or a file and line)."""
     try:
-        with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
+        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+        raise CheckpointError(f"{where} is not valid JSON ({e})") from e
     except RecursionError as e:
-        raise CheckpointError(f"{path} is not valid JSON (nested too deeply)") from e
+        raise CheckpointError(f"{where} is not valid JSON (nested too deeply)") from e
 
 
 def load_weights(model, weights: dict, where: str) -> None:

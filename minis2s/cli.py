@@ -32,7 +32,7 @@ import time
 from minis2s.checkpoint import CheckpointError
 from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_ENSEMBLES, PRETRAINED_MODELS
 from minis2s.metrics import METRICS
-from minis2s.models.config import ModelConfig
+from minis2s.models.config import ModelConfig, parameter_shapes
 from minis2s.settings import add_arguments, parse_assignment, settings_from_args
 from minis2s.task import DataConfig
 from minis2s.training import RunFolder, TrainConfig, TrainingDiverged, TrainingInterrupted, train
@@ -73,6 +73,8 @@ def run_training(args, parser, make_task, setting_classes) -> tuple:
         config = TrainConfig.from_dict({**in_force, **changes, "max_steps": args.max_steps,
                                         "time_limit": args.time_limit}, where=f"{args.out}/config.json")
         task = make_task(saved)
+        expect = parameter_shapes(task.model_config, len(task.src), len(task.trg))
+        world().from_root(lambda: RunFolder(args.out, saved).check_latest_shapes(expect))  # before allocating
     else:
         if args.set or args.restart_lr:
             raise ValueError("--set and --restart-lr change a run being resumed: they need --resume")

@@ -321,3 +321,43 @@ def test_the_fuzzers_findings_stay_fixed(original):
             check_loads_the_original_or_refuses(folder, weights, meta, name)
         finally:
             (folder / name).write_bytes(files[name])
+
+
+# ---- a resumed run's files ----------------------------------------------------------------------
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A G2P run of 4 steps (a checkpoint at its end), made through the CLI."""
+    run = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "minis2s", "g2p", "train", "--out", str(run), "--max-steps", "4",
+                        "--train-limit", "64", "--hidden", "8", "--layers", "1", "--embedding", "4",
+                        "--batch-size", "16", "--quiet"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return run
+
+
+def _resume(run):
+    return subprocess.run([sys.executable, "-m", "minis2s", "g2p", "train", "--out", str(run), "--resume",
+                           "--max-steps", "5", "--quiet"], capture_output=True, text=True)
+
+
+def test_a_resumed_run_checks_config_json_against_its_checkpoint_before_allocating(tiny_run):
+    config = json.loads((tiny_run / "config.json").read_text())
+    config["task"]["model"]["hidden"] = 60000  # within the bounds: 57 GB of LSTM weights if built
+    (tiny_run / "config.json").write_text(json.dumps(config))
+    t0 = time.perf_counter()
+    p = _resume(tiny_run)
+    assert p.returncode == 2 and time.perf_counter() - t0 < 30, p.stderr
+    assert p.stderr.count("\n") == 1 and "has shape" in p.stderr and "config.json's model settings" in p.stderr
+
+
+@pytest.mark.parametrize("name,text,msg", [
+    ("config.json", "[" * 100_000, "config.json is not valid JSON"),
+    ("config.json", '{"task": 1}', "config.json is damaged"),
+    ("changes.jsonl", '{"set": {"epochs": 3}}\n{"set": ', "changes.jsonl, line 2 is not valid JSON"),
+    ("changes.jsonl", "[1]\n", "change 1 is not an object"),
+    ("checkpoints/index.json", '{"checkpoints": 5}', "index.json is damaged"),
+])
+def test_damaged_run_files_are_one_line_naming_the_file(tiny_run, name, text, msg):
+    (tiny_run / name).write_text(text)
+    p = _resume(tiny_run)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr

@@ -27,10 +27,14 @@ import os
 import shutil
 
 from minis2s.atomic import atomic_write_bytes, atomic_write_json
+from minis2s import safetensors
 from minis2s.checkpoint import (
+    MODEL_WEIGHTS,
     CheckpointError,
+    parse_json,
     read_checkpoint,
     read_checkpoint_state,
+    read_json,
     save_model_dir,
     write_checkpoint,
 )
@@ -91,11 +95,9 @@ class RunFolder:
             what = "does not exist" if not os.path.exists(path) else f"holds no run ({CONFIG} missing)"
             raise NotARunError(f"cannot resume: {path!r} {what}; start a new run there without --resume "
                                "(resume=False)")
-        try:
-            with open(cfg) as f:
-                config = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{cfg} is not valid JSON ({e})") from e
+        config = read_json(cfg)
+        if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+            raise CheckpointError(f"{cfg} is damaged (not an object with the run's 'train' settings)")
         run = cls(path, config)
         for message in run.repair():
             if log is not None:
@@ -135,11 +137,10 @@ class RunFolder:
         if not os.path.isfile(path):
             return []
         try:
-            with open(path) as f:
-                entries = json.load(f)["checkpoints"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{path} is damaged ({e})") from e
-        return sorted(entries, key=lambda c: c["step"])
+            entries = read_json(path)["checkpoints"]
+            return sorted(entries, key=lambda c: c["step"])
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{path} is damaged ({e!r})") from e
 
     def save_checkpoint(self, model, optimizer, state: dict, keep: int) -> str:
         """Write the checkpoint of ``state["step"]``, list it, prune to the newest ``keep``."""
@@ -158,6 +159,18 @@ class RunFolder:
         """The folder of the latest checkpoint (highest step), or None."""
         entries = self.index()
         return os.path.join(self.checkpoints, entries[-1]["dir"]) if entries else None
+
+    def check_latest_shapes(self, expect: dict) -> None:
+        """CheckpointError unless the latest checkpoint's weights have exactly the shapes
+        ``expect`` {name: shape} (the model config.json describes), read from the weight file's
+        header: a damaged config.json is refused before a model of its sizes is allocated."""
+        folder = self._latest_or_raise()
+        path = os.path.join(folder, MODEL_WEIGHTS)
+        try:
+            header = safetensors.read_header(path)
+            safetensors.check_shapes({k: shape for k, (_, shape) in header.items()}, expect, path)
+        except ValueError as e:
+            raise CheckpointError(f"{e} (the shapes {self.path}/{CONFIG}'s model settings give)") from e
 
     def latest_state(self) -> dict:
         folder = self._latest_or_raise()
@@ -218,8 +231,13 @@ class RunFolder:
         path = os.path.join(self.path, CHANGES)
         if not os.path.isfile(path):
             return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+        changes = [parse_json(line, f"{path}, line {i}") for i, line in enumerate(lines, 1) if line.strip()]
+        for i, c in enumerate(changes, 1):
+            if not isinstance(c, dict) or not isinstance(c.get("set", {}), dict):
+                raise CheckpointError(f"{path}: change {i} is not an object with a 'set' object")
+        return changes
 
 
 def _remove(path) -> None:
