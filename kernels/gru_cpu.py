@@ -119,7 +119,7 @@ def gru_backward_step(t, dh, gates, hg_n, hs, dh_z, dh_n, dout, has_dout, dxg, d
 # version -> (forward loop, backward loop), numbered as kernels/lstm_cpu.py's: 2 runs the time loop
 # in Python around the step kernels above (which have always used the vectorisable tanh, so there
 # is no version 1), 3 compiles the loop whole (only where kernels/blas_cpu.py found NumPy's cblas).
-_TIME_LOOPS = time_loop_versions({2: gru_forward_step}, gru_backward_step)
+_TIME_LOOPS = time_loop_versions("gru", {2: gru_forward_step}, gru_backward_step)
 
 
 def gru_forward_version(version, x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None):

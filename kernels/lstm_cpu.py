@@ -159,10 +159,19 @@ def _sigmoid_libm(x):
     return 0.5 * (math.tanh(0.5 * x) + 1.0)
 
 
+def named(fn, name):
+    """``fn`` under its own name. Numba names a compiled function's symbol after its qualified
+    name (and a counter that restarts in every process), so the closures of one factory share
+    it: when both come from the on-disk cache, a compiled caller may be linked to the wrong one
+    (measured: version 3's loop ran version 1's step kernel after both were loaded from the cache)."""
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
 _BACKWARD_STEP = njit(**JIT)(_make_backward_kernel())  # no transcendentals: one for every version
 _FORWARD_STEP = {
-    1: njit(**JIT)(_make_forward_kernel(math.tanh, _sigmoid_libm)),
-    2: njit(**JIT)(_make_forward_kernel(tanh, sigmoid)),
+    1: njit(**JIT)(named(_make_forward_kernel(math.tanh, _sigmoid_libm), "lstm_forward_step_v1")),
+    2: njit(**JIT)(named(_make_forward_kernel(tanh, sigmoid), "lstm_forward_step_v2")),
 }
 
 
@@ -195,17 +204,18 @@ def make_time_loops(forward_step, backward_step):
     return forward_loop, backward_loop
 
 
-def time_loop_versions(forward_steps, backward_step):
+def time_loop_versions(cell, forward_steps, backward_step):
     """{version: (forward_loop, backward_loop)}: the loops in Python around each forward step
     kernel ({version: kernel}), and version 3, the loops around version 2's kernel compiled whole
-    (only where kernels/blas_cpu.py found NumPy's cblas)."""
+    (only where kernels/blas_cpu.py found NumPy's cblas), named after ``cell`` (see ``named``)."""
     loops = {v: make_time_loops(step, backward_step) for v, step in forward_steps.items()}
     if blas_cpu.AVAILABLE:
-        loops[3] = tuple(njit(**JIT)(f) for f in make_time_loops(forward_steps[2], backward_step))
+        loops[3] = tuple(njit(**JIT)(named(f, f"{cell}_{f.__name__}_v3"))
+                         for f in make_time_loops(forward_steps[2], backward_step))
     return loops
 
 
-_TIME_LOOPS = time_loop_versions(_FORWARD_STEP, _BACKWARD_STEP)
+_TIME_LOOPS = time_loop_versions("lstm", _FORWARD_STEP, _BACKWARD_STEP)
 
 
 # ---- the driver: GEMMs and the time loop --------------------------------------------------------

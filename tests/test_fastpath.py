@@ -214,6 +214,35 @@ def test_lstm_cpu_default_functions_match_reference(lstm_cpu):
                    functions=functions)
 
 
+def test_version_3_runs_version_2s_kernels_when_loaded_from_the_cache(lstm_cpu):
+    """Version 3 is version 2's step kernels in a compiled loop, and its cblas GEMMs are the calls
+    np.matmul makes: its results equal version 2's bit for bit, never version 1's (libm's tanh).
+    Run twice in fresh processes, so the second loads every kernel from Numba's on-disk cache,
+    versions 1 and 2 first (the order in which a mix-up of their symbols showed)."""
+    version_functions(lstm_cpu, 3)
+    code = (
+        "import numpy as np\n"
+        "from kernels import gru_cpu, lstm_cpu\n"
+        "rng = np.random.default_rng(0)\n"
+        "T, B, H = 6, 4, 16\n"
+        "def run(module, version, gates, n_state):\n"
+        "    forward, backward = module.VERSIONS[version]\n"
+        "    r = np.random.default_rng(1)\n"
+        "    x, dout = (r.standard_normal((T, B, H)).astype(np.float32) for _ in range(2))\n"
+        "    state = [r.standard_normal((B, H)).astype(np.float32) for _ in range(n_state)]\n"
+        "    w = [(r.standard_normal(s) / 4).astype(np.float32) for s in [(gates * H, H)] * 2 + [(gates * H,)] * 2]\n"
+        "    out, _, cache = forward(x, *state, *w, lengths=[6, 2, 5, 6])\n"
+        "    return [out, *backward(dout, *[None] * n_state, cache)]\n"
+        "lstm = {v: run(lstm_cpu, v, 4, 2) for v in (2, 1, 3)}\n"
+        "assert any((a != b).any() for a, b in zip(lstm[1], lstm[2])), 'versions 1 and 2 agree: no test'\n"
+        "assert all((a == b).all() for a, b in zip(lstm[3], lstm[2])), 'LSTM version 3 differs from version 2'\n"
+        "gru = {v: run(gru_cpu, v, 3, 1) for v in (2, 3)}\n"
+        "assert all((a == b).all() for a, b in zip(gru[3], gru[2])), 'GRU version 3 differs from version 2'\n"
+    )
+    for _ in range(2):
+        run_prints_ok(code)
+
+
 @pytest.mark.parametrize("version", LSTM_VERSIONS)
 def test_lstm_cpu_backward_takes_any_versions_cache(lstm_cpu, version):
     """Every version's forward makes the same cache: version 2's backward on it, and it on
