@@ -33,6 +33,7 @@ _PRETRAINED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pre
 PRETRAINED_MODELS = {
     "seq2seq": os.path.join(_PRETRAINED_ROOT, "g2p"),  # the seed's architecture
     "attention": os.path.join(_PRETRAINED_ROOT, "g2p-attention"),
+    "stress": os.path.join(_PRETRAINED_ROOT, "g2p-stress"),  # the seed's architecture, phonemes with stress digits
 }
 # Shipped ensembles, by name: their members (shipped models) decode as one.
 PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "attention")}

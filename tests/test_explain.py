@@ -16,7 +16,7 @@ from minis2s.explain import explain, format_explanation
 from minis2s.g2p import G2P, encode_words
 from minis2s.ops import cross_entropy_backward, cross_entropy_forward
 
-MODELS = ["seq2seq", "attention", "ensemble"]
+MODELS = ["seq2seq", "attention", "stress", "ensemble"]
 WORD = "planet"  # distinct letters: each embedding row's gradient is one letter's
 
 

@@ -243,3 +243,20 @@ def test_cli_text_from_stdin_alternatives_and_no_lexicon(tmp_path):
 ])
 def test_cli_text_bad_combinations(tmp_path, args, fragment):
     assert_clean_error(minis2s("g2p", "predict", "--model", "seq2seq", *args, cwd=tmp_path), fragment)
+
+
+def test_the_shipped_stress_model_stresses_running_text():
+    """--model stress: CMUdict's stressed entries, numbers and the model's guesses all carry a
+    stress digit on every vowel; stress=False gives the unstressed lexicon back."""
+    from minis2s.data.cmudict import load_cmudict
+    from minis2s.g2p import G2P, VOWELS
+
+    g2p = G2P("stress")
+    assert g2p.stress
+    tokens = g2p.text("Hello 1998 zorbix!")
+    assert tokens[0].phonemes == ["HH", "AH0", "L", "OW1"] == list(load_cmudict(stress=True)["hello"][0])
+    assert [t.source for t in tokens] == ["lexicon", "number", "model", "punctuation"]
+    for t in tokens[:3]:
+        vowels = [p for p in t.phonemes if p.rstrip("012") in VOWELS]
+        assert vowels and all(p[-1] in "012" for p in vowels), t
+    assert g2p.text("Hello", stress=False)[0].phonemes == ["HH", "AH", "L", "OW"]
