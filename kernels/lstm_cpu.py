@@ -38,6 +38,9 @@ Versions (llm.c style; ``VERSIONS`` maps number -> (forward, backward); tests ch
        whatever the caller's ``minis2s.threads.blas_threads`` scope set on that same library.
 
 Versions 1 and 2 run the time loop in Python: per step one ``np.matmul`` and one Numba call.
+The default is version 2: version 3 measured no faster (within ±5% either way at the issue-15
+shapes and in G2P training, benchmarks/NOTES.md): the time is in the small step GEMMs, not
+between them.
 Every version makes the same cache, and any version's backward consumes it.
 
 Where the time goes now (one core, float32, T=32, B=64, H=512, benchmarks/lstm_cpu.py --clock cpu):
@@ -296,7 +299,7 @@ def lstm_backward_version(version, dout, dh_n, dc_n, cache):
 
 
 VERSIONS = {v: (partial(lstm_forward_version, v), partial(lstm_backward_version, v)) for v in _TIME_LOOPS}
-DEFAULT_VERSION = 2
+DEFAULT_VERSION = 2  # version 3 is no faster (see the docstring); 2 runs wherever Numba does
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None):
