@@ -324,15 +324,23 @@ def test_the_fuzzers_findings_stay_fixed(original):
 
 
 # ---- a resumed run's files ----------------------------------------------------------------------
-@pytest.fixture
-def tiny_run(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run_once(tmp_path_factory):
     """A G2P run of 4 steps (a checkpoint at its end), made through the CLI."""
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("run") / "run"
     p = subprocess.run([sys.executable, "-m", "minis2s", "g2p", "train", "--out", str(run), "--max-steps", "4",
                         "--train-limit", "64", "--hidden", "8", "--layers", "1", "--embedding", "4",
                         "--batch-size", "16", "--quiet"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     return run
+
+
+@pytest.fixture
+def tiny_run(tiny_run_once, tmp_path):
+    """A copy of that run for one test to damage."""
+    import shutil
+
+    return shutil.copytree(tiny_run_once, tmp_path / "run")
 
 
 def _resume(run):
