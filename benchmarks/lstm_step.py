@@ -3,6 +3,7 @@
     python benchmarks/lstm_step.py --quick        # one small grid; a 2-core CPU in under 2 minutes
     python benchmarks/lstm_step.py                # H 256, 512, 1024 x B 1, 8, 64; T 32; 1 layer
     python benchmarks/lstm_step.py --H 512 --B 1 8 64 --T 32 --L 1 --repeats 20 --dtype float32
+    python benchmarks/lstm_step.py --quick --out lstm.json --gpu-estimates   # + JSON, + H100 estimates
 
 Implementations (each one that is available here):
     numpy_ref      minis2s.ops.lstm_forward/backward: the float64-exact reference, run in --dtype
@@ -23,18 +24,20 @@ sequence (T steps) and one step (the same call with T = 1), forward and forward+
 warm-up, the median of --repeats runs; time.perf_counter on the CPU, CUDA events on the GPU.
 Forward means a training forward (the cache for backward is kept), for torch too.
 
-GFLOP/s counts the GEMM FLOPs only (DeepBench's basis; 2 FLOPs per multiply-add): forward =
-8·T·B·H·(I + H) per layer (input projection + recurrent GEMM, 4H gates), forward+backward =
-3 x forward. "x torch" is the sequence forward+backward time / torch's on the same kind of device
-(torch_cpu for the CPU rows, torch_cuda for the GPU rows; below 1 is faster).
+It prints one table: a row per configuration and implementation that is available here; each
+implementation that is not is named once above the table with the reason. GFLOP/s counts the GEMM
+FLOPs only (DeepBench's basis; 2 FLOPs per multiply-add): forward = 8·T·B·H·(I + H) per layer
+(input projection + recurrent GEMM, 4H gates), forward+backward = 3 x forward. "fwd+bwd time ÷
+torch" is the sequence forward+backward time / torch's on the same kind of device (torch_cpu for
+the CPU rows, torch_cuda for the GPU rows): lower is better, below 1 is faster than torch.
 
-Without a GPU the GPU rows say why they are unavailable, and a separate table gives an on-paper
-H100 estimate (bytes and FLOPs against published bandwidth and FLOP rate; the formula is printed
-with it). Those numbers are estimates, never measurements. The persistent kernel's register and
-shared-memory figures come from nvcc --resource-usage and its launch plan.
+--gpu-estimates adds an on-paper H100 estimate for the GPU implementations (bytes and FLOPs against
+published bandwidth and FLOP rate; the formula is printed with it; estimates, never measurements),
+the kernels' register and shared-memory figures from nvcc --resource-usage, and the persistent
+kernel's launch plan on an H100.
 
-Results go to benchmarks/results/lstm_step_<date>_<host>.json (or --json PATH). Nothing passes or
-fails on time.
+--out FILE writes the results as JSON (without it, no file is written). Nothing passes or fails
+on time.
 """
 from __future__ import annotations
 
@@ -432,41 +435,66 @@ def resource_figures(tmpdir):
     return figures
 
 
-# ---- output -------------------------------------------------------------------------------------
-def fmt_ms(sec):
-    return "-" if sec is None else f"{sec * 1e3:9.3f}"
+# ---- output: one table, streamed a configuration at a time --------------------------------------
+# (title, unit / direction, width) per column after T B H L impl; times lower is better.
+COLUMNS = [
+    ("seq fwd", "(ms)", 9), ("seq fwd+bwd", "(ms)", 12), ("step fwd", "(µs)", 9),
+    ("step fwd+bwd", "(µs)", 13), ("fwd+bwd GFLOP/s", "(higher=better)", 16),
+    ("fwd+bwd time ÷ torch", "(lower=better)", 21), ("validation", "max rel err", 12),
+]
+LEAD = f"{'T':>3} {'B':>3} {'H':>5} {'L':>2}  {'impl':<12}"
 
 
-def fmt_us(sec):
-    return "-" if sec is None else f"{sec * 1e6:9.1f}"
+def print_table_header():
+    print(LEAD + "".join(f"{title:>{w + 1}}" for title, _, w in COLUMNS) + "  note")
+    print(" " * len(LEAD) + "".join(f"{unit:>{w + 1}}" for _, unit, w in COLUMNS))
+    print("-" * (len(LEAD) + sum(w + 1 for *_, w in COLUMNS) + 6))
 
 
-def print_table(rows):
-    head = (f"{'T':>3} {'B':>3} {'H':>5} {'L':>2}  {'impl':<12} {'seq fwd ms':>10} {'seq f+b ms':>10} "
-            f"{'step fwd µs':>11} {'step f+b µs':>11} {'GFLOP/s f+b':>11} {'x torch f+b':>11}  note")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        c = r["config"]
-        lead = f"{c['T']:>3} {c['B']:>3} {c['H']:>5} {c['L']:>2}  {r['impl']:<12}"
-        if r["status"] != "measured":
-            print(f"{lead} {'unavailable':>10} {'':>10} {'':>11} {'':>11} {'':>11} {'':>11}  {r['note']}")
-            continue
-        t = r["times"]
-        ratio = "-" if r["ratio_to_torch"] is None else f"{r['ratio_to_torch']:.2f}"
-        print(f"{lead} {fmt_ms(t['seq_fwd']):>10} {fmt_ms(t['seq_fwdbwd']):>10} {fmt_us(t['step_fwd']):>11} "
-              f"{fmt_us(t['step_fwdbwd']):>11} {r['gflops_fwdbwd']:>11.1f} {ratio:>11}  {r['note']}")
+def print_row(r):
+    c = r["config"]
+    lead = f"{c['T']:>3} {c['B']:>3} {c['H']:>5} {c['L']:>2}  {r['impl']:<12}"
+    if r["status"] != "measured":
+        print(f"{lead} {r['status']}: {r['note']}", flush=True)
+        return
+    t = r["times"]
+    ratio = "-" if r["ratio_to_torch"] is None else f"{r['ratio_to_torch']:.2f}"
+    cells = [f"{t['seq_fwd'] * 1e3:.3f}", f"{t['seq_fwdbwd'] * 1e3:.3f}", f"{t['step_fwd'] * 1e6:.1f}",
+             f"{t['step_fwdbwd'] * 1e6:.1f}", f"{r['gflops_fwdbwd']:.1f}", ratio,
+             f"{r['validation_max_rel_error']:.1e}"]
+    line = lead + "".join(f"{cell:>{w + 1}}" for cell, (_, _, w) in zip(cells, COLUMNS))
+    print(line + (f"  {r['note']}" if r["note"] else ""), flush=True)
 
 
-def print_estimates(rows):
+def print_legend(args):
+    print(f"""
+seq: the whole sequence, T steps; step: the same call with T = 1. Forward is a training forward (the
+cache for backward kept). Times: median of {args.repeats} runs after {args.warmup} warm-up(s); lower is better.
+fwd+bwd GFLOP/s: GEMM FLOPs only (DeepBench's basis), 3 x 8·T·B·H·(I+H)·L / seq fwd+bwd time.
+fwd+bwd time ÷ torch: seq fwd+bwd time / torch's on the same device (torch_cpu for the CPU rows,
+torch_cuda for the GPU rows); below 1 is faster than torch, "-" where that torch did not run.
+validation: before it was timed, every output and gradient was compared with the float64 reference
+(T = {VALIDATION_T}, tolerance {TOLERANCE[args.dtype]:.0e} relative to each tensor's largest entry).""")
+
+
+def unavailable_lines(impls):
+    """One "unavailable: names: reason" line per distinct reason, in the table's order."""
+    by_reason = {}
+    for name, impl, why in impls:
+        if impl is None:
+            by_reason.setdefault(why, []).append(name)
+    return [f"unavailable: {', '.join(names)}: {why}" for why, names in by_reason.items()]
+
+
+def print_estimates(est):
     print("\n" + ESTIMATE_FORMULA)
     head = (f"{'T':>3} {'B':>3} {'H':>5} {'L':>2}  {'impl':<12} {'EST seq fwd ms':>14} {'EST seq f+b ms':>14} "
             f"{'EST µs/step fwd':>15}")
     print(head)
     print("-" * len(head))
-    for r in rows:
-        c, e = r["config"], r["estimate_h100"]
-        print(f"{c['T']:>3} {c['B']:>3} {c['H']:>5} {c['L']:>2}  {r['impl']:<12} {e['fwd_s'] * 1e3:>14.3f} "
+    for e in est:
+        c = e["config"]
+        print(f"{c['T']:>3} {c['B']:>3} {c['H']:>5} {c['L']:>2}  {e['impl']:<12} {e['fwd_s'] * 1e3:>14.3f} "
               f"{e['fwdbwd_s'] * 1e3:>14.3f} {e['fwd_s'] / c['T'] * 1e6:>15.1f}")
 
 
@@ -510,6 +538,41 @@ def versions():
     return v
 
 
+
+
+def run_config(impls, config, dtype, warmup, repeats):
+    """Validate, then time, every available implementation on one (T, B, H, L): the table's rows."""
+    T, B, H, L, I = (config[k] for k in ("T", "B", "H", "L", "I"))
+    flops = gemm_flops(T, B, I, H, L)
+    block = []
+    for name, impl in impls:
+        row = {"config": config, "impl": name, "note": ""}
+        try:
+            row["validation_max_rel_error"] = validate(impl, B, I, H, L, dtype)
+            row["times"] = time_impl(impl, T, B, I, H, L, dtype, warmup, repeats)
+        except ValidationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. the persistent kernel's state does not fit
+            row.update(status="failed", note=f"{type(e).__name__}: {e}", ratio_to_torch=None)
+            if os.environ.get("MINIS2S_BENCH_DEBUG"):
+                traceback.print_exc()
+            block.append(row)
+            continue
+        row["status"] = "measured"
+        row["gflops_fwdbwd"] = 3 * flops / row["times"]["seq_fwdbwd"] / 1e9
+        if hasattr(impl, "kernels"):  # the persistent kernels: which path each direction took
+            row["paths"] = dict(impl.kernels.last_path)
+            row["note"] = f"ran {row['paths']}"
+        block.append(row)
+    for row in block:  # ratio to torch on the same kind of device
+        if row["status"] != "measured":
+            continue
+        ref_name = "torch_cuda" if row["impl"] in GPU_IMPLS else "torch_cpu"
+        ref = next((r for r in block if r["impl"] == ref_name and r["status"] == "measured"), None)
+        row["ratio_to_torch"] = row["times"]["seq_fwdbwd"] / ref["times"]["seq_fwdbwd"] if ref else None
+    return block
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--T", type=int, nargs="+", default=[32], help="sequence lengths")
@@ -522,7 +585,11 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--impl", nargs="+", default=None, help="only these implementations")
     p.add_argument("--quick", action="store_true", help="T 16, B 1 8, H 256, 2 warm-ups, 5 repeats")
-    p.add_argument("--json", type=Path, default=None, help="where to write the results")
+    p.add_argument("--out", "--json", dest="out", type=Path, default=None,
+                   help="write the results as JSON to this file (default: no file)")
+    p.add_argument("--gpu-estimates", action="store_true",
+                   help="also print the on-paper H100 estimates for the GPU implementations, the kernels' "
+                        "register counts (nvcc --resource-usage) and the persistent kernel's launch plan")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for BLAS, Numba and torch (default: their own); on a shared, "
                         "oversubscribed machine 1 avoids threads spinning at barriers")
@@ -550,77 +617,24 @@ def main(argv=None):
     if load is not None and load > (os.cpu_count() or 1) and not args.threads:
         print(f"WARNING: load average {load:.1f} on {os.cpu_count()} CPUs: multi-threaded BLAS/torch spin at "
               "barriers on a busy machine and CPU timings come out erratic; --threads 1 is steadier")
-    print("available: " + ", ".join(n for n, i, _ in impls if i is not None))
-    for n, i, why in impls:
-        if i is None:
-            print(f"unavailable: {n}: {why}")
+    available = [(n, i) for n, i, _ in impls if i is not None]
+    print("available: " + (", ".join(n for n, _ in available) or "none"))
+    for line in unavailable_lines(impls):
+        print(line)
     print()
 
-    rows = []
-    itemsize = np.dtype(args.dtype).itemsize
+    print_table_header()
+    rows, configs = [], []
     for T in args.T:
         for L in args.L:
             for H in args.H:
                 for B in args.B:
-                    I = args.I or H
-                    config = {"T": T, "B": B, "H": H, "L": L, "I": I}
-                    flops = gemm_flops(T, B, I, H, L)
-                    block = []
-                    for name, impl, why in impls:
-                        row = {"config": config, "impl": name, "note": ""}
-                        if impl is None:
-                            row.update(status="unavailable", note=why or "")
-                            if name in GPU_IMPLS:
-                                f, fb = estimate_h100(name, T, B, I, H, L, itemsize)
-                                row["estimate_h100"] = {"fwd_s": f, "fwdbwd_s": fb, "basis": "on-paper estimate"}
-                                row["note"] = "unavailable here (see the H100 estimate below)"
-                            block.append(row)
-                            continue
-                        try:
-                            row["validation_max_rel_error"] = validate(impl, B, I, H, L, args.dtype)
-                            row["times"] = time_impl(impl, T, B, I, H, L, args.dtype, args.warmup, args.repeats)
-                        except ValidationError:
-                            raise
-                        except Exception as e:  # noqa: BLE001 - e.g. the persistent kernel's state does not fit
-                            row.update(status="failed", note=f"{type(e).__name__}: {e}")
-                            if os.environ.get("MINIS2S_BENCH_DEBUG"):
-                                traceback.print_exc()
-                            block.append(row)
-                            continue
-                        row["status"] = "measured"
-                        row["gflops_fwdbwd"] = 3 * flops / row["times"]["seq_fwdbwd"] / 1e9
-                        row["note"] = f"validated, max rel err {row['validation_max_rel_error']:.1e}"
-                        if hasattr(impl, "kernels"):  # the persistent kernels: which path each direction took
-                            row["paths"] = dict(impl.kernels.last_path)
-                            row["note"] += f"; ran {row['paths']}"
-                        block.append(row)
-                    for row in block:  # ratio to torch on the same kind of device
-                        if row.get("status") != "measured":
-                            row["ratio_to_torch"] = None
-                            continue
-                        ref_name = "torch_cuda" if row["impl"] in GPU_IMPLS else "torch_cpu"
-                        ref = next((r for r in block if r["impl"] == ref_name and r.get("status") == "measured"), None)
-                        row["ratio_to_torch"] = (row["times"]["seq_fwdbwd"] / ref["times"]["seq_fwdbwd"]
-                                                 if ref else None)
+                    configs.append({"T": T, "B": B, "H": H, "L": L, "I": args.I or H})
+                    block = run_config(available, configs[-1], args.dtype, args.warmup, args.repeats)
+                    for row in block:
+                        print_row(row)
                     rows.extend(block)
-                    print_table(block)
-                    print()
-
-    print("=" * 100)
-    print(f"All configurations ({args.dtype}; times are medians of {args.repeats} after {args.warmup} warm-up; "
-          "GFLOP/s = 3 x 8·T·B·H·(I+H)·L / seq f+b time):")
-    print_table(rows)
-    est_rows = [r for r in rows if "estimate_h100" in r]
-    if est_rows:
-        print_estimates(est_rows)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = resource_figures(tmp)
-    fit = persistent_fit(sorted(set(args.B) | {1, 8}))
-    print_resources(figures, fit)
-    elapsed = time.time() - started
-    print(f"\nwall time {elapsed:.1f} s")
+    print_legend(args)
 
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -633,19 +647,32 @@ def main(argv=None):
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "flops_basis": "GEMM FLOPs: forward 8·T·B·H·(I+H) per layer, forward+backward 3x",
         "timer": "median of repeats; time.perf_counter on CPU, CUDA events on GPU",
+        "unavailable": {n: why for n, i, why in impls if i is None},
         "rows": rows,
-        "estimate_formula": ESTIMATE_FORMULA,
-        "h100_published": H100,
-        "assumed": {"launch_s": LAUNCH_S, "grid_sync_s": GRID_SYNC_S},
-        "resource_usage_sm90": figures,
-        "persistent_fit_h100": fit,
-        "wall_s": elapsed,
     }
-    path = args.json or ROOT / "benchmarks" / "results" / (
-        f"lstm_step_{datetime.datetime.now():%Y%m%d-%H%M%S}_{socket.gethostname()}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=float))
-    print(f"wrote {path}")
+    if args.gpu_estimates:
+        itemsize = np.dtype(args.dtype).itemsize
+        est = []
+        for c in configs:
+            for name in GPU_IMPLS:
+                f, fb = estimate_h100(name, c["T"], c["B"], c["I"], c["H"], c["L"], itemsize)
+                est.append({"config": c, "impl": name, "fwd_s": f, "fwdbwd_s": fb, "basis": "on-paper estimate"})
+        print_estimates(est)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = resource_figures(tmp)
+        fit = persistent_fit(sorted(set(args.B) | {1, 8}))
+        print_resources(figures, fit)
+        result.update(estimates_h100=est, estimate_formula=ESTIMATE_FORMULA, h100_published=H100,
+                      assumed={"launch_s": LAUNCH_S, "grid_sync_s": GRID_SYNC_S},
+                      resource_usage_sm90=figures, persistent_fit_h100=fit)
+    result["wall_s"] = time.time() - started
+    print(f"\nwall time {result['wall_s']:.1f} s")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, default=float))
+        print(f"wrote {args.out}")
     return result
 
 
