@@ -27,13 +27,34 @@ from minis2s.models.config import ModelConfig
 from minis2s.nn import no_grad
 from minis2s.random import manual_seed
 from minis2s.task import DataConfig, Seq2SeqTask
-from minis2s.training import TrainConfig, train
 from minis2s.tracing import trace
+from minis2s.training import TrainConfig, train
 from minis2s.translator import Translator, load_model
 
 __version__ = "0.1.0"
 __all__ = [
-    "AttentionDecoder", "AttentionEncoder", "AttentionSeq2Seq", "Decoder", "Encoder", "Ensemble", "GradcheckResult",
-    "Seq2Seq", "DataConfig", "ModelConfig", "Seq2SeqTask", "TrainConfig", "Translator", "gradcheck", "load_model",
-    "train", "gradcheck_module", "manual_seed", "nn", "no_grad", "ops", "optim", "rel_error", "trace",
+    "AttentionDecoder",
+    "AttentionEncoder",
+    "AttentionSeq2Seq",
+    "DataConfig",
+    "Decoder",
+    "Encoder",
+    "Ensemble",
+    "GradcheckResult",
+    "ModelConfig",
+    "Seq2Seq",
+    "Seq2SeqTask",
+    "TrainConfig",
+    "Translator",
+    "gradcheck",
+    "gradcheck_module",
+    "load_model",
+    "manual_seed",
+    "nn",
+    "no_grad",
+    "ops",
+    "optim",
+    "rel_error",
+    "trace",
+    "train",
 ]

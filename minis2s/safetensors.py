@@ -49,7 +49,7 @@ def read_header(path) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
     try:
         with safe_open(path, framework="np") as f:
             out = {}
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 - a safe_open handle, not a dict
                 s = f.get_slice(name)
                 dtype = s.get_dtype()
                 if dtype not in _DTYPES:

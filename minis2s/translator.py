@@ -11,7 +11,13 @@ the model never saw in training becomes <unk>; ``translate`` reports it through 
 """
 from __future__ import annotations
 
-from minis2s.checkpoint import CheckpointError, load_weights, read_model_files, read_model_meta, read_model_weights
+from minis2s.checkpoint import (
+    CheckpointError,
+    load_weights,
+    read_model_files,
+    read_model_meta,
+    read_model_weights,
+)
 from minis2s.data import Vocab
 from minis2s.data.codec import TextCodec
 from minis2s.decode import decode_batched

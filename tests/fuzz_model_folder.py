@@ -23,7 +23,7 @@ with atheris.instrument_imports():
     from minis2s import checkpoint, safetensors, translator  # noqa: F401  (instrumented for coverage)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_reliability import check_loads_the_original_or_refuses, tiny_folder  # noqa: E402
+from test_reliability import check_loads_the_original_or_refuses, tiny_folder
 
 NAMES = ("model.json", "model.safetensors")
 FOLDER = os.path.join(tempfile.mkdtemp(prefix="minis2s-fuzz-"), "m")

@@ -26,8 +26,8 @@ import json
 import os
 import shutil
 
-from minis2s.atomic import atomic_write_bytes, atomic_write_json
 from minis2s import safetensors
+from minis2s.atomic import atomic_write_bytes, atomic_write_json
 from minis2s.checkpoint import (
     MODEL_WEIGHTS,
     CheckpointError,
