@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from minis2s.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, is_grad_enabled
+from minis2s.random import default_rng
 from minis2s.threads import model_call, recurrent_step_macs
 from minis2s.validate import check_float_array, check_ids, check_lengths, check_probability
 
@@ -46,8 +47,8 @@ def check_forward_inputs(src, trg, teacher_forcing_ratio, src_lengths, generator
         raise ValueError(f"src has batch {src.shape[1]} but trg has batch {trg.shape[1]}")
     if src_lengths is not None:
         src_lengths = check_lengths("src_lengths", src_lengths, src.shape[1], src.shape[0])
-    if generator is None:
-        generator = np.random.default_rng()
+    if generator is None:  # minis2s's own seeded generator (manual_seed), never an unseeded one
+        generator = default_rng()
     if not isinstance(generator, np.random.Generator):
         raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
     if trg.shape[0] < 2:
@@ -180,7 +181,7 @@ class Seq2Seq(Module):
         At step t the decoder reads ``trg[t-1]`` if the coin flip of step t-1 says "teach"
         (probability ``teacher_forcing_ratio``), else the argmax of its previous prediction.
         One flip per step for the whole batch, drawn from ``generator`` (a
-        ``numpy.random.Generator``; a fresh unseeded one if None) and kept in
+        ``numpy.random.Generator``; minis2s's seeded one, ``manual_seed``, if None) and kept in
         ``self.teacher_forcing_flips`` so the same forward can be replayed.
 
         Returns outputs (T, B, V) with outputs[0] all zeros.
