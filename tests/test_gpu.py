@@ -186,6 +186,7 @@ def test_seq2seq_on_cuda_matches_cpu_float64(cp):
         model = build(device)
         xp = model.xp
         assert xp.__name__ == ("cupy" if device == "cuda" else "numpy")
+        assert model.device == device and model.to("cpu").device == "cpu" and model.to(device).device == device
         loss_fn = CrossEntropyLoss()
         opt = optim.Adam(model.parameters(), lr=1e-2)
         out = model(xp.asarray(src), xp.asarray(trg), 0.5, generator=np.random.default_rng(1))

@@ -375,3 +375,17 @@ def test_no_grad_restores_the_previous_mode_on_exit_and_on_error():
     with pytest.raises(ValueError), no_grad():
         Embedding(3, 2)(np.array([5]))
     assert is_grad_enabled()
+
+
+def test_device_is_read_from_the_parameters_and_cannot_be_set_stale():
+    """Module.device says where the parameters are ("cpu" for NumPy arrays), for the model and
+    every submodule; it is not an attribute a ``to()`` could leave behind (tests/test_gpu.py
+    moves a model to "cuda" and back)."""
+    import pytest
+
+    from minis2s import Decoder, Encoder, Seq2Seq
+
+    model = Seq2Seq(Encoder(5, 4, 3, 1), Decoder(6, 4, 3, 1), "cpu")
+    assert model.device == model.encoder.device == model.decoder.rnn.device == "cpu"
+    with pytest.raises(AttributeError):
+        model.device = "cuda"

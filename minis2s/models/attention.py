@@ -151,10 +151,9 @@ class AttentionSeq2Seq(Module):
         self.bridge_h = Linear(decoder.key_dim, decoder.hidden_dim, dtype=encoder.dtype, rng=rng)
         self.bridge_c = Linear(decoder.key_dim, decoder.hidden_dim, dtype=encoder.dtype, rng=rng)
         self.decoder = decoder
-        self.device = device
         self.teacher_forcing_flips: list[bool] = []
         self.attention_weights = None  # (T, S, B) after a forward
-        self.to(device=device)
+        self.to(device=device)  # ``self.device`` reads where the parameters are (Module.device)
 
     # ---- the decoding interface (also the first half of forward) ----------------------------
     @model_call(batch_axis=1)

@@ -166,9 +166,8 @@ class Seq2Seq(Module):
             raise TypeError(f"encoder dtype {encoder.dtype} != decoder dtype {decoder.dtype}")
         self.encoder = encoder
         self.decoder = decoder
-        self.device = device
         self.teacher_forcing_flips: list[bool] = []
-        self.to(device=device)
+        self.to(device=device)  # ``self.device`` reads where the parameters are (Module.device)
 
     def step_macs(self, batch: int) -> int:
         """The size that picks this model's BLAS threads (minis2s/threads.py): a decoder step."""

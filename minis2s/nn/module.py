@@ -136,6 +136,12 @@ class Module:
         params = self.parameters()
         return array_module(params[0].data) if params else np
 
+    @property
+    def device(self) -> str:
+        """Where the parameters are: "cuda" (CuPy arrays) or "cpu" — read from them, so it is
+        never stale after ``to()``."""
+        return "cpu" if self.xp is np else "cuda"
+
     def to(self, device: str | None = None, dtype=None):
         """Move parameters (and gradients) to ``device`` ('cpu'/'cuda') and/or cast to ``dtype``."""
         if dtype is not None:
