@@ -19,10 +19,11 @@ from minis2s.ops.attention import (
 )
 from minis2s.ops.dropout import dropout_backward, dropout_forward
 from minis2s.ops.embedding import embedding_backward, embedding_forward
-from minis2s.ops.gru import gru_cell_backward, gru_cell_forward, gru_step_backward, gru_step_forward
+from minis2s.ops.gru import GRU_CELL, gru_cell_backward, gru_cell_forward, gru_step_backward, gru_step_forward
 from minis2s.ops.linear import linear_backward, linear_forward
 from minis2s.ops.losses import cross_entropy_backward, cross_entropy_forward, log_softmax
 from minis2s.ops.lstm import (
+    LSTM_CELL,
     lstm_backward,
     lstm_cell_backward,
     lstm_cell_forward,
@@ -31,12 +32,16 @@ from minis2s.ops.lstm import (
     lstm_step_forward,
 )
 from minis2s.ops.recurrent import (
-    CELLS,
+    Cell,
     recurrent_backward,
     recurrent_forward,
     reverse_time,
     reverse_time_index,
 )
-from minis2s.ops.rnn import rnn_cell_backward, rnn_cell_forward, rnn_step_backward, rnn_step_forward
+from minis2s.ops.rnn import RNN_CELL, rnn_cell_backward, rnn_cell_forward, rnn_step_backward, rnn_step_forward
+
+# The recurrent cells by name (nn's LSTM, GRU and RNN pick theirs here): one literal table, not a
+# registry that importing lstm.py, gru.py and rnn.py fills as a side effect.
+CELLS: dict[str, Cell] = {"lstm": LSTM_CELL, "gru": GRU_CELL, "rnn_tanh": RNN_CELL}
 
 __all__ = [name for name in dir() if not name.startswith("_")]

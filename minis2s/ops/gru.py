@@ -13,7 +13,6 @@ Backward:
 from minis2s.backend import array_module
 from minis2s.ops.activations import sigmoid
 from minis2s.ops.recurrent import (
-    CELLS,
     Cell,
     recurrent_step_backward,
     recurrent_step_forward,
@@ -47,7 +46,6 @@ def gru_cell_backward(dstate, cache):
 
 
 GRU_CELL = Cell("gru", 3, 1, gru_cell_forward, gru_cell_backward)
-CELLS["gru"] = GRU_CELL
 
 
 def gru_step_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh):

@@ -22,7 +22,6 @@ shared with the GRU and the tanh RNN.
 from minis2s.backend import array_module
 from minis2s.ops.activations import sigmoid
 from minis2s.ops.recurrent import (
-    CELLS,
     Cell,
     recurrent_backward,
     recurrent_forward,
@@ -69,7 +68,6 @@ def lstm_cell_backward(dstate, cache):
 
 
 LSTM_CELL = Cell("lstm", 4, 2, lstm_cell_forward, lstm_cell_backward)
-CELLS["lstm"] = LSTM_CELL
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None):

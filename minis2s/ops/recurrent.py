@@ -47,9 +47,6 @@ class Cell:
     backward: Callable
 
 
-CELLS: dict[str, Cell] = {}  # filled by lstm.py, gru.py and rnn.py
-
-
 def length_mask(lengths, T, dtype, xp):
     """lengths (B,) -> float mask (T, B, 1), 1 where t < lengths[b]."""
     return (xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]).astype(dtype)[:, :, None]

@@ -5,7 +5,6 @@
 """
 from minis2s.backend import array_module
 from minis2s.ops.recurrent import (
-    CELLS,
     Cell,
     recurrent_step_backward,
     recurrent_step_forward,
@@ -25,7 +24,6 @@ def rnn_cell_backward(dstate, cache):
 
 
 RNN_CELL = Cell("rnn_tanh", 1, 1, rnn_cell_forward, rnn_cell_backward)
-CELLS["rnn_tanh"] = RNN_CELL
 
 
 def rnn_step_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh):
