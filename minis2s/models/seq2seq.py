@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minis2s.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, is_grad_enabled
+from minis2s.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
 from minis2s.random import default_rng
 from minis2s.threads import model_call, recurrent_step_macs
 from minis2s.validate import check_float_array, check_ids, check_lengths, check_probability
@@ -194,8 +194,8 @@ class Seq2Seq(Module):
         self.teacher_forcing_flips = flips
         hidden, cell = self.encoder(src, src_lengths)
         outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
-        self._sequence_mode = all(flips[:-1])
-        if self._sequence_mode:
+        sequence_mode = all(flips[:-1])
+        if sequence_mode:
             # Every input is a known target token: run the decoder over the whole sequence at
             # once. Same numbers as the step loop below, much less Python per token.
             outputs[1:], _, _ = self.decoder.forward_sequence(trg[:-1], hidden, cell)
@@ -205,8 +205,7 @@ class Seq2Seq(Module):
                 output, hidden, cell = self.decoder(input, hidden, cell)  # (B, V)
                 outputs[t] = output
                 input = trg[t] if flips[t - 1] else output.argmax(axis=1)
-        self._steps = T - 1
-        self._shape = outputs.shape if is_grad_enabled() else None
+        self._push((sequence_mode, outputs.shape))  # what backward needs, on the tape like every cache
         return outputs
 
     @model_call(batch_axis=1)
@@ -216,17 +215,17 @@ class Seq2Seq(Module):
         Accumulates gradients into every parameter; the argmax feedback is not differentiable
         and gets none.
         """
-        if getattr(self, "_shape", None) is None:
+        if not self._tape:
             raise RuntimeError("Seq2Seq.backward called without a matching forward")
-        check_float_array("doutputs", doutputs, ndim=3, shape=self._shape)
-        if self._sequence_mode:
+        check_float_array("doutputs", doutputs, ndim=3, shape=self._tape[-1][1])
+        sequence_mode, shape = self._pop()  # one backward per forward: the caches are used up
+        if sequence_mode:
             dhidden, dcell = self.decoder.backward_sequence(doutputs[1:])
         else:
             dhidden = dcell = None
-            for t in reversed(range(1, self._steps + 1)):
+            for t in reversed(range(1, shape[0])):
                 dhidden, dcell = self.decoder.backward(doutputs[t], dhidden, dcell)
         self.encoder.backward(dhidden, dcell)
-        self._shape = None  # one backward per forward: the caches are used up
 
     # ---- the decoding interface used by minis2s.decode (greedy and beam search) -------------
     @model_call(batch_axis=1)
