@@ -8,13 +8,14 @@ backward beside the cache it pushes, so a cache is always consumed by the path t
     fast path   kernels/lstm_cpu.py          GEMMs + fused Numba pointwise kernels
                 kernels/gru_cpu.py           (the tanh RNN has no fast path: nothing to fuse)
     GPU path    kernels/lstm_cupy.py         cuBLAS GEMMs + fused CUDA C kernels, for CuPy arrays
-                                             (LSTM; off with set_enabled(False); untested on a
-                                             device so far: no GPU was lent yet)
+                                             (LSTM; untested on a device so far: no GPU was lent)
 
-The fast path is taken when all of these hold: the switch is on, Numba imports, the cell is an
-LSTM or a GRU, and ``x`` is a float32/float64 NumPy array. Turn it off with the environment variable
-``MINIS2S_FASTPATH=0`` or ``minis2s.fastpath.set_enabled(False)`` (``set_enabled(None)`` hands
-the choice back to the variable); ``with minis2s.fastpath.disabled():`` for a block.
+One switch with one meaning: when it is off, every layer runs the reference, on the CPU and on
+the GPU. It is on unless the environment variable ``MINIS2S_FASTPATH=0`` or
+``minis2s.fastpath.set_enabled(False)`` turns it off (``set_enabled(None)`` hands the choice back
+to the variable); ``with minis2s.fastpath.disabled():`` for a block. The CPU fast path is taken
+when the switch is on, Numba imports, the cell is an LSTM or a GRU, and ``x`` is a
+float32/float64 NumPy array; the GPU path when the switch is on, the cell an LSTM, ``x`` CuPy.
 Both paths give the same numbers (tests/test_fastpath.py: float64 within 1e-12, float32 1e-5).
 """
 from __future__ import annotations
@@ -58,10 +59,14 @@ def set_enabled(flag: bool | None) -> None:
     _switch[0] = flag
 
 
+def switched_on() -> bool:
+    """The switch: set_enabled's choice, else ``MINIS2S_FASTPATH`` (on unless "0")."""
+    return _switch[0] if _switch[0] is not None else os.environ.get(ENV_VAR, "1") != "0"
+
+
 def enabled() -> bool:
     """Whether NumPy LSTM layers take the fast path now: the switch is on and Numba imports."""
-    on = _switch[0] if _switch[0] is not None else os.environ.get(ENV_VAR, "1") != "0"
-    return on and available()
+    return switched_on() and available()
 
 
 @contextlib.contextmanager
@@ -124,6 +129,6 @@ def recurrent_functions(cell, x):
     """(forward, backward) for one recurrent layer on ``x``: the fast path or the reference."""
     if cell.name in FAST and type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and enabled():
         return FAST[cell.name]
-    if cell.name in GPU and type(x).__module__.split(".")[0] == "cupy" and _switch[0] is not False:
+    if cell.name in GPU and type(x).__module__.split(".")[0] == "cupy" and switched_on():
         return GPU[cell.name]  # cuBLAS GEMMs + the fused CUDA C pointwise kernels
     return ops.recurrent_forward, ops.recurrent_backward

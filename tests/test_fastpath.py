@@ -494,3 +494,26 @@ def test_minis2s_works_without_numba():
         "assert m.weight_hh_l0.grad is not None\n"
     )
     run_prints_ok(code)
+
+
+def test_one_switch_turns_off_the_cpu_and_the_gpu_paths(monkeypatch):
+    """MINIS2S_FASTPATH=0 and set_enabled(False) mean the same: the reference everywhere (once the
+    variable turned off the CPU kernels only, and the GPU path listened to set_enabled alone)."""
+    from minis2s import fastpath, ops
+
+    FakeCupy = type("ndarray", (), {"__module__": "cupy._core.core"})  # what recurrent_functions looks at
+    lstm, reference = ops.CELLS["lstm"], (ops.recurrent_forward, ops.recurrent_backward)
+    fastpath.set_enabled(None)
+    try:
+        monkeypatch.delenv(fastpath.ENV_VAR, raising=False)
+        assert fastpath.recurrent_functions(lstm, FakeCupy()) == fastpath.GPU["lstm"]
+        monkeypatch.setenv(fastpath.ENV_VAR, "0")
+        assert fastpath.recurrent_functions(lstm, FakeCupy()) == reference
+        assert fastpath.recurrent_functions(lstm, np.ones((2, 1, 3))) == reference
+        monkeypatch.delenv(fastpath.ENV_VAR)
+        fastpath.set_enabled(False)
+        assert fastpath.recurrent_functions(lstm, FakeCupy()) == reference
+        with fastpath.disabled():
+            assert fastpath.recurrent_functions(lstm, FakeCupy()) == reference
+    finally:
+        fastpath.set_enabled(None)
