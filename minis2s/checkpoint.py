@@ -76,14 +76,13 @@ def folder_digest(meta: dict, weights: bytes, files: dict[str, bytes]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def check_digest(folder, meta: dict) -> None:
-    """CheckpointError unless the folder's content is the one its model.json's digest names."""
+def check_digest(folder, meta: dict, weights: bytes) -> None:
+    """CheckpointError unless the folder's content (``weights``: its weight file's bytes, as
+    read) is the one its model.json's digest names."""
     folder = os.fspath(folder)
     if DIGEST not in meta:
         raise CheckpointError(f"model folder {folder!r}: model.json has no digest (damaged, or edited by hand; "
                               f"if you trust its files, seal it: minis2s seal {folder})")
-    with open(os.path.join(folder, MODEL_WEIGHTS), "rb") as f:
-        weights = f.read()
     if folder_digest(meta, weights, read_model_files(folder, meta)) != meta[DIGEST]:
         raise CheckpointError(f"model folder {folder!r}: its files are not those model.json's digest was made of "
                               f"(damaged, or edited by hand; if you trust them, seal it: minis2s seal {folder})")
@@ -94,11 +93,14 @@ def seal_model_dir(folder) -> str:
     write its digest into model.json; returns it. Its content is checked on the next load."""
     meta = read_model_meta(folder)
     folder = os.fspath(folder)
-    with open(os.path.join(folder, MODEL_WEIGHTS), "rb") as f:
-        weights = f.read()
-    meta[DIGEST] = folder_digest(meta, weights, read_model_files(folder, meta))
+    meta[DIGEST] = folder_digest(meta, _read_bytes(os.path.join(folder, MODEL_WEIGHTS)), read_model_files(folder, meta))
     atomic_write_json(os.path.join(folder, MODEL_META), meta)
     return meta[DIGEST]
+
+
+def _read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _plain_name(name: str) -> bool:
@@ -118,8 +120,7 @@ def read_model_files(folder, meta: dict) -> dict[str, bytes]:
         path = os.path.join(os.fspath(folder), name)
         if not os.path.isfile(path):
             raise CheckpointError(f"model folder {os.fspath(folder)!r} has no {name} (model.json lists it)")
-        with open(path, "rb") as f:
-            out[name] = f.read()
+        out[name] = _read_bytes(path)
     return out
 
 
@@ -196,12 +197,11 @@ def read_model_weights(folder, meta: dict, expect: dict | None = None) -> dict:
     w_path = os.path.join(os.fspath(folder), MODEL_WEIGHTS)
     stored = meta.get("stored_dtype", "float32")
     try:
-        if expect is not None:  # int8 files hold a scale tensor beside each matrix: not a parameter
-            header = safetensors.read_header(w_path)
-            found = {k: shape for k, (_, shape) in header.items() if not k.endswith(quantize.SCALE_SUFFIX)}
-            safetensors.check_shapes(found, expect, w_path)
-        check_digest(folder, meta)  # after the header, which is checked without reading the data
-        return quantize.unpack(safetensors.load_file(w_path), stored)
+        if expect is not None:  # the header alone, before any data is read; int8 scales are no parameters
+            safetensors.check_header(w_path, expect, ignore_suffix=quantize.SCALE_SUFFIX)
+        data = _read_bytes(w_path)  # read once: for the digest, then for the tensors
+        check_digest(folder, meta, data)
+        return quantize.unpack(safetensors.loads(data, w_path), stored)
     except (KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise CheckpointError(f"{w_path}: {msg}" if str(w_path) not in str(msg) else str(msg)) from e
@@ -210,8 +210,7 @@ def read_model_weights(folder, meta: dict, expect: dict | None = None) -> dict:
 def read_json(path):
     """A JSON file's value; CheckpointError naming the file if it is not JSON (or nested so
     deeply that the parser gives up)."""
-    with open(path, "rb") as f:
-        return parse_json(f.read(), path)
+    return parse_json(_read_bytes(path), path)
 
 
 def parse_json(data: bytes | str, where):

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from minis2s import ops
-from minis2s.backend import FLOAT_DTYPES
+from minis2s.backend import FLOAT_DTYPES, is_gpu_array
 
 ENV_VAR = "MINIS2S_FASTPATH"
 _switch: list = [None]  # set_enabled's choice; None: the environment variable decides
@@ -129,6 +129,6 @@ def recurrent_functions(cell, x):
     """(forward, backward) for one recurrent layer on ``x``: the fast path or the reference."""
     if cell.name in FAST and type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and enabled():
         return FAST[cell.name]
-    if cell.name in GPU and type(x).__module__.split(".")[0] == "cupy" and switched_on():
+    if cell.name in GPU and is_gpu_array(x) and switched_on():
         return GPU[cell.name]  # cuBLAS GEMMs + the fused CUDA C pointwise kernels
     return ops.recurrent_forward, ops.recurrent_backward

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save
+from safetensors.numpy import load, save
 
 from minis2s.atomic import atomic_write_bytes
 
@@ -68,14 +68,36 @@ def load_file(path, expect: dict | None = None) -> dict:
     """Read {name: array} (native byte order, writable copies). ``expect`` {name: shape}: the
     tensors the caller needs, checked against the header before any data is read (ValueError
     naming the file and the first difference)."""
-    header = read_header(path)
     if expect is not None:
-        check_shapes({k: shape for k, (_, shape) in header.items()}, expect, path)
+        check_header(path, expect)
+    header = read_header(path)
     try:
         with safe_open(path, framework="np") as f:
             return {name: np.array(f.get_tensor(name), copy=True) for name in header}
     except SafetensorError as e:  # pragma: no cover - the header was valid a moment ago
         raise ValueError(f"{path}: not a valid safetensors file ({e})") from e
+
+
+def loads(data: bytes, where) -> dict:
+    """``load_file`` of a file already read into memory (``data``; ``where`` names it in errors)."""
+    try:
+        out = load(data)
+    except SafetensorError as e:
+        raise ValueError(f"{where}: not a valid safetensors file ({e})") from e
+    except KeyError as e:  # the numpy reader's error for a dtype NumPy does not have (BF16, F8...)
+        raise ValueError(f"{where}: a tensor has dtype {e.args[0]}, which minis2s does not read") from e
+    for name, a in out.items():
+        if a.dtype not in _NAMES:
+            raise ValueError(f"{where}: tensor {name!r} has dtype {a.dtype}, which minis2s does not read")
+    return out
+
+
+def check_header(path, expect: dict, *, ignore_suffix: str | None = None) -> None:
+    """ValueError naming ``path`` unless its tensors (read from the header alone; those whose
+    names end in ``ignore_suffix`` left out) have exactly the shapes ``expect`` {name: shape}."""
+    found = {k: shape for k, (_, shape) in read_header(path).items()
+             if ignore_suffix is None or not k.endswith(ignore_suffix)}
+    check_shapes(found, expect, path)
 
 
 def check_shapes(found: dict, expect: dict, path) -> None:

@@ -2,7 +2,8 @@
 
 Words matching ^[a-z]+$, stress digits removed (39 ARPAbet phonemes), pronunciations that
 become identical merged: 117,493 words. With ``stress=True`` the vowels keep CMUdict's stress
-digits (0 none, 1 primary, 2 secondary: 15 vowels x 3 + 24 consonants = 69 symbols). Split with no state, by a hash of the word:
+digits (0 none, 1 primary, 2 secondary: 15 vowels x 3 + 24 consonants = 69 symbols). Split
+with no state, by a hash of the word:
 bucket = sha1(word) mod 20; bucket 0 test (5,968), 1 dev (5,857), the rest train (105,668).
 """
 from __future__ import annotations
