@@ -98,26 +98,34 @@ class Dropout(Module):
 
 
 class CrossEntropyLoss(Module):
-    """Mean softmax cross-entropy over the targets that are not ``ignore_index``."""
+    """Mean softmax cross-entropy over the targets that are not ``ignore_index``; with ``soft``
+    rows given to ``forward``, against q = (1 - soft_weight) onehot(target) + soft_weight soft
+    (token-level distillation: ``soft`` is a teacher's next-token distribution)."""
 
-    def __init__(self, ignore_index: int = -100):
+    def __init__(self, ignore_index: int = -100, *, soft_weight: float = 1.0):
         super().__init__()
         self.ignore_index = int(ignore_index)
+        self.soft_weight = check_probability("soft_weight", soft_weight)
 
-    def forward(self, logits, targets):
-        """logits: (N, V) float, targets: (N,) int -> scalar loss."""
+    def forward(self, logits, targets, soft=None):
+        """logits: (N, V) float, targets: (N,) int, soft: (N, V) float rows or None -> scalar loss."""
         check_float_array("logits", logits, ndim=2)
         if not hasattr(targets, "dtype") or targets.dtype.kind not in "iu":
             raise TypeError(f"targets must be an integer array, got {getattr(targets, 'dtype', type(targets).__name__)}")
         if targets.shape != logits.shape[:1]:
             raise ValueError(f"targets has shape {tuple(targets.shape)}, expected ({logits.shape[0]},)")
+        if soft is not None:
+            check_float_array("soft", soft, ndim=2, shape=logits.shape)
         valid = targets != self.ignore_index
         V = logits.shape[1]
         if valid.any() and (targets[valid].min() < 0 or targets[valid].max() >= V):
             raise ValueError(f"targets must be in [0, {V}) or equal ignore_index={self.ignore_index}")
-        loss, cache = ops.cross_entropy_forward(logits, targets, self.ignore_index)
+        loss, cache = ops.cross_entropy_forward(logits, targets, self.ignore_index, soft, self.soft_weight)
         self._push(cache)
         return float(loss)
 
     def backward(self, dloss: float = 1.0):
         return ops.cross_entropy_backward(dloss, self._pop())
+
+    def extra_repr(self):
+        return f"ignore_index={self.ignore_index}, soft_weight={self.soft_weight}"
