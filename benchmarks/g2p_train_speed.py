@@ -165,7 +165,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from benchmarks.machine import blas_kernel, busy_core
-    from kernels import lstm_cpu
+    from minis2s.kernels import lstm_cpu
     from minis2s.data.cmudict import load_split
     from minis2s.g2p import G2PTask
     from minis2s.models.config import ModelConfig

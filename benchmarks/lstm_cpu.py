@@ -204,7 +204,7 @@ def time_interleaved(runners: dict, repeats: int, settle: float = SETTLE_S, warm
 def kernel_version(version):
     """``with kernel_version(v):`` the fast path runs kernels/lstm_cpu.py's (and gru_cpu.py's,
     where it has it) version v as its default; restored afterwards. None: the default stays."""
-    from kernels import gru_cpu, lstm_cpu
+    from minis2s.kernels import gru_cpu, lstm_cpu
 
     if version is None:
         yield
@@ -221,7 +221,7 @@ def kernel_version(version):
 def version_runners(problem, log=print):
     """One runner per kernels/lstm_cpu.py version: the problem's nn.LSTM on the fast path with
     that version as the default; each version is validated against the reference first."""
-    from kernels import lstm_cpu
+    from minis2s.kernels import lstm_cpu
 
     runners = {}
     for v in lstm_cpu.VERSIONS:
@@ -283,7 +283,7 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=pr
             "validation_rel_error": errors,
         })
         log(format_row(rows[-1]))
-    from kernels import lstm_cpu
+    from minis2s.kernels import lstm_cpu
 
     return {
         "benchmark": "lstm_cpu", "repeats": repeats, "statistic": "median", "settle_s": SETTLE_S,

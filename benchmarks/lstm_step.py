@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import blas_kernel
-from kernels import cuda_host, lstm_cupy
+from minis2s.kernels import cuda_host, lstm_cupy
 from minis2s import ops
 from minis2s.backend import get_backend, to_numpy
 from minis2s.gradcheck import rel_error
@@ -179,11 +179,11 @@ def discover():
     found = []
     found.append(("numpy_ref", Functional("numpy_ref", "cpu", ops.lstm_forward, ops.lstm_backward), None))
     try:
-        from kernels import lstm_cpu
+        from minis2s.kernels import lstm_cpu
 
         found.append(("cpu_fast", Functional("cpu_fast", "cpu", lstm_cpu.lstm_forward, lstm_cpu.lstm_backward), None))
     except Exception as e:  # noqa: BLE001 - absent or broken: the row says why, the rest runs
-        found.append(("cpu_fast", None, f"kernels.lstm_cpu not importable: {type(e).__name__}: {e}"))
+        found.append(("cpu_fast", None, f"minis2s.kernels.lstm_cpu not importable: {type(e).__name__}: {e}"))
     try:
         import torch
 
@@ -197,7 +197,7 @@ def discover():
     except RuntimeError as e:
         cp, gpu_reason = None, str(e)
     if cp is not None:
-        from kernels import lstm_numba_cuda
+        from minis2s.kernels import lstm_numba_cuda
 
         cuda_c = lstm_cupy.CudaCKernels(version=2)
         found.append(("cupy_cuda_c", Functional(
@@ -391,7 +391,7 @@ def estimate_h100(impl, T, B, I, H, L, itemsize):
 
 # ---- the persistent kernel's fit on chip --------------------------------------------------------
 def persistent_plan_h100(B, H, itemsize, backward):
-    """kernels.lstm_cupy's launch plan, for an H100 instead of the GPU at hand."""
+    """minis2s.kernels.lstm_cupy's launch plan, for an H100 instead of the GPU at hand."""
     HS, blocks = lstm_cupy.persistent_tiling(H, H100["sms"])
     smem = lstm_cupy.persistent_smem_elems(B, H, HS, lstm_cupy.PERSISTENT_THREADS, backward) * itemsize
     return {"HS": HS, "blocks": blocks, "smem_bytes": smem, "fits": smem <= H100["smem_bytes_per_block"]}
@@ -424,7 +424,7 @@ def resource_figures(tmpdir):
         try:
             from numba import cuda, float32
 
-            from kernels import lstm_numba_cuda
+            from minis2s.kernels import lstm_numba_cuda
 
             for label, k in zip(("forward", "backward"), lstm_numba_cuda.make_kernels(np.float32)):
                 ptx, _ = cuda.compile_ptx(k.py_func, (float32[:, ::1],) * 7, cc=(9, 0))

@@ -35,8 +35,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from kernels.activations_cpu import sigmoid, tanh
-from kernels.lstm_cpu import JIT, lengths_array, recurrent_weight_t, time_loop_versions
+from minis2s.kernels.activations_cpu import sigmoid, tanh
+from minis2s.kernels.lstm_cpu import JIT, lengths_array, recurrent_weight_t, time_loop_versions
 
 
 class GRUCache(NamedTuple):

@@ -61,9 +61,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from kernels import blas_cpu
-from kernels.activations_cpu import sigmoid, tanh
-from kernels.blas_cpu import matmul_into
+from minis2s.kernels import blas_cpu
+from minis2s.kernels.activations_cpu import sigmoid, tanh
+from minis2s.kernels.blas_cpu import matmul_into
 
 JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 
-from kernels.cuda_host import KERNEL_DIR, PACK_BYTES
+from minis2s.kernels.cuda_host import KERNEL_DIR, PACK_BYTES
 from minis2s.backend import array_module, get_backend
 from minis2s.ops.recurrent import length_mask
 
@@ -171,7 +171,7 @@ def default_kernels(xp):
     """The CUDA C kernel set (compiled once per process) for CuPy arrays."""
     if xp.__name__ != "cupy":
         raise TypeError(
-            "kernels.lstm_cupy runs on CuPy arrays; for NumPy arrays pass kernels= (a host or "
+            "minis2s.kernels.lstm_cupy runs on CuPy arrays; for NumPy arrays pass kernels= (a host or "
             "simulator kernel set) or use minis2s.ops.lstm_forward"
         )
     if "cuda_c" not in _DEFAULT:

@@ -33,7 +33,7 @@ BLOCK = 128  # threads per block
 
 def _numba_cuda():
     if cuda is None:  # pragma: no cover - depends on the machine
-        raise RuntimeError("kernels.lstm_numba_cuda needs Numba: pip install 'minis2s[numba-cuda]'")
+        raise RuntimeError("minis2s.kernels.lstm_numba_cuda needs Numba: pip install 'minis2s[numba-cuda]'")
     return cuda
 
 
@@ -140,13 +140,13 @@ def _default():
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None):
     """minis2s.ops.lstm_forward's signature: cuBLAS/NumPy GEMMs + the Numba pointwise kernels."""
-    from kernels import lstm_cupy
+    from minis2s.kernels import lstm_cupy
 
     return lstm_cupy.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, kernels=_default())
 
 
 def lstm_backward(dout, dh_n, dc_n, cache):
     """minis2s.ops.lstm_backward's signature (the kernel set travels in the cache)."""
-    from kernels import lstm_cupy
+    from minis2s.kernels import lstm_cupy
 
     return lstm_cupy.lstm_backward(dout, dh_n, dc_n, cache)

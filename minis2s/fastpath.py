@@ -34,12 +34,12 @@ _kernels: dict = {}  # "cpu" -> (kernels.lstm_cpu, kernels.gru_cpu), or None if 
 
 
 def _cpu_kernels():
-    """(kernels.lstm_cpu, kernels.gru_cpu), imported on first use (they import Numba), or None."""
+    """(minis2s.kernels.lstm_cpu, .gru_cpu), imported on first use (they import Numba), or None."""
     if "cpu" not in _kernels:
         try:
-            from kernels import gru_cpu, lstm_cpu
+            from minis2s.kernels import gru_cpu, lstm_cpu
         except ImportError as e:  # no Numba (or no kernels/ next to minis2s): the reference it is
-            if (e.name or "").split(".")[0] not in ("numba", "llvmlite", "kernels"):
+            if (e.name or "").split(".")[0] not in ("numba", "llvmlite"):
                 raise
             _kernels["cpu"] = None
         else:
@@ -109,14 +109,14 @@ FAST = {"lstm": (_lstm_forward, _lstm_backward), "gru": (_gru_forward, _gru_back
 
 def _cuda_lstm_forward(cell, x, state0, w_ih, w_hh, b_ih, b_hh, lengths=None):
     """ops.recurrent_forward's signature over kernels/lstm_cupy.lstm_forward (CuPy arrays)."""
-    from kernels import lstm_cupy
+    from minis2s.kernels import lstm_cupy
 
     out, (h_n, c_n), cache = lstm_cupy.lstm_forward(x, *state0, w_ih, w_hh, b_ih, b_hh, lengths)
     return out, (h_n, c_n), cache
 
 
 def _cuda_lstm_backward(dout, dstate_n, cache):
-    from kernels import lstm_cupy
+    from minis2s.kernels import lstm_cupy
 
     dx, dh0, dc0, *dparams = lstm_cupy.lstm_backward(dout, *dstate_n, cache)
     return dx, (dh0, dc0), tuple(dparams)

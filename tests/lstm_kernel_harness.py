@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 from conftest import check_close
 
-from kernels import lstm_cupy
+from minis2s.kernels import lstm_cupy
 from minis2s import ops
 from minis2s.backend import to_numpy
 
@@ -31,7 +31,7 @@ def check_all(ours: dict, ref: dict, tol):
 
 
 def check_pointwise_forward(kernels, dtype, B, H, rng, xp=np):
-    """kernels.pointwise_forward vs ops.lstm_cell_forward: h, c, the activated gates, tanh(c)."""
+    """minis2s.kernels.pointwise_forward vs ops.lstm_cell_forward: h, c, the activated gates, tanh(c)."""
     dtype = np.dtype(dtype)
     xg, hg, h_prev, c_prev = draw(rng, dtype, [(B, 4 * H), (B, 4 * H), (B, H), (B, H)], scale=2.0)
     (h_ref, c_ref), (i, f, g, o, _, tanh_ref) = ops.lstm_cell_forward(xg, hg, (h_prev, c_prev))
@@ -43,7 +43,7 @@ def check_pointwise_forward(kernels, dtype, B, H, rng, xp=np):
 
 
 def check_pointwise_backward(kernels, dtype, B, H, rng, xp=np):
-    """kernels.pointwise_backward vs ops.lstm_cell_backward: da (B, 4H) and dc_prev."""
+    """minis2s.kernels.pointwise_backward vs ops.lstm_cell_backward: da (B, 4H) and dc_prev."""
     dtype = np.dtype(dtype)
     xg, hg, h_prev, c_prev, dh, dc_next = draw(
         rng, dtype, [(B, 4 * H), (B, 4 * H), (B, H), (B, H), (B, H), (B, H)], scale=2.0)

@@ -21,7 +21,7 @@ from lstm_kernel_harness import (
     check_sequence,
 )
 
-from kernels import cuda_host, lstm_cupy
+from minis2s.kernels import cuda_host, lstm_cupy
 
 pytestmark = pytest.mark.skipif(cuda_host.nvcc_path() is None,
                                 reason="nvcc not found: the CUDA C sources cannot be compiled here")

@@ -35,14 +35,14 @@ def run_prints_ok(code):
 @pytest.fixture(scope="module")
 def lstm_cpu():
     pytest.importorskip("numba", reason="the fused CPU kernels need Numba (pip install numba)")
-    from kernels import lstm_cpu
+    from minis2s.kernels import lstm_cpu
 
     return lstm_cpu
 
 
 @pytest.fixture(scope="module")
 def gru_cpu(lstm_cpu):
-    from kernels import gru_cpu
+    from minis2s.kernels import gru_cpu
 
     return gru_cpu
 
@@ -62,7 +62,7 @@ def switch_follows_environment(monkeypatch):
 def test_numba_tanh_and_sigmoid_are_within_2_ulp_of_numpy(lstm_cpu, dtype):
     from numba import njit
 
-    from kernels.activations_cpu import sigmoid, tanh
+    from minis2s.kernels.activations_cpu import sigmoid, tanh
 
     @njit(error_model="numpy")
     def apply(x, t, s):
@@ -91,7 +91,7 @@ def test_numba_tanh_and_sigmoid_are_within_2_ulp_of_numpy(lstm_cpu, dtype):
 
 @pytest.fixture(scope="module")
 def blas_cpu(lstm_cpu):
-    from kernels import blas_cpu
+    from minis2s.kernels import blas_cpu
 
     if not blas_cpu.AVAILABLE:
         pytest.skip(f"no cblas for Numba here: {blas_cpu.UNAVAILABLE_REASON}")
@@ -157,7 +157,7 @@ def test_version_3_is_left_out_cleanly_without_cblas():
     code = (
         "import threadpoolctl; threadpoolctl.threadpool_info = lambda: []\n"
         "import numpy as np\n"
-        "from kernels import blas_cpu, gru_cpu, lstm_cpu\n"
+        "from minis2s.kernels import blas_cpu, gru_cpu, lstm_cpu\n"
         "assert not blas_cpu.AVAILABLE and 'not OpenBLAS' in blas_cpu.UNAVAILABLE_REASON\n"
         "assert 3 not in lstm_cpu.VERSIONS and 3 not in gru_cpu.VERSIONS\n"
         "assert lstm_cpu.DEFAULT_VERSION in lstm_cpu.VERSIONS and gru_cpu.DEFAULT_VERSION in gru_cpu.VERSIONS\n"
@@ -186,7 +186,7 @@ SHAPES = {  # (T, B, I, H, lengths)
 def version_functions(module, version):
     """module.VERSIONS[version], or a skip saying why that version cannot run here."""
     if version not in module.VERSIONS:
-        from kernels import blas_cpu
+        from minis2s.kernels import blas_cpu
 
         assert version == 3, f"version {version} is missing from {module.__name__}.VERSIONS"
         pytest.skip(f"version 3 needs NumPy's cblas from Numba: {blas_cpu.UNAVAILABLE_REASON}")
@@ -222,7 +222,7 @@ def test_version_3_runs_version_2s_kernels_when_loaded_from_the_cache(lstm_cpu):
     version_functions(lstm_cpu, 3)
     code = (
         "import numpy as np\n"
-        "from kernels import gru_cpu, lstm_cpu\n"
+        "from minis2s.kernels import gru_cpu, lstm_cpu\n"
         "rng = np.random.default_rng(0)\n"
         "T, B, H = 6, 4, 16\n"
         "def run(module, version, gates, n_state):\n"
@@ -392,7 +392,7 @@ def test_seq2seq_fast_path_matches_reference_path(gru_cpu, cell, dtype, ratio):
 @pytest.fixture
 def calls(monkeypatch, gru_cpu):
     """Counts the calls of every recurrent implementation: {"lstm_cpu.lstm_forward": n, ...}."""
-    from kernels import lstm_cpu
+    from minis2s.kernels import lstm_cpu
 
     counts = {}
 

@@ -29,7 +29,7 @@ dtypes = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float3
 
 @pytest.mark.skipif(NO_GPU is None, reason="a GPU is present: the error path is not reachable")
 def test_cuda_paths_without_a_gpu_say_what_is_missing():
-    from kernels import lstm_cupy
+    from minis2s.kernels import lstm_cupy
     from minis2s import Decoder, Encoder, Seq2Seq
 
     with pytest.raises(RuntimeError, match="CuPy|GPU"):
@@ -50,14 +50,14 @@ def cp():
 
 @pytest.fixture(scope="module")
 def cuda_c():
-    from kernels import lstm_cupy
+    from minis2s.kernels import lstm_cupy
 
     return {v: lstm_cupy.CudaCKernels(version=v) for v in (1, 2)}
 
 
 @pytest.fixture(scope="module")
 def persistent():
-    from kernels import lstm_cupy
+    from minis2s.kernels import lstm_cupy
 
     return lstm_cupy.CudaCKernels(persistent=True)
 
@@ -65,7 +65,7 @@ def persistent():
 @pytest.fixture(scope="module")
 def numba_kernels():
     pytest.importorskip("numba.cuda", reason="Numba is not installed")
-    from kernels import lstm_numba_cuda
+    from minis2s.kernels import lstm_numba_cuda
 
     return lstm_numba_cuda.NumbaKernels()
 
@@ -131,11 +131,11 @@ def test_persistent_falls_back_per_step_when_the_state_does_not_fit(cp, persiste
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_cupy_lstm_matches_torch_cuda(cp, dtype, rng):
-    """kernels.lstm_cupy (CUDA C) against torch.nn.LSTM on the GPU (cuDNN): outputs and grads."""
+    """minis2s.kernels.lstm_cupy (CUDA C) against torch.nn.LSTM on the GPU (cuDNN): outputs and grads."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA device")
-    from kernels import lstm_cupy
+    from minis2s.kernels import lstm_cupy
 
     torch.backends.cudnn.allow_tf32 = False  # TF32 would differ by ~1e-3 (10-bit mantissa)
     torch.backends.cuda.matmul.allow_tf32 = False

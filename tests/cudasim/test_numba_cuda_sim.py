@@ -33,7 +33,7 @@ from lstm_kernel_harness import (
     check_sequence,
 )
 
-from kernels import lstm_numba_cuda
+from minis2s.kernels import lstm_numba_cuda
 
 dtypes = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 
