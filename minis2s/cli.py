@@ -58,9 +58,11 @@ def _add_run_args(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_training(args, parser, make_task, setting_classes) -> tuple:
+def run_training(args, parser, make_task, setting_classes, teacher_folders=None) -> tuple:
     """Train (or resume) into ``args.out``. ``make_task(saved)`` builds the task from the flags
-    (``saved`` None) or from a resumed run's config.json. Returns (task, model, state)."""
+    (``saved`` None) or from a resumed run's config.json; ``teacher_folders(distill_from)``: the
+    teachers' model folders (default: distill_from's comma-separated folders as they are).
+    Returns (task, model, state)."""
     from minis2s.random import manual_seed
 
     if args.resume:
@@ -86,8 +88,11 @@ def run_training(args, parser, make_task, setting_classes) -> tuple:
     n = sum(p.data.size for p in model.parameters())
     _stderr(f"{task.name}: {task.model_config.arch} model, {n:,} parameters, {len(task.train_pairs):,} training "
             f"pairs, vocabularies {len(task.src)}/{len(task.trg)}; run folder {args.out}")
+    teachers = None
+    if config.distill_from is not None and teacher_folders is not None:
+        teachers = teacher_folders(config.distill_from)
     state = train(task, model, config, args.out, resume=args.resume, restart_lr=args.restart_lr,
-                  progress=not args.quiet)
+                  progress=not args.quiet, teachers=teachers)
     return task, model, state
 
 
@@ -184,7 +189,8 @@ def cmd_demo(args, parser):
 
 
 def cmd_g2p_train(args, parser):
-    from minis2s.g2p import G2PTask
+    from minis2s.g2p import G2PTask, model_folders
+    from minis2s.training.distill import teacher_folders
 
     def make_task(saved):
         if saved is None:
@@ -196,7 +202,9 @@ def cmd_g2p_train(args, parser):
     if args.resume and args.stress:
         raise ValueError("--resume continues a run with its own settings: --stress cannot be given")
 
-    task, _, state = run_training(args, parser, make_task, (ModelConfig, DataConfig, TrainConfig))
+    # --distill-from takes shipped names too ("ensemble": its members), as --model does
+    task, _, state = run_training(args, parser, make_task, (ModelConfig, DataConfig, TrainConfig),
+                                  teacher_folders=lambda names: model_folders(teacher_folders(names)))
     _report_best(task, state, args.out)
     return 0
 

@@ -1,12 +1,22 @@
 """Token-level distillation: the soft-target cross-entropy (checked against finite differences
 and PyTorch), the teachers' targets (minis2s/training/distill.py) and ``--distill-from``."""
+import json
+
 import numpy as np
 import pytest
 import torch
 from conftest import F64_TOL, GRADCHECK_TOL, check_close
+from test_cli import assert_clean_error, assert_ok, minis2s
 
-from minis2s import gradcheck, ops
+from minis2s import DataConfig, ModelConfig, Seq2SeqTask, gradcheck, manual_seed, ops
+from minis2s.data import Vocab
+from minis2s.data.examples import dates
+from minis2s.models.ensemble import Ensemble
 from minis2s.nn import CrossEntropyLoss
+from minis2s.training import TrainConfig, train
+from minis2s.training.distill import TeacherTargets
+from minis2s.training.distributed import block
+from minis2s.training.trainer import loss_and_grad
 
 N, V = 7, 5
 
@@ -84,3 +94,111 @@ def test_soft_targets_equal_to_the_one_hot_ones_give_the_plain_loss(rng):
 def test_cross_entropy_refuses_bad_soft_targets(soft, weight, exc, msg):
     with pytest.raises(exc, match=msg):
         CrossEntropyLoss(soft_weight=weight)(np.zeros((N, V)), np.zeros(N, dtype=np.int64), soft)
+
+
+# ---- the teachers' targets ---------------------------------------------------------------------
+def dates_task(**model):
+    pairs = dates(140, seed=3)
+    cfg = ModelConfig(**{"hidden": 12, "layers": 1, "embedding": 6, "dropout": 0.0, "dtype": "float64", **model})
+    return Seq2SeqTask(pairs[:120], pairs[120:], data=DataConfig(tokens="char"), model=cfg)
+
+
+@pytest.fixture(scope="module")
+def teachers():
+    """Two random teachers that read the sources differently: seq2seq reversed, attention not."""
+    manual_seed(11)
+    a, b = dates_task(arch="seq2seq", reverse_source=True), dates_task(arch="attention")
+    return [a.translator(a.build_model()), b.translator(b.build_model())]
+
+
+def test_teacher_targets_are_the_ensemble_mean_along_the_reference(teachers):
+    student = dates_task()
+    targets = TeacherTargets(teachers, student, batch_size=16)
+    ensemble = Ensemble([t.model for t in teachers], reverse_source=[t.config.reverse_source for t in teachers])
+    batch = student.train_batches(np.random.default_rng(0), 10)[2]
+    soft = targets.for_batch(batch)  # (T-1, B, V)
+    assert soft.shape == batch.trg[1:].shape + (len(student.trg),) and soft.dtype == np.float32
+    for col in (0, batch.size - 1):
+        i = batch.index[col]
+        src = np.array(student.src.encode(student.train_pairs.src[i])[0])[:, None]  # (S, 1), reading order
+        state = ensemble.init_decoder_state(src, np.array([src.shape[0]]))
+        reference = student.train_trg[i] + [Vocab.eos_id]
+        inputs = [Vocab.sos_id] + student.train_trg[i]
+        for t, (y_prev, _) in enumerate(zip(inputs, reference)):  # teacher forcing along the reference
+            logp, state = ensemble.decode_step(np.array([y_prev]), state)
+            check_close(f"column {col} step {t}", soft[t, col], np.exp(logp[0]), 1e-6)
+
+
+def test_teacher_targets_follow_a_batch_through_take(teachers):
+    student = dates_task()
+    targets = TeacherTargets(teachers, student, batch_size=32)
+    batch = student.train_batches(np.random.default_rng(1), 12)[0]
+    columns = np.array([3, 0, 7])
+    assert np.array_equal(targets.for_batch(batch.take(columns)), targets.for_batch(batch)[:, columns])
+    wrong = batch.take(columns)
+    wrong.index = wrong.index[::-1].copy()
+    if not np.array_equal(targets.lengths[wrong.index], targets.lengths[batch.index[columns]]):
+        with pytest.raises(ValueError, match=r"batch: its targets are not the training pairs"):
+            targets.for_batch(wrong)
+
+
+def test_shards_with_soft_targets_sum_to_the_batch_gradient_float64(teachers):
+    student = dates_task(arch="attention")
+    targets = TeacherTargets(teachers, student)
+    model = student.build_model()
+    batch = student.train_batches(np.random.default_rng(0), 23)[0]
+    loss_fn = CrossEntropyLoss(ignore_index=student.pad_id, soft_weight=0.5)
+    whole = loss_and_grad(model, batch, loss_fn, 1.0, np.random.default_rng(7), soft=targets.for_batch(batch))
+    expected = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    tokens = int((batch.trg[1:] != student.pad_id).sum())
+    total = 0.0
+    for r in range(3):
+        shard = batch.take(np.arange(*block(batch.size, r, 3)))
+        total += loss_and_grad(model, shard, loss_fn, 1.0, np.random.default_rng(7), tokens=tokens,
+                               soft=targets.for_batch(shard))
+    check_close("loss", total, whole, 1e-12)
+    for n, p in model.named_parameters():
+        check_close(n, p.grad, expected[n], 1e-12)
+
+
+def test_distill_weight_zero_trains_exactly_as_without_a_teacher(teachers, tmp_path):
+    weights = []
+    for name, extra in (("plain", {}), ("distill0", {"distill_from": "teachers", "distill_weight": 0.0})):
+        student = dates_task()
+        manual_seed(0)
+        model = student.build_model()
+        config = TrainConfig(epochs=1, batch_size=20, max_steps=4, **extra)
+        train(student, model, config, tmp_path / name, teachers=teachers if extra else None, log=lambda m: None)
+        weights.append({n: p.data.copy() for n, p in model.named_parameters()})
+    for n in weights[0]:
+        assert np.array_equal(weights[0][n], weights[1][n]), n
+
+
+def test_a_teacher_with_another_target_vocabulary_is_refused(teachers):
+    other = Seq2SeqTask([("ab", "x y"), ("ba", "y x")], data=DataConfig(tokens="char", trg_tokens="space"))
+    with pytest.raises(ValueError, match=r"^teacher Translator\(Seq2Seq\): its target vocabulary \(\d+ symbols\) is not "
+                                         r"the student's"):
+        TeacherTargets(teachers[:1], other)
+
+
+# ---- the command line --------------------------------------------------------------------------
+def test_g2p_train_distills_from_the_shipped_ensemble_and_resumes(tmp_path):
+    p = minis2s("g2p", "train", "--train-limit", "120", "--hidden", "16", "--layers", "1", "--embedding", "8",
+                "--epochs", "1", "--batch-size", "32", "--distill-from", "ensemble", "--distill-weight", "0.3",
+                "--max-steps", "2", "--out", "run", "--quiet", cwd=tmp_path)
+    assert_ok(p)
+    assert "distilling from 2 teacher(s)" in p.stderr and "mean teacher probability of the reference" in p.stderr
+    train = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert train["distill_from"] == "ensemble" and train["distill_weight"] == 0.3
+    p = minis2s("g2p", "train", "--resume", "--out", "run", "--quiet", cwd=tmp_path)  # recomputed, not saved
+    assert_ok(p)
+    assert "distilling from 2 teacher(s)" in p.stderr and "best dev WER" in p.stdout
+
+
+def test_g2p_train_refuses_a_teacher_of_another_vocabulary_in_one_line(tmp_path):
+    p = minis2s("g2p", "train", "--train-limit", "50", "--hidden", "8", "--layers", "1", "--embedding", "4",
+                "--distill-from", "stress", "--out", "run", "--quiet", cwd=tmp_path)
+    assert_clean_error(p, "teacher ", "g2p-stress", "target vocabulary (73 symbols) is not the student's (43)",
+                       last_line_only=True)
+    assert not (tmp_path / "run").exists(), "a bad teacher must fail before the run folder is made"

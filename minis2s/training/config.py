@@ -41,6 +41,12 @@ class TrainConfig:
     keep_epochs: int = setting(0, "keep the model of each of the last N epochs in RUN/epochs/ (for averaging)",
                                low=0, resume=True)
     target: float | None = setting(None, "stop once the dev metric reaches this (None: never)", resume=True)
+    distill_from: str | None = setting(None, "token-level distillation from these teachers: a model folder, "
+                                       "several joined by commas (an ensemble: the mean of their "
+                                       "distributions), or a shipped model's name under g2p (None: no teacher)",
+                                       resume=True)
+    distill_weight: float = setting(0.5, "(distill_from) λ: the targets are (1-λ)·reference + λ·the teachers' "
+                                    "distribution", low=0.0, high=1.0, resume=True)
     max_steps: int | None = setting(None, "stop after this many steps in all (a checkpoint and RUN/last "
                                     "are written); not saved with the run", low=1)
     time_limit: float | None = setting(None, "stop after this many minutes of this invocation (a checkpoint "
@@ -49,6 +55,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_settings(self)
+        if self.distill_from is not None and not self.distill_from.strip(" ,"):
+            raise ValueError(f"distill_from names no teacher ({self.distill_from!r}): give a model folder, or None")
 
     # Limits of one invocation: given again (or not) each time a run is resumed, never saved.
     INVOCATION = ("max_steps", "time_limit")

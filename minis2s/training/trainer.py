@@ -10,8 +10,9 @@ the judgement:
     task.data_settings()    -> JSON-able description of the data (sources, sizes, digest)
     task.pad_id             -> target padding id (ignored by the loss)
 
-Per step (``train_step``): forward with teacher forcing -> masked cross-entropy over trg[1:] ->
-backward -> clip the global gradient norm -> Adam. Per epoch (``end_epoch``): dev evaluation,
+Per step (``train_step``): forward with teacher forcing -> masked cross-entropy over trg[1:]
+(distilling, ``distill_from``: against the references mixed with the teachers' distributions,
+minis2s/training/distill.py) -> backward -> clip the global gradient norm -> Adam. Per epoch (``end_epoch``): dev evaluation,
 metrics.jsonl and curves.png, RUN/best when dev improves, the schedule and early stopping
 (minis2s/training/schedule.py), a checkpoint. At the end (any reason but divergence): RUN/last.
 
@@ -42,6 +43,7 @@ from minis2s.atomic import atomic_save_png
 from minis2s.nn import CrossEntropyLoss
 from minis2s.optim import Adam, clip_grad_norm_
 from minis2s.training.config import TrainConfig
+from minis2s.training.distill import TeacherTargets, teacher_folders
 from minis2s.training.distributed import SkippedRunFolder, allreduce_gradients, broadcast_parameters, world
 from minis2s.training.run_folder import CURVES, RunFolder
 from minis2s.training.schedule import end_of_epoch, step_lr, stop_reason
@@ -84,10 +86,12 @@ class Trainer:
     """Trains ``model`` on ``task`` into a run folder. Make one with ``Trainer.new`` (a fresh
     run) or ``Trainer.resume``; then ``run()``. ``log``: a function of one message (default:
     stderr); ``progress``: a tqdm bar per epoch; ``comm``: the processes training together
-    (default ``world()``: this one alone under a plain python)."""
+    (default ``world()``: this one alone under a plain python). ``teachers`` (with
+    ``config.distill_from``): the teacher model folders or Translators, or their TeacherTargets
+    (default: distill_from's comma-separated folders); built when the loop starts, never saved."""
 
     def __init__(self, task, model, config: TrainConfig, run: RunFolder, state: RunState, optimizer, *,
-                 log=None, progress: bool = False, comm=None):
+                 log=None, progress: bool = False, comm=None, teachers=None):
         self.task, self.model, self.config, self.run_folder = task, model, config, run
         self.state, self.optimizer = state, optimizer
         self.comm = comm or world()
@@ -96,7 +100,9 @@ class Trainer:
         if not self.comm.is_root:
             self.log, self.progress = _silent, False
         broadcast_parameters(self.comm, list(model.parameters()))  # every rank starts from rank 0's weights
-        self.loss_fn = CrossEntropyLoss(ignore_index=task.pad_id)
+        self.loss_fn = CrossEntropyLoss(ignore_index=task.pad_id, soft_weight=config.distill_weight)
+        _check_teachers(config, teachers)
+        self.teachers = teachers
         self.tf_rng = np.random.default_rng([config.seed, 1])  # teacher-forcing coin flips
         if state.tf_rng is not None:
             self.tf_rng.bit_generator.state = state.tf_rng
@@ -115,6 +121,10 @@ class Trainer:
         """A fresh run in ``run_dir`` (refused if it holds one): config.json, then a checkpoint
         of step 0, so that a run killed before its first step can still be resumed."""
         comm = kw.get("comm") or world()
+        _check_teachers(config, kw.get("teachers"))
+        if config.distill_from is not None and not isinstance(kw.get("teachers"), TeacherTargets):
+            log = (kw.get("log") or log_to_stderr) if comm.is_root else _silent  # a bad teacher fails before the folder
+            kw["teachers"] = _teacher_targets(task, config, kw.get("teachers"), comm, log)
         run = _own_folder(comm, comm.from_root(lambda: RunFolder.create(run_dir, cls.describe_run(task, config))))
         trainer = cls(task, model, config, run, RunState(lr=config.lr), Adam(model.parameters(), lr=config.lr), **kw)
         trainer.save_checkpoint()
@@ -127,6 +137,7 @@ class Trainer:
         those differences are recorded in RUN/changes.jsonl. ``restart_lr``: a warm restart —
         the lr goes back to ``config.lr`` and a new schedule cycle starts at this step."""
         comm = kw.get("comm") or world()
+        _check_teachers(config, kw.get("teachers"))
         optimizer = Adam(model.parameters(), lr=config.lr)
 
         def open_and_load():  # rank 0's: the weights reach the others in __init__, the rest from here
@@ -137,7 +148,7 @@ class Trainer:
                 if diff:
                     raise ValueError(f"cannot resume {run.path!r}: its {part} settings differ from the ones given "
                                      f"({', '.join(diff)}); a run is resumed with the data and model it started with")
-            in_force = run.train_settings()
+            in_force = {**TrainConfig().saved(), **run.train_settings()}  # settings newer than the run: defaults
             diff = _differences(in_force, config.saved())
             fixed = [k for k in diff if k not in TrainConfig.resumable()]
             if fixed:
@@ -178,7 +189,7 @@ class Trainer:
         model = self.model
         model.zero_grad()
         if self.comm.size == 1:
-            loss = loss_and_grad(model, batch, self.loss_fn, teacher_forcing, self.tf_rng)
+            loss = loss_and_grad(model, batch, self.loss_fn, teacher_forcing, self.tf_rng, soft=self._soft(batch))
         else:
             loss = self._shared_loss_and_grad(batch, teacher_forcing)
         if not math.isfinite(loss):
@@ -203,7 +214,8 @@ class Trainer:
         loss = 0.0
         if shard.size:
             tokens = int((batch.trg[1:] != self.task.pad_id).sum())  # the whole batch's: its mean's denominator
-            loss = loss_and_grad(self.model, shard, self.loss_fn, teacher_forcing, self.tf_rng, tokens=tokens)
+            loss = loss_and_grad(self.model, shard, self.loss_fn, teacher_forcing, self.tf_rng, tokens=tokens,
+                                 soft=self._soft(shard))
         else:  # fewer columns than ranks: draw the coins the model would have drawn, to stay in step
             self.tf_rng.random(batch.trg.shape[0] - 1)
         late = self._deadline is not None and time.monotonic() >= self._deadline
@@ -213,6 +225,10 @@ class Trainer:
             self._signal = self._received or signal.SIGTERM
         self._time_up = late > 0
         return loss
+
+    def _soft(self, batch):
+        """The teachers' (T-1, B, V) rows for ``batch`` (its ``index`` finds them), or None."""
+        return None if self.teachers is None else self.teachers.for_batch(batch)
 
     def evaluate(self) -> dict:
         self.model.eval()
@@ -311,6 +327,8 @@ class Trainer:
 
     def _loop(self) -> None:
         s, cfg = self.state, self.config
+        if cfg.distill_from is not None and not isinstance(self.teachers, TeacherTargets):  # a resumed run: recompute
+            self.teachers = _teacher_targets(self.task, cfg, self.teachers, self.comm, self.log)
         self._deadline = None if cfg.time_limit is None else time.monotonic() + 60.0 * cfg.time_limit
         self.model.train()
         while not s.finished:
@@ -431,15 +449,18 @@ class Trainer:
         return _Scope()
 
 
-def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator, *, tokens: int | None = None) -> float:
+def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator, *, tokens: int | None = None,
+                  soft=None) -> float:
     """One teacher-forced forward and its backward: returns the loss (the mean cross-entropy
-    over trg[1:]'s non-pad tokens); gradients accumulate in the model. A non-finite loss is
+    over trg[1:]'s non-pad tokens; with ``soft`` (T-1, B, V), against those rows mixed in by
+    ``loss_fn.soft_weight``); gradients accumulate in the model. A non-finite loss is
     returned without a backward (the tapes are cleared). ``tokens``: the batch is a shard of
     one with this many scored tokens, whose mean it contributes its share of: loss and
     gradients are scaled by (this shard's tokens) / tokens, so the shards' sum is the mean."""
     out = model(batch.src, batch.trg, teacher_forcing, src_lengths=batch.src_lengths, generator=generator)
     T, B, V = out.shape
-    loss = loss_fn(out[1:].reshape(-1, V), batch.trg[1:].reshape(-1))  # outputs[0] is never scored
+    soft = None if soft is None else model.xp.asarray(soft).reshape(-1, V)  # ((T-1)·B, V), on the model's device
+    loss = loss_fn(out[1:].reshape(-1, V), batch.trg[1:].reshape(-1), soft)  # outputs[0] is never scored
     share = 1.0
     if tokens is not None:
         share = int((batch.trg[1:] != loss_fn.ignore_index).sum()) / tokens
@@ -455,20 +476,35 @@ def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator, *, t
 
 
 def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, restart_lr: bool = False,
-          log=None, progress: bool = False, comm=None) -> RunState:
+          log=None, progress: bool = False, comm=None, teachers=None) -> RunState:
     """Train ``model`` on ``task`` into the run folder ``run_dir``: a new run (refused if the
     folder holds one), or with ``resume=True`` the run there continued (see ``Trainer``).
-    ``comm``: the processes training together (default: ``world()``, see distributed.py)."""
+    ``comm``: the processes training together (default: ``world()``, see distributed.py);
+    ``teachers``: with ``config.distill_from``, the teacher model folders or Translators."""
     if restart_lr and not resume:
         raise ValueError("restart_lr=True restarts the learning rate of a resumed run: it needs resume=True")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if resume:
         trainer = Trainer.resume(task, model, config, run_dir, restart_lr=restart_lr, log=log, progress=progress,
-                                 comm=comm)
+                                 comm=comm, teachers=teachers)
     else:
-        trainer = Trainer.new(task, model, config, run_dir, log=log, progress=progress, comm=comm)
+        trainer = Trainer.new(task, model, config, run_dir, log=log, progress=progress, comm=comm, teachers=teachers)
     return trainer.run()
+
+
+def _check_teachers(config: TrainConfig, teachers) -> None:
+    if teachers is not None and config.distill_from is None:
+        raise ValueError("teachers were given but distill_from is None: set distill_from to distil from them")
+
+
+def _teacher_targets(task, config: TrainConfig, teachers, comm, log) -> TeacherTargets:
+    """The teachers' targets for ``task`` (``teachers`` None: distill_from's folders); several
+    ranks share the teacher forwards."""
+    targets = TeacherTargets(teacher_folders(config.distill_from) if teachers is None else teachers, task, log=log,
+                             map_batches=comm.map_batches if comm.size > 1 else None)
+    log(f"distillation: targets (1 - {config.distill_weight:g})·reference + {config.distill_weight:g}·teachers")
+    return targets
 
 
 def _own_folder(comm, run: RunFolder) -> RunFolder:
