@@ -17,7 +17,8 @@ Presets of the same training system:
     minis2s g2p explain WORD [--model M] [--plot OUT.png]   each step's top-5, gates, gradient per letter
     minis2s g2p predict --text "TEXT" | --text - [--no-lexicon] [--no-stress] [--alternatives]
 
-Every flag of a setting comes from its declaration (minis2s/settings.py), default included.
+Every flag of a setting comes from its declaration (minis2s/settings.py), default included;
+``--help`` shows every flag's default (``HelpWithDefaults``).
 Bad input prints one line ``minis2s: error: ...`` and exits with status 2, never a traceback;
 a diverged run exits with 1, an interrupted one (SIGINT/SIGTERM, after its checkpoint) 130/143.
 """
@@ -43,6 +44,29 @@ EXPECTED_ERRORS = (ValueError, TypeError, KeyError, CheckpointError, FileNotFoun
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """--help with each flag's default, the value the command really starts from (a preset's
+    where it sets one: ``parser.get_default``, read when the help is printed).
+
+    " (default: X)" is added to a flag's help unless the help already says its default (the
+    settings' flags say it through ``%(default)s``; a few flags describe theirs in words), the
+    flag is required, or it has no value to show: None, an empty list, or an on/off switch
+    (``--resume``: off unless given)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or action.required or default is None or default is argparse.SUPPRESS
+                or default == [] or (action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction))):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _command(sub, name: str, **kw):
+    """A (sub)command whose --help shows every default."""
+    return sub.add_parser(name, formatter_class=HelpWithDefaults, **kw)
 
 
 # ---- the training commands: one runner, three kinds of task ----------------------------------
@@ -413,10 +437,14 @@ def cmd_g2p_explain(args, parser):
 
 
 # ---- the parser -------------------------------------------------------------------------------
-def _add_decoding_args(p, *, nbest: bool) -> None:
+def _add_beam_args(p) -> None:
     p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
     p.add_argument("--alpha", type=float, default=1.0,
                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
+
+
+def _add_decoding_args(p, *, nbest: bool) -> None:
+    _add_beam_args(p)
     p.add_argument("--batch-size", type=int, default=256, help="inputs decoded at once")
     if nbest:
         p.add_argument("--nbest", type=int, default=None,
@@ -428,11 +456,11 @@ def build_parser():
     from minis2s.demo import DEMO_TRAIN_DEFAULTS, DemoConfig
     from minis2s.g2p import G2P_TRAIN_DEFAULTS
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="minis2s", description="sequence-to-sequence from scratch in NumPy")
+    parser = argparse.ArgumentParser(prog="minis2s", description="sequence-to-sequence from scratch in NumPy",
+                                     formatter_class=HelpWithDefaults)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    tr = sub.add_parser("train", help="train a model on your own pairs (TSV or JSONL)")
+    tr = _command(sub, "train", help="train a model on your own pairs (TSV or JSONL)")
     tr.add_argument("--train", default=None, help="training pairs: TSV (source<TAB>target) or .jsonl {src, trg}")
     tr.add_argument("--dev", default=None, help="dev pairs (picks the best epoch)")
     tr.add_argument("--out", required=True, help="run folder (config.json, checkpoints, best/, last/, metrics)")
@@ -443,7 +471,7 @@ def build_parser():
     _add_run_args(tr)
     tr.set_defaults(handler=cmd_train)
 
-    ev = sub.add_parser("eval", help="score a trained model on pairs", formatter_class=fmt)
+    ev = _command(sub, "eval", help="score a trained model on pairs")
     ev.add_argument("--model", required=True, help="a model folder (e.g. RUN/best)")
     ev.add_argument("--data", required=True, help="pairs to score: TSV or JSONL")
     ev.add_argument("--metric", action="append", choices=METRICS, default=None,
@@ -452,35 +480,34 @@ def build_parser():
     _add_decoding_args(ev, nbest=False)
     ev.set_defaults(handler=cmd_eval)
 
-    pr = sub.add_parser("predict", help="translate lines: one output line per input line", formatter_class=fmt)
+    pr = _command(sub, "predict", help="translate lines: one output line per input line")
     pr.add_argument("--model", required=True, help="a model folder (e.g. RUN/best)")
     pr.add_argument("--input", default=None, help="a UTF-8 file of inputs, one per line (default: stdin)")
     _add_decoding_args(pr, nbest=True)
     pr.set_defaults(handler=cmd_predict)
 
-    da = sub.add_parser("data", help="write a data set as TSV files", formatter_class=fmt)
+    da = _command(sub, "data", help="write a data set as TSV files")
     da_sub = da.add_subparsers(dest="source", required=True)
-    ex = da_sub.add_parser("example", help="a generated data set", formatter_class=fmt)
+    ex = _command(da_sub, "example", help="a generated data set")
     ex.add_argument("source", choices=EXAMPLES)
     ex.add_argument("--out", required=True, help="folder for NAME-train.tsv, NAME-dev.tsv, NAME-test.tsv")
-    ex.add_argument("--train-size", type=int, default=20000)
-    ex.add_argument("--dev-size", type=int, default=1000)
-    ex.add_argument("--test-size", type=int, default=2000)
-    ex.add_argument("--seed", type=int, default=0)
-    cm = da_sub.add_parser("cmudict", help="CMUdict's train/dev/test split (minis2s g2p's) as TSV",
-                           formatter_class=fmt)
-    cm.add_argument("--out", required=True)
+    ex.add_argument("--train-size", type=int, default=20000, help="training pairs")
+    ex.add_argument("--dev-size", type=int, default=1000, help="dev pairs")
+    ex.add_argument("--test-size", type=int, default=2000, help="test pairs")
+    ex.add_argument("--seed", type=int, default=0, help="seeds the generated pairs")
+    cm = _command(da_sub, "cmudict", help="CMUdict's train/dev/test split (minis2s g2p's) as TSV")
+    cm.add_argument("--out", required=True, help="folder for the TSV files")
     cm.add_argument("--direction", choices=["g2p", "p2g", "both"], default="g2p",
                     help="g2p: word -> phonemes; p2g: phonemes -> word")
     da.set_defaults(handler=cmd_data)
     cm.set_defaults(source="cmudict")
 
-    se = sub.add_parser("seal", help="vouch for a model folder edited by hand: write its digest into model.json "
+    se = _command(sub, "seal", help="vouch for a model folder edited by hand: write its digest into model.json "
                                      "(a folder whose files do not match its digest is refused on loading)")
     se.add_argument("folder", help="the model folder")
     se.set_defaults(handler=cmd_seal)
 
-    demo = sub.add_parser("demo", help="train on a synthetic task (reverse or sort digits)")
+    demo = _command(sub, "demo", help="train on a synthetic task (reverse or sort digits)")
     demo.add_argument("task", choices=["reverse", "sort"])
     demo.add_argument("--out", default=None, help="run folder (default: runs/demo-TASK)")
     add_arguments(demo.add_argument_group("demo"), DemoConfig, exclude=("task", "seed"))
@@ -488,8 +515,8 @@ def build_parser():
     _add_run_args(demo)
     demo.set_defaults(handler=cmd_demo)
 
-    g2p = sub.add_parser("g2p", help="grapheme-to-phoneme on CMUdict").add_subparsers(dest="action", required=True)
-    gt = g2p.add_parser("train", help="train a model (the seed's architecture, or with attention)")
+    g2p = _command(sub, "g2p", help="grapheme-to-phoneme on CMUdict").add_subparsers(dest="action", required=True)
+    gt = _command(g2p, "train", help="train a model (seq2seq: LSTM encoder-decoder; or --arch attention)")
     gt.add_argument("--out", required=True, help="run folder (checkpoints, metrics, curves, best/, last/)")
     add_arguments(gt.add_argument_group("model"), ModelConfig)
     add_arguments(gt.add_argument_group("data"), DataConfig, only=("train_limit",))
@@ -499,15 +526,13 @@ def build_parser():
     _add_run_args(gt)
     gt.set_defaults(handler=cmd_g2p_train)
 
-    ge = g2p.add_parser("eval", help="WER and PER of a model on the dev or test split")
+    ge = _command(g2p, "eval", help="WER and PER of a model on the dev or test split")
     ge.add_argument("--model", action="append", default=None, help=MODEL_HELP)
-    ge.add_argument("--split", choices=["dev", "test"], default="dev")
-    ge.add_argument("--beam", type=int, default=1)
-    ge.add_argument("--alpha", type=float, default=1.0,
-                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
+    ge.add_argument("--split", choices=["dev", "test"], default="dev", help="the CMUdict split to score")
+    _add_beam_args(ge)
     ge.set_defaults(handler=cmd_g2p_eval)
 
-    gx = g2p.add_parser("export", help="copy a model folder (e.g. RUN/best), optionally as float16 or int8")
+    gx = _command(g2p, "export", help="copy a model folder (e.g. RUN/best), optionally as float16 or int8")
     gx.add_argument("--model", required=True, help="model folder to copy (or a shipped model's name)")
     gx.add_argument("--out", required=True, help="destination folder")
     store = gx.add_mutually_exclusive_group()
@@ -516,13 +541,13 @@ def build_parser():
     store.add_argument("--float16", dest="dtype", action="store_const", const="float16", help="= --dtype float16")
     gx.set_defaults(handler=cmd_g2p_export)
 
-    ga = g2p.add_parser("average", help="average the weights of model folders (e.g. RUN/epochs/*) into one")
+    ga = _command(g2p, "average", help="average the weights of model folders (e.g. RUN/epochs/*) into one")
     ga.add_argument("models", nargs="+", help="model folders of one architecture")
     ga.add_argument("--out", required=True, help="destination folder")
     ga.set_defaults(handler=cmd_g2p_average)
 
-    gp = g2p.add_parser("predict", help="pronounce words: one 'word<TAB>PH O N' line each; --text: running text")
-    gp.add_argument("words", nargs="*")
+    gp = _command(g2p, "predict", help="pronounce words: one 'word<TAB>PH O N' line each; --text: running text")
+    gp.add_argument("words", nargs="*", help="words to pronounce")
     gp.add_argument("--text", nargs="?", const="-", default=None, metavar="TEXT",
                     help="pronounce running text (stdin for '-' or no TEXT): one 'token<TAB>PH O N' line per "
                          "word, number and punctuation mark in reading order, nothing after the tab for "
@@ -535,16 +560,14 @@ def build_parser():
                     help="--text: also print CMUdict's other pronunciations of a word, one line each")
     gp.add_argument("--input", default=None, help="a file with one word per line")
     gp.add_argument("--model", action="append", default=None, help=MODEL_HELP)
-    gp.add_argument("--beam", type=int, default=1)
-    gp.add_argument("--alpha", type=float, default=1.0,
-                    help="beam search's length normalisation: log-probability / length**alpha (0: none)")
-    gp.add_argument("--nbest", type=int, default=1)
+    _add_beam_args(gp)
+    gp.add_argument("--nbest", type=int, default=1, help="pronunciations printed per word, best first")
     gp.add_argument("--plot", default=None, metavar="OUT.png",
                     help="draw the attention heatmap (letters x phonemes) of one WORD (attention models)")
     gp.set_defaults(handler=cmd_g2p_predict)
 
-    gw = g2p.add_parser("explain", help="one word step by step: top-5 phonemes per step, and a figure of the internals")
-    gw.add_argument("word")
+    gw = _command(g2p, "explain", help="one word step by step: top-5 phonemes per step, and a figure of the internals")
+    gw.add_argument("word", help="the word to explain")
     gw.add_argument("--model", action="append", default=None, help=MODEL_HELP + " (an ensemble: each member's internals)")
     gw.add_argument("--plot", default=None, metavar="OUT.png",
                     help="draw encoder gates, decoder cell state, attention and the gradient per letter")

@@ -96,7 +96,8 @@ def _flag(name: str) -> str:
 def add_arguments(parser, cls, *, defaults: dict | None = None, exclude=(), only=None) -> None:
     """One flag per setting of ``cls`` (or of those in ``only``): ``--name`` (bools:
     ``--name``/``--no-name``), with the default (``defaults`` overrides the dataclass's, e.g. a
-    preset's) shown in --help."""
+    preset's) shown in --help: argparse fills ``%(default)s`` with the parser's own default, so
+    --help shows the value a command really starts from."""
     defaults = defaults or {}
     for f in fields(cls):
         if f.name in exclude or (only is not None and f.name not in only):
@@ -104,7 +105,7 @@ def add_arguments(parser, cls, *, defaults: dict | None = None, exclude=(), only
         kind, _ = _kind(f)
         default = defaults.get(f.name, f.default if f.default is not MISSING else None)
         meta = f.metadata
-        help_text = f"{meta.get('help', '')} (default: {default})".replace("%", "%%")
+        help_text = meta.get("help", "").replace("%", "%%") + " (default: %(default)s)"
         if kind is bool:
             parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=default, help=help_text)

@@ -174,8 +174,8 @@ def test_predict_bad_word_in_an_input_file(trained, tmp_path):
 
 def test_predict_input_from_a_pipe_a_directory_and_an_empty_file(trained, tmp_path):
     cwd, _ = trained
-    piped = subprocess.run(["sh", "-c", f"printf 'cat\\n' | {sys.executable} -m minis2s g2p predict --model tmp/best "
-                                        "--input /dev/stdin"], cwd=cwd, capture_output=True, text=True, timeout=300,
+    piped = subprocess.run(["sh", "-c", (f"printf 'cat\\n' | {sys.executable} -m minis2s g2p predict --model tmp/best "
+                                         "--input /dev/stdin")], cwd=cwd, capture_output=True, text=True, timeout=300,
                            env=dict(os.environ, PYTHONPATH=REPO), check=False)
     assert piped.returncode == 0 and [w for w, _ in parse_lines(piped.stdout)] == ["cat"], piped.stderr
     assert_clean_error(minis2s("g2p", "predict", "--model", "tmp/best", "--input", str(tmp_path), cwd=cwd),
@@ -360,3 +360,54 @@ def test_set_on_a_run_without_a_checkpoint_is_refused_before_config_json_changes
     assert_clean_error(p, "no checkpoint to resume from", last_line_only=True)
     assert (tmp_path / "run" / "config.json").read_bytes() == before
     assert not (tmp_path / "run" / "changes.jsonl").exists()  # no change recorded
+
+
+# ---- --help shows every default -------------------------------------------------------------------
+def shown_default(help_text: str, flag: str) -> str:
+    """The "(default: X)" that ``--help`` prints for ``flag`` (wrapped lines joined)."""
+    text = " ".join(help_text.split())
+    m = re.search(re.escape(flag) + r" (?:(?!--).)*?\(default: ([^)]*)\)", text)
+    assert m, f"no default shown for {flag} in:\n{help_text}"
+    return m[1]
+
+
+def test_help_shows_the_presets_defaults(tmp_path):
+    """--help prints the default a command really starts from: g2p train's 40 epochs and the
+    demo's 15 (presets over TrainConfig's 20), g2p eval's dev split."""
+    g2p_train = minis2s("g2p", "train", "--help", cwd=tmp_path)
+    assert_ok(g2p_train)
+    assert shown_default(g2p_train.stdout, "--epochs") == "40"
+    assert shown_default(g2p_train.stdout, "--lr-threshold") == "0.01"
+    demo = minis2s("demo", "--help", cwd=tmp_path)
+    assert_ok(demo)
+    assert shown_default(demo.stdout, "--epochs") == "15"
+    g2p_eval = minis2s("g2p", "eval", "--help", cwd=tmp_path)
+    assert_ok(g2p_eval)
+    assert shown_default(g2p_eval.stdout, "--split") == "dev"
+    assert shown_default(g2p_eval.stdout, "--beam") == "1"
+
+
+def test_every_flag_with_a_value_shows_its_default_in_help():
+    """Every command's --help states the default of each flag that has one (flags added later,
+    from a settings class or by hand, included): None, an empty list and on/off switches aside."""
+    import argparse
+
+    from minis2s.cli import build_parser
+
+    def commands(parser, name):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from commands(sub, f"{name} {sub_name}")
+
+    missing = []
+    for name, parser in commands(build_parser(), "minis2s"):
+        formatter = parser._get_formatter()  # what this command's --help formats each flag with
+        for a in parser._actions:
+            switch = a.nargs == 0 and not isinstance(a, argparse.BooleanOptionalAction)  # --resume: off
+            if not a.option_strings or a.required or switch or a.default in (None, [], argparse.SUPPRESS):
+                continue
+            if not a.help or "default" not in formatter._expand_help(a):
+                missing.append(f"{name} {a.option_strings[0]}")
+    assert not missing, f"--help shows no default for: {', '.join(missing)}"
