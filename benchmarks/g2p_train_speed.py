@@ -38,7 +38,7 @@ def minis2s_runner(args, task, batches, version=None):
     """One training step of minis2s (fast path unless --reference; kernel ``version``, None for
     the default) -> step(batch)."""
     from benchmarks.lstm_cpu import kernel_version
-    from minis2s import fastpath, manual_seed
+    from minis2s import dispatch, manual_seed
     from minis2s.nn import CrossEntropyLoss
     from minis2s.optim import Adam, clip_grad_norm_
     from minis2s.training.trainer import loss_and_grad
@@ -48,13 +48,13 @@ def minis2s_runner(args, task, batches, version=None):
     opt, loss_fn, gen = Adam(model.parameters()), CrossEntropyLoss(ignore_index=0), np.random.default_rng(0)
 
     def step(b):
-        fastpath.set_enabled(not args.reference)
+        dispatch.set_enabled(not args.reference)
         try:
             with kernel_version(version):
                 model.zero_grad()
                 loss = loss_and_grad(model, b, loss_fn, args.teacher_forcing, gen)
         finally:
-            fastpath.set_enabled(None)
+            dispatch.set_enabled(None)
         clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         return loss
@@ -70,7 +70,7 @@ def validate(args, task, batch, versions):
     kernel version in ``versions``; None: the default) against the reference path on the same
     model and coin flips; exits before timing if one exceeds MAX_ERROR."""
     from benchmarks.lstm_cpu import kernel_version
-    from minis2s import fastpath, manual_seed
+    from minis2s import dispatch, manual_seed
     from minis2s.gradcheck import rel_error
     from minis2s.nn import CrossEntropyLoss
     from minis2s.training.trainer import loss_and_grad
@@ -79,14 +79,14 @@ def validate(args, task, batch, versions):
     model = task.build_model()
 
     def one_step(fast, version):
-        fastpath.set_enabled(fast)
+        dispatch.set_enabled(fast)
         try:
             with kernel_version(version):
                 model.zero_grad()
                 loss = loss_and_grad(model, batch, CrossEntropyLoss(ignore_index=0), args.teacher_forcing,
                                      np.random.default_rng(1))
         finally:
-            fastpath.set_enabled(None)
+            dispatch.set_enabled(None)
         return np.array([loss]), [p.grad.copy() for p in model.parameters()]
 
     loss_r, grads_r = one_step(False, None)
@@ -164,8 +164,9 @@ def main(argv=None):
     p.add_argument("--busy", action="store_true", help="keep one core busy with another process while timing")
     args = p.parse_args(argv)
 
-    from benchmarks.machine import blas_kernel, busy_core
     from minis2s.kernels import lstm_cpu
+
+    from benchmarks.machine import blas_kernel, busy_core
     from minis2s.data.cmudict import load_split
     from minis2s.g2p import G2PTask
     from minis2s.models.config import ModelConfig

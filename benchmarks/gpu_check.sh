@@ -9,7 +9,7 @@
 #      numba.cuda import; else installed from wheels in .whl/ (a lent machine reaches no
 #      registry: carry them, see the device notes) into /tmp/gpu_check_site, else by pip
 #   2. python -m pytest tests/test_gpu.py (every test that needs a GPU lives there), less step 3
-#   3. the torch-CUDA cross-check: kernels/lstm_cupy against torch.nn.LSTM on cuDNN
+#   3. the torch-CUDA cross-check: the GPU path (kernels/lstm_cuda_c.py) against torch.nn.LSTM on cuDNN
 #   4. python benchmarks/lstm_step.py (the default grid; --gpu-estimates puts the H100 estimates
 #      and register counts beside the measurements; --out benchmarks/results/lstm_step_gpu.json)
 # and writes benchmarks/RESULTS.md: device (nvidia-smi), date, commit, versions (python, numpy,

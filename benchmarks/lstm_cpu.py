@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import blas_kernel, busy_core
-from minis2s import fastpath
+from minis2s import dispatch
 from minis2s.gradcheck import rel_error
 from minis2s.nn import LSTM
 
@@ -86,7 +86,7 @@ def make_problem(T, B, H, layers, seed=0, dtype=np.float32):
 def minis2s_step(problem, fast: bool):
     """One forward + backward of the minis2s LSTM on the chosen path -> (forward s, backward s)."""
     m, x, dout = problem["ours"], problem["x"], problem["dout"]
-    fastpath.set_enabled(fast)
+    dispatch.set_enabled(fast)
     try:
         m.zero_grad()
         t0 = clock()
@@ -95,7 +95,7 @@ def minis2s_step(problem, fast: bool):
         dx = m.backward(dout)
         t2 = clock()
     finally:
-        fastpath.set_enabled(None)
+        dispatch.set_enabled(None)
     return t1 - t0, t2 - t1, dx
 
 
@@ -136,13 +136,13 @@ def validate(problem):
     m = problem["ours"]
     results = {}
     for name, fast in (("reference", False), ("fast", True)):
-        fastpath.set_enabled(fast)
+        dispatch.set_enabled(fast)
         try:
             m.zero_grad()
             out, _ = m(problem["x"])
             dx = m.backward(problem["dout"])
         finally:
-            fastpath.set_enabled(None)
+            dispatch.set_enabled(None)
         results[name] = {"out": out, "dx": dx, **{k: p.grad.copy() for k, p in m.named_parameters()}}
     import torch
 
@@ -353,7 +353,7 @@ def main(argv=None):
     global clock, TORCH_THREADS
     clock = CLOCKS[args.clock]
     TORCH_THREADS = args.torch_threads or THREADS
-    if not fastpath.available():
+    if not dispatch.available():
         sys.exit("the fast path needs Numba: pip install numba")
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
     print(f"NumPy's BLAS: OpenBLAS, {blas_kernel()} kernels, {THREADS} thread(s); torch {TORCH_THREADS}"

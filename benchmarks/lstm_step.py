@@ -7,9 +7,9 @@
 
 Implementations (each one that is available here):
     numpy_ref      minis2s.ops.lstm_forward/backward: the float64-exact reference, run in --dtype
-    cpu_fast       kernels.lstm_cpu (Numba fused pointwise + BLAS GEMMs), if importable
+    cpu_fast       the driver with kernels/lstm_cpu.py's default steps (Numba fused pointwise + BLAS GEMMs)
     torch_cpu      torch.nn.LSTM on the CPU
-    cupy_cuda_c    kernels.lstm_cupy: cuBLAS GEMMs + the fused CUDA C pointwise kernels (version 2)
+    cupy_cuda_c    kernels/lstm_cuda_c.py: cuBLAS GEMMs + the fused CUDA C pointwise kernels (version 2)
     numba_cuda     the same driver with the Numba CUDA pointwise kernels on CuPy arrays
     persistent     the persistent CUDA C kernels: forward and backward one launch per sequence each,
                    W_hh in shared memory (a direction whose state does not fit runs per step; the
@@ -52,6 +52,7 @@ import statistics
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -64,8 +65,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from minis2s.kernels import cuda_host, lstm_cuda_c
+from minis2s.kernels.kernel_set import kernel_set_steps
+
 from benchmarks.machine import blas_kernel
-from minis2s.kernels import cuda_host, lstm_cupy
 from minis2s import ops
 from minis2s.backend import get_backend, to_numpy
 from minis2s.gradcheck import rel_error
@@ -181,7 +184,9 @@ def discover():
     try:
         from minis2s.kernels import lstm_cpu
 
-        found.append(("cpu_fast", Functional("cpu_fast", "cpu", lstm_cpu.lstm_forward, lstm_cpu.lstm_backward), None))
+        steps = lstm_cpu.VERSIONS[lstm_cpu.DEFAULT_VERSION]
+        found.append(("cpu_fast", Functional("cpu_fast", "cpu", partial(ops.lstm_forward, steps=steps),
+                                             ops.lstm_backward), None))
     except Exception as e:  # noqa: BLE001 - absent or broken: the row says why, the rest runs
         found.append(("cpu_fast", None, f"minis2s.kernels.lstm_cpu not importable: {type(e).__name__}: {e}"))
     try:
@@ -199,20 +204,17 @@ def discover():
     if cp is not None:
         from minis2s.kernels import lstm_numba_cuda
 
-        cuda_c = lstm_cupy.CudaCKernels(version=2)
-        found.append(("cupy_cuda_c", Functional(
-            "cupy_cuda_c", "cuda", lambda *a: lstm_cupy.lstm_forward(*a, kernels=cuda_c), lstm_cupy.lstm_backward,
-            xp=cp), None))
+        def on_gpu(name, kernels):  # the driver with this kernel set's steps, on CuPy arrays
+            steps = kernel_set_steps(kernels, name)
+            return Functional(name, "cuda", partial(ops.lstm_forward, steps=steps), ops.lstm_backward, xp=cp)
+
+        found.append(("cupy_cuda_c", on_gpu("cupy_cuda_c", lstm_cuda_c.CudaCKernels(version=2)), None))
         try:
-            nk = lstm_numba_cuda.NumbaKernels()
-            found.append(("numba_cuda", Functional(
-                "numba_cuda", "cuda", lambda *a: lstm_cupy.lstm_forward(*a, kernels=nk), lstm_cupy.lstm_backward,
-                xp=cp), None))
+            found.append(("numba_cuda", on_gpu("numba_cuda", lstm_numba_cuda.NumbaKernels()), None))
         except RuntimeError as e:
             found.append(("numba_cuda", None, str(e)))
-        pers = lstm_cupy.CudaCKernels(version=2, persistent=True)
-        impl = Functional("persistent", "cuda", lambda *a: lstm_cupy.lstm_forward(*a, kernels=pers),
-                          lstm_cupy.lstm_backward, xp=cp)
+        pers = lstm_cuda_c.CudaCKernels(version=2, persistent=True)
+        impl = on_gpu("persistent", pers)
         impl.kernels = pers  # its last_path goes into the row's note
         found.append(("persistent", impl, None))
     else:
@@ -391,9 +393,9 @@ def estimate_h100(impl, T, B, I, H, L, itemsize):
 
 # ---- the persistent kernel's fit on chip --------------------------------------------------------
 def persistent_plan_h100(B, H, itemsize, backward):
-    """minis2s.kernels.lstm_cupy's launch plan, for an H100 instead of the GPU at hand."""
-    HS, blocks = lstm_cupy.persistent_tiling(H, H100["sms"])
-    smem = lstm_cupy.persistent_smem_elems(B, H, HS, lstm_cupy.PERSISTENT_THREADS, backward) * itemsize
+    """kernels/lstm_cuda_c.py's launch plan, for an H100 instead of the GPU at hand."""
+    HS, blocks = lstm_cuda_c.persistent_tiling(H, H100["sms"])
+    smem = lstm_cuda_c.persistent_smem_elems(B, H, HS, lstm_cuda_c.PERSISTENT_THREADS, backward) * itemsize
     return {"HS": HS, "blocks": blocks, "smem_bytes": smem, "fits": smem <= H100["smem_bytes_per_block"]}
 
 
@@ -422,9 +424,8 @@ def resource_figures(tmpdir):
             figures[cu.name] = {"error": str(e)}
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         try:
-            from numba import cuda, float32
-
             from minis2s.kernels import lstm_numba_cuda
+            from numba import cuda, float32
 
             for label, k in zip(("forward", "backward"), lstm_numba_cuda.make_kernels(np.float32)):
                 ptx, _ = cuda.compile_ptx(k.py_func, (float32[:, ::1],) * 7, cc=(9, 0))
@@ -507,7 +508,7 @@ def print_resources(figures, fit):
         else:
             print(f"  {name:<34} {u['registers']:>3} registers, {u['spill_store_bytes']} B spill stores, "
                   f"{u['static_smem_bytes']} B static smem")
-    print(f"\nPersistent kernel launch plan on an H100 (float32, {lstm_cupy.PERSISTENT_THREADS} threads/block, "
+    print(f"\nPersistent kernel launch plan on an H100 (float32, {lstm_cuda_c.PERSISTENT_THREADS} threads/block, "
           f"<= 1 block per SM, limit {H100['smem_bytes_per_block']} B shared memory per block):")
     print(f"  {'H':>5} {'B':>3} {'HS':>3} {'blocks':>6} {'W slice B':>10} {'fwd smem B':>10} {'fits':>4} "
           f"{'bwd smem B':>10} {'fits':>4}")

@@ -1,12 +1,19 @@
-"""Fused kernels, each a second implementation of an op in minis2s/ops, validated against it.
+"""Fused kernels, each a second implementation of an op in minis2s/ops, checked against it.
 
+Installed as ``minis2s.kernels`` (the folder stays at the top of the repository). Imports run
+one way: kernels import minis2s.ops and minis2s.backend (the reference and the array module),
+nothing in minis2s.ops imports kernels; minis2s/dispatch.py picks an implementation per layer.
+
+    lstm_cpu.py            the LSTM's fused Numba steps for the CPU (versions 1, 2, 3)
+    gru_cpu.py             the GRU's, the same recipe
+    activations_cpu.py     tanh and sigmoid that Numba vectorises (no libm calls)
+    blas_cpu.py            a direct cblas GEMM callable from Numba (version 3's time loops)
+    kernel_set.py          the CUDA kernel-set interface, and the driver's steps for any kernel set
     lstm_cell.cuh          the LSTM cell's per-element math (CUDA C, __host__ __device__)
     lstm_pointwise.cu      fused pointwise forward/backward kernels, versions 1 and 2
     lstm_persistent.cu     persistent whole-sequence LSTM forward and backward (W_hh in shared memory)
-    lstm_cupy.py           the GPU LSTM: cuBLAS GEMMs + the CUDA C kernels through CuPy
+    lstm_cuda_c.py         the CUDA C kernel set through CuPy: the GPU path
     lstm_numba_cuda.py     the same pointwise kernels in Numba CUDA (CuPy arrays, or the simulator)
-    cuda_host.py           nvcc builds, the CUDA C host twins through ctypes, resource usage
-    lstm_cpu.py            the CPU LSTM: BLAS GEMMs + fused Numba pointwise kernels (versions 1, 2)
-    gru_cpu.py             the CPU GRU, the same recipe
-    activations_cpu.py     tanh and sigmoid that Numba vectorises (no libm calls), for lstm_cpu.py
+    cuda_host.py           test tooling: nvcc builds, the CUDA C host twins, resource usage
+    harness.py             checks any implementation against the float64 reference
 """

@@ -17,7 +17,7 @@ ZeroDivisionError check in front of every division, which also stops vectorisati
               polynomial (float32) approximation, 2^n exact as float(1 << n)
     sigmoid(x) = ½ (1 + tanh(x/2))                (as minis2s/ops/activations.py: never overflows)
 
-Accuracy against ``np.tanh`` (tests/test_fastpath.py checks it): ≤ 2 ulp in float64, ≤ 2 ulp in
+Accuracy against ``np.tanh`` (tests/test_kernels_cpu.py checks it): ≤ 2 ulp in float64, ≤ 2 ulp in
 float32 over the whole real line; NaN in, NaN out.
 
 Called from Python (not from Numba), ``tanh`` and ``sigmoid`` are NumPy's, so they work on arrays.

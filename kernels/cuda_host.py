@@ -1,23 +1,16 @@
 """The CUDA C kernels on a machine without a GPU: nvcc builds, host twins, resource usage.
 
-Every ``.cu`` file in ``kernels/`` keeps its per-element math in ``__host__ __device__``
-functions and exports ``extern "C"`` host loops (``*_host_f32`` / ``*_host_f64``) that run the
-same element bodies as the ``__global__`` kernels. This module
+Test tooling (the library never imports it). Every ``.cu`` file in ``kernels/`` keeps its
+per-element math in ``__host__ __device__`` functions and exports ``extern "C"`` host loops
+(``*_host_f32`` / ``*_host_f64``) that run the same element bodies as the ``__global__``
+kernels. This module
 
 * compiles a ``.cu`` file with nvcc into a shared library (``build_shared_library``),
-* wraps the host loops as a *kernel set* (``HostKernels``), the interface that the sequence
-  driver in ``kernels/lstm_cupy.py`` calls, so the whole-sequence forward/backward runs on the
-  CPU with NumPy arrays and the CUDA C math (tests/test_cuda_c_host.py),
+* wraps the host loops as a kernel set (``HostKernels``; the interface: kernels/kernel_set.py),
+  so the recurrence driver runs the CUDA C math on the CPU with NumPy arrays
+  (tests/test_cuda_c_host.py),
 * reads ``nvcc --resource-usage`` (registers, spills, static shared memory per kernel), which is
   what the compiler can say about a kernel's fit on the chip without running it.
-
-A kernel set has ``dtype`` and three methods (all arrays C-contiguous, of that dtype):
-
-    pointwise_forward(xg, hg, c_prev, h, c, gates, tanh_c)       xg, hg, gates (B, 4H); rest (B, H)
-    pointwise_backward(dh, dc_next, gates, c_prev, tanh_c, da, dc_prev)
-    sequence_forward(xg, w_hh, h_all, c_all, gates, tanh_c)      or None: the persistent kernel
-    sequence_backward(dout, dh_n, dc_n, gates, c_all, tanh_c, w_hh, da, dh0, dc0)   or None
-      (the sequence methods return True when they ran, False to hand the step to the per-step path)
 """
 from __future__ import annotations
 
@@ -29,8 +22,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+from minis2s.kernels.kernel_set import KERNEL_DIR, PACK_BYTES
 
-KERNEL_DIR = Path(__file__).resolve().parent
 NVCC_ARCH = "sm_90"  # H100
 
 
@@ -127,9 +120,6 @@ def _ptr(a, dtype):
     return ctypes.c_void_p(a.ctypes.data)
 
 
-PACK_BYTES = 16  # version 2 moves 16 bytes per load (llm.c's Packed128)
-
-
 def pack_size(dtype) -> int:
     return PACK_BYTES // np.dtype(dtype).itemsize
 
@@ -196,7 +186,7 @@ class HostKernels:
 
 
 def persistent_smem_elems_host(persistent_lib, B: int, H: int, HS: int, NT: int, backward: bool = False) -> int:
-    """The C side's shared-memory size formula (to test the Python copy in lstm_cupy)."""
+    """The C side's shared-memory size formula (to test the Python copy in lstm_cuda_c)."""
     fn = ctypes.CDLL(str(persistent_lib)).lstm_persistent_smem_elems
     fn.restype = ctypes.c_long
     return int(fn(*(ctypes.c_int(v) for v in (B, H, HS, NT, int(backward)))))

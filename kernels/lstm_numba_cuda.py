@@ -1,7 +1,7 @@
 """The fused LSTM pointwise kernels in Numba CUDA: the twin of kernels/lstm_pointwise.cu.
 
-Same math (minis2s/ops/lstm.py), same kernel-set interface (kernels/cuda_host.py), so the
-sequence driver in kernels/lstm_cupy.py runs with either. One thread per hidden unit (b, j), as
+Same math (minis2s/ops/lstm.py), same kernel-set interface (kernels/kernel_set.py), so the
+recurrence driver runs with either. One thread per hidden unit (b, j), as
 version 1 of the CUDA C file.
 
 Arrays:
@@ -138,15 +138,11 @@ def _default():
     return _DEFAULT[0]
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None):
-    """minis2s.ops.lstm_forward's signature: cuBLAS/NumPy GEMMs + the Numba pointwise kernels."""
-    from minis2s.kernels import lstm_cupy
+def default_steps():
+    """ops.Steps of the Numba CUDA kernel set (one per process): ``ops.lstm_forward(...,
+    steps=default_steps())`` runs the driver with these kernels."""
+    from minis2s.kernels.kernel_set import kernel_set_steps
 
-    return lstm_cupy.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, kernels=_default())
-
-
-def lstm_backward(dout, dh_n, dc_n, cache):
-    """minis2s.ops.lstm_backward's signature (the kernel set travels in the cache)."""
-    from minis2s.kernels import lstm_cupy
-
-    return lstm_cupy.lstm_backward(dout, dh_n, dc_n, cache)
+    if len(_DEFAULT) < 2:
+        _DEFAULT.append(kernel_set_steps(_default(), "numba_cuda"))
+    return _DEFAULT[1]

@@ -3,7 +3,7 @@ Persistent whole-sequence LSTM, forward and backward (Diamos et al. 2016, "Persi
 one launch runs all T steps, and the recurrent weights stay on chip, in shared memory, for the
 whole sequence.
 
-Why: the per-step path (kernels/lstm_cupy.py) re-reads W_hh (4H·H elements) from L2/HBM at
+Why: the per-step path (kernels/kernel_set.py) re-reads W_hh (4H·H elements) from L2/HBM at
 every step for a GEMM that, at small batch B, has almost no reuse. Here every block owns HS
 consecutive hidden units — all four gates of them, so the pointwise math and the cell state
 never leave the block — and keeps the part of W_hh those units need in shared memory. Only
@@ -19,7 +19,7 @@ Forward (T = n_steps; arrays C-contiguous, scalar type `real`):
   w_hh   (4H, H)       PyTorch's layout, gate order (i, f, g, o)
   h_all  (T+1, B, H)   h_all[0] = h0 on entry; the kernel writes h_all[1..T] (h_all[1:] is the output)
   c_all  (T+1, B, H)   c_all[0] = c0 on entry; the kernel writes c_all[1..T]
-  gates  (T, B, 4H)    out: activated (i, f, g, o)       } the cache of kernels/lstm_cupy.py,
+  gates  (T, B, 4H)    out: activated (i, f, g, o)       } the cache of the recurrence driver,
   tanh_c (T, B, H)     out: tanh(c_t)                    } shared with the per-step path
   per step, block-local:  a[b, q] = xg[t, b, q] + Σ_k W_hh[q, k] h_{t-1}[b, k]  for its 4·HS rows q
 
@@ -343,7 +343,7 @@ void lstm_persistent_backward1_host(const real* dout, const real* dh_n, const re
 LSTM_PERSISTENT_HOST(float, f32)
 LSTM_PERSISTENT_HOST(double, f64)
 
-// dynamic shared memory per block, in elements (kernels/lstm_cupy.py computes the same in Python)
+// dynamic shared memory per block, in elements (kernels/lstm_cuda_c.py computes the same in Python)
 extern "C" long lstm_persistent_smem_elems(int B, int H, int HS, int NT, int backward) {
     return PersistentShape{B, H, HS, NT, backward != 0}.smem_elems();
 }

@@ -26,7 +26,7 @@ How this file is organised (so the CPU can test everything but the thread indexi
   4. extern "C" host functions (*_host_f32/_f64) that loop over the same element indices and
      call the same bodies: tests/test_cuda_c_host.py loads them through ctypes and checks them
      against the float64 reference.
-On the GPU CuPy compiles this file with NVRTC (kernels/lstm_cupy.py); NVRTC defines
+On the GPU CuPy compiles this file with NVRTC (kernels/lstm_cuda_c.py); NVRTC defines
 __CUDACC_RTC__, which leaves out the host-only part 4.
 
 Versions (the numbering of llm.c's dev/cuda):

@@ -37,7 +37,7 @@ class MemberExplanation:
     reverse_source: bool  # it reads the letters right to left
     probs: np.ndarray  # (T, V) its next-phoneme distribution at each step
     gates: dict  # gate name -> (S, H): the top encoder layer's (forward direction) gates per letter
-    cell: np.ndarray  # (T, H) the top decoder layer's cell state c after each step
+    c: np.ndarray  # (T, H) the top decoder layer's cell state after each step
     attention: np.ndarray | None  # (T, S) attention weights, or None (no attention)
     grad_norm: np.ndarray  # (S,) ‖dL/d embedding‖ of each letter
     loss: float  # the mean cross-entropy of the pronunciation
@@ -79,7 +79,7 @@ def explain_member(g2p: G2P, word: str, phonemes: list) -> MemberExplanation:
     return MemberExplanation(
         name=g2p.cfg.arch, reverse_source=g2p.reverse_source,
         probs=np.exp(log_softmax(logits[1:, 0].astype(np.float64), axis=1)),
-        gates=gates, cell=layers[f"decoder.rnn.l{top}"].c[:, 0],
+        gates=gates, c=layers[f"decoder.rnn.l{top}"].c[:, 0],
         attention=None if attention is None else attention[:, order, 0],
         grad_norm=np.linalg.norm(demb[order, 0].astype(np.float64), axis=1), loss=float(loss))
 
@@ -152,9 +152,9 @@ def plot_explanation(ex: Explanation, path, units: int = 8) -> None:
         fig.colorbar(im, ax=ax, fraction=0.06)
 
         ax = row[1]  # the decoder's cell state: units x steps
-        cell = _most_varying(m.cell, 3 * units)
-        lim = max(float(np.abs(cell).max()), 1e-6)
-        im = ax.imshow(cell, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+        c = _most_varying(m.c, 3 * units)
+        lim = max(float(np.abs(c).max()), 1e-6)
+        im = ax.imshow(c, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
         ax.set_xticks(range(T), ex.outputs, rotation=90)
         ax.set_yticks([])
         ax.set_title(f"decoder cell state c (top layer,\n{3 * units} most varying units) per output", fontsize=9)

@@ -32,7 +32,9 @@ class GradcheckResult:
 
 
 def rel_error(analytic, numeric) -> float:
-    """The one comparison the tests use: max abs difference / the larger tensor's max abs."""
+    """The one comparison the tests use: max abs difference / the larger tensor's max abs.
+
+    (The module docstring's "relative error" and every bound in minis2s/tolerances.py.)"""
     a = np.asarray(analytic, dtype=np.float64)
     n = np.asarray(numeric, dtype=np.float64)
     if a.shape != n.shape:
@@ -40,6 +42,20 @@ def rel_error(analytic, numeric) -> float:
     scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(n), initial=0.0))
     diff = np.max(np.abs(a - n), initial=0.0)
     return 0.0 if diff == 0.0 else float(diff / max(scale, 1e-300))
+
+
+def check_close(name, ours, ref, tol) -> float:
+    """``rel_error(ours, ref) <= tol``, or an AssertionError saying what differs, where and by
+    how much; returns the error."""
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != reference {ref.shape}"
+    err = rel_error(ours, ref)
+    if err > tol:
+        k = np.unravel_index(np.argmax(np.abs(ours - ref)), ours.shape)
+        raise AssertionError(f"{name}: relative error {err:.3e} > {tol:.0e}; worst at {k}: "
+                             f"ours {ours[k]!r}, ref {ref[k]!r}")
+    return err
 
 
 def _as_tuple(out):

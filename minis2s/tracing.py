@@ -29,11 +29,11 @@ t = T-1 ... 0, and its h0 is its state before position T-1). A layer called once
 forward (and its backward) per ``with`` block. Arrays are NumPy copies in the model's dtype.
 
 No cost when unused: the layers look at ``ACTIVE[0]`` (None outside a ``with`` block) after each
-call and the trace reads the caches the call already made — either path's layout: the reference
-(minis2s/ops/recurrent.py) or the fused CPU kernels (kernels/lstm_cpu.py, gru_cpu.py). The
-per-step gradients are not kept by either backward (the fused one overwrites them in place), so
-the trace replays ``ops.recurrent_backward`` on the recorded gates with a cell that writes down
-what reaches each step: tracing a backward costs one more backward of each layer.
+call and the trace reads the caches the call already made (``ops.RecurrentCache``: one layout
+for the reference and every kernel, minis2s/ops/recurrent.py). The per-step gradients are not
+kept by any backward (the fused ones overwrite them in place), so the trace replays
+``ops.recurrent_backward`` on the cache with the reference's backward step behind one that
+writes down what reaches each step: tracing a backward costs one more backward of each layer.
 """
 from __future__ import annotations
 
@@ -44,10 +44,9 @@ import numpy as np
 
 from minis2s import ops
 from minis2s.backend import to_numpy
-from minis2s.ops.recurrent import Cell
+from minis2s.ops.recurrent import RecurrentCache, Steps
 
 ACTIVE: list = [None]  # the Trace recording now; None: the layers skip the hook
-GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn_tanh": ()}
 
 
 @dataclass
@@ -71,75 +70,55 @@ def _copy(a):
     return None if a is None else np.array(to_numpy(a))
 
 
-def read_cache(cell_name: str, cache, state_n) -> dict:
-    """A layer-direction's forward cache (either path) -> its named arrays in the order the steps
-    ran: h, c (T, B, H), h0, c0 (B, H), one (T, B, H) array per gate, mask (T, B) bool or None,
-    and for the GRU hg_n (T, B, H), which its backward needs."""
-    if isinstance(cache[0], Cell):  # the reference: (cell, x, w_ih, w_hh, h_prev, hg, mask, steps)
-        _, _, _, _, h_prev, _, mask, steps = cache
-        rec = {"h": np.concatenate([_copy(h_prev[1:]), _copy(state_n[0])[None]]), "h0": _copy(h_prev[0])}
-        mask = None if mask is None else to_numpy(mask)[:, :, 0] > 0
-        names = GATES[cell_name]
-        for k, name in enumerate(names):
-            rec[name] = np.stack([_copy(s[k]) for s in steps])
-        if cell_name == "lstm":
-            rec["c0"] = _copy(steps[0][4])
-            rec["c"] = np.stack([_copy(s[4]) for s in steps[1:]] + [_copy(state_n[1])])  # c_prev of step t+1
-        if cell_name == "gru":
-            rec["hg_n"] = np.stack([_copy(s[3]) for s in steps])
-    elif hasattr(cache, "gates") and hasattr(cache, "hs"):  # kernels/lstm_cpu.py, gru_cpu.py
-        T, H = cache.x.shape[0], cache.w_hh.shape[1]
-        rec = {"h": _copy(cache.hs[1:]), "h0": _copy(cache.hs[0])}
-        lengths = np.asarray(cache.lengths)
-        mask = None if (lengths == T).all() else np.arange(T)[:, None] < lengths[None, :]
-        for k, name in enumerate(GATES[cell_name]):
-            rec[name] = _copy(cache.gates[:, :, k * H : (k + 1) * H])
-        if cell_name == "lstm":
-            rec["c"], rec["c0"] = _copy(cache.cs[1:]), _copy(cache.cs[0])
-        if cell_name == "gru":
-            rec["hg_n"] = _copy(cache.hg_n)
-    else:
-        raise TypeError(f"trace cannot read a {type(cache).__name__} cache (a CuPy layer: trace on the CPU)")
+def read_cache(cache: RecurrentCache) -> dict:
+    """A layer-direction's forward cache (any implementation: they share one layout) -> its
+    named arrays in the order the steps ran: h, c (T, B, H), h0, c0 (B, H), one (T, B, H) array
+    per gate, mask (T, B) bool or None, and for the GRU hg_n (T, B, H), which its backward needs."""
+    if not isinstance(cache, RecurrentCache):
+        raise TypeError(f"trace reads a RecurrentCache, got {type(cache).__name__}")
+    cell, hs = cache.cell, _copy(cache.hs)
+    T, H = hs.shape[0] - 1, hs.shape[2]
+    rec = {"h": hs[1:], "h0": hs[0]}
+    lengths = to_numpy(cache.lengths)
+    mask = None if (lengths == T).all() else np.arange(T)[:, None] < lengths[None, :]
+    gates = _copy(cache.gates)
+    for k, name in enumerate(cell.gate_names):
+        rec[name] = gates[:, :, k * H : (k + 1) * H]
+    if cell.name == "lstm":
+        cs = _copy(cache.saved[0])
+        rec["c"], rec["c0"] = cs[1:], cs[0]
+    if cell.name == "gru":
+        rec["hg_n"] = _copy(cache.saved[0])
     rec["mask"] = mask
-    for name in GATES[cell_name] + (("hg_n",) if cell_name == "gru" else ()):
+    for name in cell.gate_names + (("hg_n",) if cell.name == "gru" else ()):
         if mask is not None:  # steps the cell did not run: 0 (the fused kernels leave them unwritten)
-            rec[name] = np.where(mask[:, :, None], rec[name], 0.0).astype(rec["h"].dtype)
+            rec[name] = np.where(mask[:, :, None], rec[name], 0.0).astype(hs.dtype)
     return rec
 
 
-def step_caches(cell_name: str, rec: dict) -> list:
-    """The per-step caches of minis2s/ops/{lstm,gru,rnn}.py rebuilt from read_cache's arrays."""
-    T = rec["h"].shape[0]
-    if cell_name == "lstm":
-        c_prev = np.concatenate([rec["c0"][None], rec["c"][:-1]])
-        return [(rec["i"][t], rec["f"][t], rec["g"][t], rec["o"][t], c_prev[t], np.tanh(rec["c"][t])) for t in range(T)]
-    if cell_name == "gru":
-        h_prev = np.concatenate([rec["h0"][None], rec["h"][:-1]])
-        return [(rec["r"][t], rec["z"][t], rec["n"][t], rec["hg_n"][t], h_prev[t]) for t in range(T)]
-    return [rec["h"][t] for t in range(T)]
+def replay_backward(cache: RecurrentCache, dout, dstate_n) -> tuple:
+    """ops.recurrent_backward again, on NumPy copies of the cache, with the reference's backward
+    step behind one that writes down what each step receives (``cell.received``) ->
+    (dh (T, B, H), dc (T, B, H) or None), in the order the steps ran."""
+    cell, received = cache.cell, []
+    reference = cell.reference.backward_step
 
+    def spy(t, dh, dcarry, dh_n, dout_, has_dout, dxg, dhg, lengths, *rest):
+        received.append(tuple(np.array(d) for d in cell.received(t, dh, dcarry, dh_n, dout_, has_dout, lengths)))
+        reference(t, dh, dcarry, dh_n, dout_, has_dout, dxg, dhg, lengths, *rest)
 
-def replay_backward(cell, rec: dict, x, w_ih, w_hh, dout, dstate_n) -> tuple:
-    """ops.recurrent_backward over the recorded steps with a cell that keeps what each step's
-    backward receives -> (dh (T, B, H), dc (T, B, H) or None), in the order the steps ran."""
-    received = []
-
-    def backward(dnew, step_cache):
-        received.append(dnew)
-        return cell.backward(dnew, step_cache)
-
-    spy = Cell(cell.name, cell.gates, cell.n_states, cell.forward, backward)
-    h = rec["h"]
-    T, B, H = h.shape
-    h_prev = np.concatenate([rec["h0"][None], h[:-1]])  # (T, B, H)
-    hg = np.empty((T, B, cell.gates * H), dtype=h.dtype)  # only its shape is read
-    mask = None if rec["mask"] is None else rec["mask"][:, :, None].astype(h.dtype)  # (T, B, 1)
-    cache = (spy, to_numpy(x), to_numpy(w_ih), to_numpy(w_hh), h_prev, hg, mask, step_caches(cell.name, rec))
+    lengths = to_numpy(cache.lengths)
+    T = cache.hs.shape[0] - 1
+    live = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]  # (T, B, 1)
+    gates = np.where(live, to_numpy(cache.gates), 0.0).astype(cache.hs.dtype)  # unwritten rows: 0
+    replay = RecurrentCache(cell, Steps.of("trace", cell.reference.forward_step, spy), to_numpy(cache.x),
+                            to_numpy(cache.w_ih), to_numpy(cache.w_hh), to_numpy(cache.hs), gates,
+                            tuple(to_numpy(a) for a in cache.saved), lengths)
     dout = None if dout is None else to_numpy(dout)
-    ops.recurrent_backward(dout, tuple(None if d is None else to_numpy(d) for d in dstate_n), cache)
+    ops.recurrent_backward(dout, tuple(None if d is None else to_numpy(d) for d in dstate_n), replay)
     received = received[::-1]  # backward ran t = T-1 ... 0
-    dh = np.stack([np.asarray(d[0], dtype=h.dtype) for d in received])
-    dc = np.stack([np.asarray(d[1], dtype=h.dtype) for d in received]) if cell.n_states == 2 else None
+    dh = np.stack([d[0] for d in received])
+    dc = np.stack([d[1] for d in received]) if cell.n_states == 2 else None
     return dh, dc
 
 
@@ -179,7 +158,7 @@ class Trace:
         if name is None:
             return  # a layer of another model
         key = f"{name + '.' if name else ''}l{layer}{'_reverse' if direction else ''}"
-        seg = {"rec": read_cache(module.cell.name, cache, state_n), "rev": rev, "cell": module.cell}
+        seg = {"rec": read_cache(cache), "rev": rev, "cell": module.cell}
         self._segments.setdefault(key, []).append(seg)
         self._by_cache[id(cache)] = seg
 
@@ -189,9 +168,7 @@ class Trace:
         seg = self._by_cache.pop(id(cache), None)
         if seg is None:
             return
-        x, w_ih, w_hh = (cache[1], cache[2], cache[3]) if isinstance(cache[0], Cell) else (
-            cache.x, cache.w_ih, cache.w_hh)
-        seg["dh"], seg["dc"] = replay_backward(seg["cell"], seg["rec"], x, w_ih, w_hh, dout, dstate_n)
+        seg["dh"], seg["dc"] = replay_backward(cache, dout, dstate_n)
         seg["dx"], seg["dstate0"] = _copy(dx), tuple(_copy(d) for d in dstate0)
 
     def attention_forward(self, module, weights):
@@ -221,7 +198,7 @@ class Trace:
         grads = all("dh" in s for s in segs)
         return RecurrentTrace(
             cell=cell, h=joined("h"), c=joined("c") if lstm else None, h0=first["rec"]["h0"],
-            c0=first["rec"]["c0"] if lstm else None, gates={g: joined(g) for g in GATES[cell]},
+            c0=first["rec"]["c0"] if lstm else None, gates={g: joined(g) for g in segs[0]["cell"].gate_names},
             dh=joined("dh", "seg") if grads else None, dc=joined("dc", "seg") if grads and lstm else None,
             dx=joined("dx", "seg") if grads else None,
             dh0=first["dstate0"][0] if grads else None, dc0=first["dstate0"][1] if grads and lstm else None)

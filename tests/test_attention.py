@@ -30,7 +30,7 @@ from minis2s import (
     AttentionDecoder,
     AttentionEncoder,
     AttentionSeq2Seq,
-    fastpath,
+    dispatch,
     gradcheck,
     gradcheck_module,
     ops,
@@ -189,7 +189,7 @@ def test_bidirectional_modules_match_torch_on_packed_sequences(cell, L, B, T, I,
     lengths[rng.integers(B)] = T
     ref = torch_bidirectional(cell, mod.state_dict(), x, states, lengths, dout, dfinal)
     for fast in (True, False):
-        with contextlib.nullcontext() if fast else fastpath.disabled():
+        with contextlib.nullcontext() if fast else dispatch.disabled():
             mod.zero_grad()
             out, final = mod(x, tuple(states) if n == 2 else states[0], lengths=lengths if padded else None)
             dx, ds0 = mod.backward(dout, *dfinal, return_state_grads=True)

@@ -9,19 +9,18 @@ device is only each ``__global__`` wrapper's line of index arithmetic (blockIdxÂ
 threadIdx -> element) and, for the persistent kernels, the barriers themselves: their host twins
 run the same phases block by block, which is what the barriers make the device do.
 
-The whole-sequence driver of the GPU path (kernels/lstm_cupy.py) runs here too, on NumPy arrays
+The recurrence driver runs the kernel sets here too (kernels/kernel_set.py), on NumPy arrays
 with the host twins as its kernel set: GEMMs, masks and the backward's bookkeeping are the
 GPU path's code.
 """
 import numpy as np
 import pytest
-from lstm_kernel_harness import (
+from minis2s.kernels import cuda_host, lstm_cuda_c
+from minis2s.kernels.harness import (
+    check_kernel_set,
     check_pointwise_backward,
     check_pointwise_forward,
-    check_sequence,
 )
-
-from minis2s.kernels import cuda_host, lstm_cupy
 
 pytestmark = pytest.mark.skipif(cuda_host.nvcc_path() is None,
                                 reason="nvcc not found: the CUDA C sources cannot be compiled here")
@@ -94,7 +93,7 @@ def test_sequence_driver_with_host_kernels_matches_reference(libs, version, dtyp
     T, B, I, H = 5, 3, 6, 8
     upstream = {"no_dout": ("dh_n", "dc_n"), "no_state_grads": ("dout",)}.get(case, ("dout", "dh_n", "dc_n"))
     lengths = np.array([5, 2, 4]) if case == "lengths" else None
-    check_sequence(kernels, dtype, T, B, I, H, rng, lengths=lengths, upstream=upstream)
+    check_kernel_set(kernels, dtype, T, B, I, H, rng, lengths=lengths, upstream=upstream)
 
 
 # (T, B, H, HS, NT): the persistent kernel's tilings, run block by block on the CPU
@@ -116,25 +115,25 @@ def test_persistent_forward_and_backward_host_match_reference(libs, tiling, upst
     T, B, H, HS, NT = tiling
     kernels = cuda_host.HostKernels(dtype, libs["lstm_pointwise"], 1, libs["lstm_persistent"], HS=HS, NT=NT)
     assert kernels.sequence_forward is not None and kernels.sequence_backward is not None
-    check_sequence(kernels, dtype, T, B, 7, H, rng, upstream=upstream)
+    check_kernel_set(kernels, dtype, T, B, 7, H, rng, upstream=upstream)
 
 
 def test_persistent_kernels_with_lengths_take_the_per_step_path(libs, rng):
     """The persistent kernels have no padding mask: with lengths the driver runs per step."""
     kernels = cuda_host.HostKernels(np.float64, libs["lstm_pointwise"], 1, libs["lstm_persistent"], HS=2, NT=32)
-    check_sequence(kernels, np.float64, 4, 3, 5, 6, rng, lengths=np.array([4, 1, 3]))
+    check_kernel_set(kernels, np.float64, 4, 3, 5, 6, rng, lengths=np.array([4, 1, 3]))
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 @pytest.mark.parametrize("B,H,HS,NT", [(1, 512, 4, 256), (8, 1024, 8, 256), (3, 10, 4, 32), (64, 256, 2, 256)])
 def test_persistent_shared_memory_formula_is_the_same_in_python_and_c(libs, B, H, HS, NT, backward):
     c_side = cuda_host.persistent_smem_elems_host(libs["lstm_persistent"], B, H, HS, NT, backward)
-    assert lstm_cupy.persistent_smem_elems(B, H, HS, NT, backward) == c_side
+    assert lstm_cuda_c.persistent_smem_elems(B, H, HS, NT, backward) == c_side
 
 
 def test_persistent_tiling_puts_at_most_one_block_on_each_sm():
     for H in (1, 100, 256, 512, 1000, 1024, 4096):
-        HS, blocks = lstm_cupy.persistent_tiling(H, 132)
+        HS, blocks = lstm_cuda_c.persistent_tiling(H, 132)
         assert blocks <= 132 and (blocks - 1) * HS < H <= blocks * HS
 
 

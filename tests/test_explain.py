@@ -45,7 +45,7 @@ def test_each_members_internals_have_their_documented_shapes(explained):
     S, T = len(WORD), len(ex.outputs)
     for m in ex.members:
         assert list(m.gates) == ["i", "f", "g", "o"] and all(a.shape[0] == S for a in m.gates.values())
-        assert m.cell.shape[0] == T and m.grad_norm.shape == (S,) and (m.grad_norm > 0).all()
+        assert m.c.shape[0] == T and m.grad_norm.shape == (S,) and (m.grad_norm > 0).all()
         if m.name == "attention":
             assert m.attention.shape == (T, S)
             np.testing.assert_allclose(m.attention.sum(axis=1), 1.0, atol=1e-5)

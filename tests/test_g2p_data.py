@@ -21,7 +21,7 @@ from conftest import F64_TOL, check_close
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch_seed import make_seed_model
 
-from minis2s import fastpath
+from minis2s import dispatch
 from minis2s.data import Vocab, make_batches, pad_sequences
 from minis2s.data.cmudict import SPLITS, load_cmudict, load_split, split_of
 from minis2s.g2p import LETTERS, PHONEMES, G2PTask, encode_words
@@ -256,7 +256,7 @@ def torch_encoder_from(enc):
     return tm.encoder
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fastpath", "reference"])
+@pytest.mark.parametrize("fast", [True, False], ids=["kernels", "reference"])
 @pytest.mark.parametrize("garbage", [True, False], ids=["garbage-padding", "pad-padding"])
 def test_padded_source_steps_do_not_change_the_encoder_final_state(fast, garbage):
     manual_seed(3)
@@ -269,8 +269,8 @@ def test_padded_source_steps_do_not_change_the_encoder_final_state(fast, garbage
         emb = tenc.embedding(torch.from_numpy(src))  # (S, B, E)
         packed = pack_padded_sequence(emb, torch.from_numpy(src_lengths), enforce_sorted=False)
         _, (th, tc) = tenc.rnn(packed)  # (L, B, H) each, in the original batch order
-    with fastpath.disabled() if not fast else contextlib.nullcontext():
-        if fast and not fastpath.available():
+    with dispatch.disabled() if not fast else contextlib.nullcontext():
+        if fast and not dispatch.available():
             pytest.skip("Numba is not installed: no fast path")
         h, c = enc(src, src_lengths)
         assert h.shape == c.shape == (L, len(lengths), H)

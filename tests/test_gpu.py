@@ -3,13 +3,13 @@ whole model with device="cuda", and PyTorch on CUDA as a second reference.
 
 Every test needs CuPy and a device and skips with the reason otherwise, except the one that
 checks what a machine without them is told. The kernels are checked with the same harness as
-their CPU twins (tests/lstm_kernel_harness.py: float32 within 1e-5, float64 within 1e-12 of the
+their CPU twins (kernels/harness.py: float32 within 1e-5, float64 within 1e-12 of the
 float64 reference; the GPU contracts a·b + c into FMAs, which stays well inside both).
 """
 import numpy as np
 import pytest
 from conftest import F32_TOL, F64_TOL, check_close
-from lstm_kernel_harness import check_pointwise_backward, check_pointwise_forward, check_sequence
+from minis2s.kernels.harness import check_kernel_set, check_pointwise_backward, check_pointwise_forward
 
 from minis2s.backend import get_backend, to_numpy
 
@@ -29,16 +29,16 @@ dtypes = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float3
 
 @pytest.mark.skipif(NO_GPU is None, reason="a GPU is present: the error path is not reachable")
 def test_cuda_paths_without_a_gpu_say_what_is_missing():
-    from minis2s.kernels import lstm_cupy
+    from minis2s.kernels import lstm_cuda_c
+
     from minis2s import Decoder, Encoder, Seq2Seq
 
     with pytest.raises(RuntimeError, match="CuPy|GPU"):
-        lstm_cupy.CudaCKernels()
+        lstm_cuda_c.CudaCKernels()
+    with pytest.raises(RuntimeError, match="CuPy|GPU"):
+        lstm_cuda_c.default_steps()
     with pytest.raises(RuntimeError, match="CuPy|GPU"):
         Seq2Seq(Encoder(5, 4, 3, 1), Decoder(6, 4, 3, 1), "cuda")
-    with pytest.raises(TypeError, match="CuPy arrays"):  # NumPy arrays and no kernel set
-        x = np.zeros((1, 1, 1))
-        lstm_cupy.lstm_forward(x, x[0], x[0], *(np.zeros(s) for s in [(4, 1), (4, 1), (4,), (4,)]))
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +50,16 @@ def cp():
 
 @pytest.fixture(scope="module")
 def cuda_c():
-    from minis2s.kernels import lstm_cupy
+    from minis2s.kernels import lstm_cuda_c
 
-    return {v: lstm_cupy.CudaCKernels(version=v) for v in (1, 2)}
+    return {v: lstm_cuda_c.CudaCKernels(version=v) for v in (1, 2)}
 
 
 @pytest.fixture(scope="module")
 def persistent():
-    from minis2s.kernels import lstm_cupy
+    from minis2s.kernels import lstm_cuda_c
 
-    return lstm_cupy.CudaCKernels(persistent=True)
+    return lstm_cuda_c.CudaCKernels(persistent=True)
 
 
 @pytest.fixture(scope="module")
@@ -95,20 +95,20 @@ def test_numba_pointwise_on_cupy_arrays_matches_reference(cp, numba_kernels, dty
 @pytest.mark.parametrize("case", ["all_grads", "lengths"])
 def test_cuda_c_sequence_matches_reference(cp, cuda_c, dtype, case, rng):
     lengths = np.array([7, 1, 4]) if case == "lengths" else None
-    check_sequence(cuda_c[2], dtype, 7, 3, 10, 16, rng, xp=cp, lengths=lengths)
+    check_kernel_set(cuda_c[2], dtype, 7, 3, 10, 16, rng, xp=cp, lengths=lengths)
 
 
 @needs_gpu
 @dtypes
 def test_numba_sequence_on_cupy_arrays_matches_reference(cp, numba_kernels, dtype, rng):
-    check_sequence(numba_kernels, dtype, 7, 3, 10, 16, rng, xp=cp)
+    check_kernel_set(numba_kernels, dtype, 7, 3, 10, 16, rng, xp=cp)
 
 
 @needs_gpu
 @pytest.mark.parametrize("B,H", [(1, 8), (1, 512), (8, 512), (8, 1024), (3, 200)])
 def test_persistent_forward_backward_match_reference(cp, persistent, B, H, rng):
     # float32 over T = 16 steps at H = 1024: F32_TOL (the sequence tolerance of the torch tests)
-    check_sequence(persistent, np.float32, 16, B, 32, H, rng, xp=cp, tol=F32_TOL)
+    check_kernel_set(persistent, np.float32, 16, B, 32, H, rng, xp=cp, tol=F32_TOL)
     assert persistent.last_path["forward"] == "persistent"
     expected = "persistent" if persistent.persistent_plan(B, H, 4, backward=True)["fits"] else "per-step"
     assert persistent.last_path["backward"].startswith(expected)
@@ -116,7 +116,7 @@ def test_persistent_forward_backward_match_reference(cp, persistent, B, H, rng):
 
 @needs_gpu
 def test_persistent_float64_matches_reference(cp, persistent, rng):
-    check_sequence(persistent, np.float64, 6, 4, 8, 128, rng, xp=cp)
+    check_kernel_set(persistent, np.float64, 6, 4, 8, 128, rng, xp=cp)
     assert persistent.last_path == {"forward": "persistent", "backward": "persistent"}
 
 
@@ -124,18 +124,18 @@ def test_persistent_float64_matches_reference(cp, persistent, rng):
 def test_persistent_falls_back_per_step_when_the_state_does_not_fit(cp, persistent, rng):
     B, H = 256, 1024
     assert not persistent.persistent_plan(B, H, 4)["fits"]
-    check_sequence(persistent, np.float32, 3, B, 8, H, rng, xp=cp, tol=F32_TOL)
+    check_kernel_set(persistent, np.float32, 3, B, 8, H, rng, xp=cp, tol=F32_TOL)
     assert persistent.last_path["forward"].startswith("per-step")
 
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_cupy_lstm_matches_torch_cuda(cp, dtype, rng):
-    """minis2s.kernels.lstm_cupy (CUDA C) against torch.nn.LSTM on the GPU (cuDNN): outputs and grads."""
+    """The GPU path (kernels/lstm_cuda_c.py's steps through the driver) against torch.nn.LSTM on the GPU (cuDNN): outputs and grads."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA device")
-    from minis2s.kernels import lstm_cupy
+    from minis2s.kernels import lstm_cuda_c
 
     torch.backends.cudnn.allow_tf32 = False  # TF32 would differ by ~1e-3 (10-bit mantissa)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -154,9 +154,12 @@ def test_cupy_lstm_matches_torch_cuda(cp, dtype, rng):
         return cp.asarray(t.detach().cpu().numpy().astype(np_dtype))
 
     w = [dev(getattr(lstm, n)) for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
-    out, (hn, cn), cache = lstm_cupy.lstm_forward(dev(x), dev(h0[0]), dev(c0[0]), *w)
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = lstm_cupy.lstm_backward(cp.asarray(dout.astype(np_dtype)), None,
-                                                                       None, cache)
+    from minis2s import ops
+
+    steps = lstm_cuda_c.default_steps()
+    out, (hn, cn), cache = ops.lstm_forward(dev(x), dev(h0[0]), dev(c0[0]), *w, steps=steps)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = ops.lstm_backward(cp.asarray(dout.astype(np_dtype)), None, None,
+                                                                 cache)
     pairs = {"out": (out, out_t), "h_n": (hn, hn_t[0]), "c_n": (cn, cn_t[0]), "dx": (dx, x.grad),
              "dh0": (dh0, h0.grad[0]), "dc0": (dc0, c0.grad[0]), "dw_ih": (dw_ih, lstm.weight_ih_l0.grad),
              "dw_hh": (dw_hh, lstm.weight_hh_l0.grad), "db_ih": (db_ih, lstm.bias_ih_l0.grad),

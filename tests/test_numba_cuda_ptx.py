@@ -10,15 +10,13 @@ import os
 
 import numpy as np
 import pytest
-
 from minis2s.kernels import cuda_host
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("the CUDA simulator is on: compile_ptx needs the real Numba CUDA target", allow_module_level=True)
 cuda = pytest.importorskip("numba.cuda", reason="Numba is not installed")
-from numba import float32, float64
-
 from minis2s.kernels import lstm_numba_cuda
+from numba import float32, float64
 
 TYPES = {"float32": (np.float32, float32), "float64": (np.float64, float64)}
 

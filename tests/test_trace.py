@@ -9,16 +9,18 @@
   sums to the embedding's gradient; the attention weights are the model's.
 - Bad use: not a Module, a trace inside a trace; the hook is off outside the block.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import GRADCHECK_TOL, check_close
 
 import minis2s
-from minis2s import Decoder, Encoder, Seq2Seq, fastpath, gradcheck, tracing
+from minis2s import Decoder, Encoder, Seq2Seq, dispatch, gradcheck, tracing
 from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq
 from minis2s.nn import GRU, LSTM, RNN
 from minis2s.ops.activations import sigmoid
-from minis2s.ops.recurrent import Cell, reverse_time_index
+from minis2s.ops.recurrent import Steps, live_rows, reverse_time_index
 
 F64 = np.float64
 PATHS = [pytest.param(True, id="fast"), pytest.param(False, id="reference")]
@@ -28,12 +30,12 @@ MODULES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 @pytest.fixture(autouse=True)
 def switch_back():
     yield
-    fastpath.set_enabled(None)
+    dispatch.set_enabled(None)
 
 
 def traced_layer(mode, fast, rng, *, bidirectional=True, lengths=(5, 3, 1)):
     """A 2-layer module on random input, traced: (module, x, lengths, trace)."""
-    fastpath.set_enabled(fast)
+    dispatch.set_enabled(fast)
     m = MODULES[mode](4, 3, 2, bidirectional=bidirectional, dtype=F64, rng=np.random.default_rng(7))
     x = rng.standard_normal((5, 3, 4))
     with minis2s.trace(m) as t:
@@ -47,25 +49,17 @@ def test_traced_gates_and_states_are_the_cache_entries(mode, fast, rng):
     m, _, lengths, t = traced_layer(mode, fast, rng)
     (caches, _, _), = m._tape
     for layer, (dir_caches, _) in enumerate(caches):
-        for d, (cache, _) in enumerate(dir_caches):
+        for d, cache in enumerate(dir_caches):
+            assert (cache.steps.name == "reference") == (not fast or mode == "rnn"), cache.steps.name
             lt = t.layers[f"l{layer}{'_reverse' if d else ''}"]
+            H = 3
             for b, n in enumerate(lengths):
                 for step in range(n):  # the d-direction's step `step` read position pos
                     pos = n - 1 - step if d else step
-                    if isinstance(cache[0], Cell):  # reference: steps[t] = the cell's cache
-                        step_cache = cache[7][step]
-                        gates = step_cache if mode == "rnn" else step_cache[:len(lt.gates)]
-                        h = cache[4][step + 1, b] if step + 1 < 5 else None
-                    else:
-                        assert fast and mode != "rnn"
-                        H = 3
-                        gates = [cache.gates[step, :, k * H:(k + 1) * H] for k in range(len(lt.gates))]
-                        h = cache.hs[step + 1, b]
-                    if mode != "rnn":
-                        for name, g in zip(lt.gates, gates):
-                            assert np.array_equal(lt.gates[name][pos, b], g[b]), (name, layer, d, step, b)
-                    if h is not None:
-                        assert np.array_equal(lt.h[pos, b], h)
+                    for k, name in enumerate(lt.gates):
+                        g = cache.gates[step, b, k * H:(k + 1) * H]
+                        assert np.array_equal(lt.gates[name][pos, b], g), (name, layer, d, step, b)
+                    assert np.array_equal(lt.h[pos, b], cache.hs[step + 1, b])
                 for pos in range(n, 5):  # padded: no step ran there
                     assert all(not g[pos, b].any() for g in lt.gates.values())
 
@@ -131,34 +125,43 @@ def attention_model():
     return AttentionSeq2Seq(AttentionEncoder(9, 3, 3, 2, dtype=F64), AttentionDecoder(8, 4, 3, 2, 6, dtype=F64))
 
 
+def with_forward_step(cell, after):
+    """``cell`` whose reference forward step calls ``after(t, hg, hs, xg, out, lengths, *rest)``
+    once the real step has written its state."""
+    step = cell.reference.forward_step
+
+    def forward_step(t, hg, hs, xg, out, lengths, *rest):
+        step(t, hg, hs, xg, out, lengths, *rest)
+        after(t, hg, hs, xg, out, lengths, *rest)
+
+    return dataclasses.replace(cell, reference=Steps.of("spy", forward_step, cell.reference.backward_step))
+
+
 def injecting(cell, target, delta):
-    """``cell`` whose call number ``target`` (counting every step of the module) adds ``delta``
-    (a tuple of (B, H)) to the state it returns: the point where dL/dstate is measured."""
+    """``cell`` whose step number ``target`` (counting every step of the module) adds ``delta``
+    (a tuple of (B, H)) to the state it writes (on the rows it ran: the output too): the point
+    where dL/dstate is measured."""
     calls = [0]
 
-    def forward(xg, hg, state):
-        new, cache = cell.forward(xg, hg, state)
+    def after(t, hg, hs, xg, out, lengths, *rest):
         if calls[0] == target:
-            new = tuple(n + d for n, d in zip(new, delta))
+            live, _ = live_rows(t, lengths)
+            states = (hs,) + ((rest[1],) if cell.n_states == 2 else ())  # the LSTM's cs follows its bias
+            for s, d in zip(states, delta):
+                s[t + 1] += live * d
+            out[t] += live * delta[0]
         calls[0] += 1
-        return new, cache
 
-    return Cell(cell.name, cell.gates, cell.n_states, forward, cell.backward)
+    return with_forward_step(cell, after)
 
 
 def call_number(model, module, run, h_row0):
-    """The number of the cell call (in ``module``) whose new h has ``h_row0`` as its row 0."""
+    """The number of the step (in ``module``) whose new h has ``h_row0`` as its row 0."""
     seen = []
     cell = module.cell
-
-    def forward(xg, hg, state):
-        new, cache = cell.forward(xg, hg, state)
-        seen.append(new[0][0].copy())
-        return new, cache
-
-    module.cell = Cell(cell.name, cell.gates, cell.n_states, forward, cell.backward)
+    module.cell = with_forward_step(cell, lambda t, hg, hs, *rest: seen.append(hs[t + 1][0].copy()))
     try:
-        with fastpath.disabled():
+        with dispatch.disabled():
             run()
     finally:
         module.cell = cell
@@ -190,11 +193,11 @@ def test_traced_state_gradients_equal_finite_differences(kind, where, key, step,
         return model(src, trg, 1.0, src_lengths=lengths, generator=np.random.default_rng(0))
 
     def traced(dout):
-        fastpath.set_enabled(fast)
+        dispatch.set_enabled(fast)
         with minis2s.trace(model) as t:
             model(src, trg, 1.0, src_lengths=lengths, generator=np.random.default_rng(0))
             model.backward(dout)
-        fastpath.set_enabled(None)
+        dispatch.set_enabled(None)
         return t.layers[key]
 
     lt = traced(np.ones((4, 3, 8)))
@@ -208,7 +211,7 @@ def test_traced_state_gradients_equal_finite_differences(kind, where, key, step,
         cell = module.cell
         module.cell = injecting(cell, target, tuple(delta.values()))
         try:
-            with fastpath.disabled():
+            with dispatch.disabled():
                 return run()
         finally:
             module.cell = cell
@@ -231,7 +234,7 @@ def test_traced_state_gradients_equal_finite_differences(kind, where, key, step,
 
 @pytest.mark.parametrize("fast", PATHS)
 def test_first_layer_dx_is_the_embedding_gradient_and_attention_is_the_models(fast):
-    fastpath.set_enabled(fast)
+    dispatch.set_enabled(fast)
     rng = np.random.default_rng(2)
     model = attention_model()
     src, trg = rng.integers(4, 9, size=(5, 3)), rng.integers(4, 8, size=(4, 3))

@@ -23,7 +23,7 @@ The attention score is Bahdanau's additive one or Luong's dot/general (minis2s/o
 the decoder's flow is Luong's for all three (as OpenNMT's global attention). The weights of the
 last ``forward`` are kept in ``model.attention_weights`` (T, S, B) for inspection (row 0 zero).
 
-Decoder state (``init_decoder_state``, ``decode_step``): the tuple (hidden (L, B, H), cell
+Decoder state (``init_decoder_state``, ``decode_step``): the tuple (hidden (L, B, H), c
 (L, B, H), feed (1, B, H) or None, keys (S, B, Hk), proj, mask (S, B)) — every entry has the
 batch on axis 1, so ``select_state`` reorders the encoder outputs and mask with the beams.
 """
@@ -49,10 +49,10 @@ class AttentionEncoder(Module):
                         rng=rng)
         self.dropout = Dropout(dropout)
 
-    def forward(self, src, src_lengths=None):
+    def forward(self, src, src_lengths=None, *, generator=None):
         """src: (S, B) ids -> outputs (S, B, 2He) (zero at padding), (h_n, c_n) each (2L, B, He)."""
         src = check_ids("src", src, self.embedding.num_embeddings, ndim=2)
-        embedded = self.dropout(self.embedding(src))  # (S, B, E)
+        embedded = self.dropout(self.embedding(src), generator)  # (S, B, E)
         return self.rnn(embedded, lengths=src_lengths)
 
     def backward(self, doutputs, dh_n, dc_n):
@@ -79,30 +79,30 @@ class AttentionDecoder(Module):
         self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype, rng=rng)
         self.dropout = Dropout(dropout)
 
-    def forward(self, input, hidden, cell, feed, keys, proj, mask):
-        """input: (B,) ids; hidden, cell: (L, B, H); feed: (B, H) (h̃ of the previous step) or
+    def forward(self, input, hidden, c, feed, keys, proj, mask, *, generator=None):
+        """input: (B,) ids; hidden, c: (L, B, H); feed: (B, H) (h̃ of the previous step) or
         None without input feeding; keys (S, B, Hk), proj, mask (S, B) from the encoder.
 
-        Returns prediction (B, V), hidden, cell, attentional h̃ (B, H), weights (S, B).
+        Returns prediction (B, V), hidden, c, attentional h̃ (B, H), weights (S, B).
         """
         input = check_ids("input", input, self.output_dim, ndim=1)
         xp = self.xp
-        x = self.dropout(self.embedding(input))  # (B, E)
+        x = self.dropout(self.embedding(input), generator)  # (B, E)
         if self.input_feeding:
             x = xp.concatenate([x, feed], axis=1)  # (B, E + H)
-        output, (hidden, cell) = self.rnn(x[None], (hidden, cell))  # (1, B, H)
+        output, (hidden, c) = self.rnn(x[None], (hidden, c), generator=generator)  # (1, B, H)
         query = output[0]  # (B, H)
         context, weights = self.attention(query, keys, proj, mask)  # (B, Hk), (S, B)
         attentional = xp.tanh(self.attn_out(xp.concatenate([context, query], axis=1)))  # (B, H)
-        prediction = self.fc_out(self.dropout(attentional))  # (B, V)
+        prediction = self.fc_out(self.dropout(attentional, generator))  # (B, V)
         self._push(attentional)
-        return prediction, hidden, cell, attentional, weights
+        return prediction, hidden, c, attentional, weights
 
-    def backward(self, dprediction, dhidden=None, dcell=None, dattentional=None):
-        """dprediction: (B, V); dhidden, dcell: (L, B, H) of the returned state; dattentional:
+    def backward(self, dprediction, dhidden=None, dc=None, dattentional=None):
+        """dprediction: (B, V); dhidden, dc: (L, B, H) of the returned state; dattentional:
         (B, H), the gradient of h̃ from the next step's input feeding (or None).
 
-        Returns dhidden, dcell (L, B, H) and dfeed (B, H) (None without input feeding) of the
+        Returns dhidden, dc (L, B, H) and dfeed (B, H) (None without input feeding) of the
         incoming state, dkeys (S, B, Hk) and dproj of this step's attention.
         """
         attentional = self._pop()
@@ -113,12 +113,12 @@ class AttentionDecoder(Module):
         dcontext, dquery = dcat[:, : self.key_dim], dcat[:, self.key_dim :]
         dq_attention, dkeys, dproj = self.attention.backward(dcontext)
         dout = (dquery + dq_attention)[None]  # (1, B, H)
-        dx, (dh, dc) = self.rnn.backward(dout, dhidden, dcell, return_state_grads=True)
+        dx, (dh0, dc0) = self.rnn.backward(dout, dhidden, dc, return_state_grads=True)
         E = self.embedding.embedding_dim
         dx = dx[0]  # (B, E [+ H])
         self.embedding.backward(self.dropout.backward(dx[:, :E]))
         dfeed = dx[:, E:] if self.input_feeding else None
-        return dh, dc, dfeed, dkeys, dproj
+        return dh0, dc0, dfeed, dkeys, dproj
 
 
 def join_directions(state, num_layers):
@@ -157,27 +157,27 @@ class AttentionSeq2Seq(Module):
 
     # ---- the decoding interface (also the first half of forward) ----------------------------
     @model_call(batch_axis=1)
-    def init_decoder_state(self, src, src_lengths=None):
+    def init_decoder_state(self, src, src_lengths=None, *, generator=None):
         """Encode ``src`` (S, B) -> the decoder's initial state (see the module docstring)."""
         xp, L = self.xp, self.decoder.rnn.num_layers
-        keys, (h_n, c_n) = self.encoder(src, src_lengths)  # (S, B, Hk), (2L, B, He)
+        keys, (h_n, c_n) = self.encoder(src, src_lengths, generator=generator)  # (S, B, Hk), (2L, B, He)
         hidden = xp.tanh(self.bridge_h(join_directions(h_n, L)))  # (L, B, H)
-        cell = xp.tanh(self.bridge_c(join_directions(c_n, L)))  # (L, B, H)
+        c = xp.tanh(self.bridge_c(join_directions(c_n, L)))  # (L, B, H)
         S, B = keys.shape[:2]
         proj = self.decoder.attention.keys_forward(keys)  # once per batch
         lengths = np.full(B, S) if src_lengths is None else src_lengths
         mask = length_mask(lengths, S, keys.dtype, xp)[:, :, 0] > 0  # (S, B) bool
         feed = xp.zeros((1, B, self.decoder.hidden_dim), dtype=keys.dtype) if self.decoder.input_feeding else None
-        self._push((hidden, cell))  # the bridge's tanh, for backward
-        return (hidden, cell, feed, keys, proj, mask)
+        self._push((hidden, c))  # the bridge's tanh, for backward
+        return (hidden, c, feed, keys, proj, mask)
 
-    def _step(self, input, state):
+    def _step(self, input, state, generator=None):
         """input: (B,) ids -> logits (B, V), the new state, attention weights (S, B)."""
-        hidden, cell, feed, keys, proj, mask = state
-        logits, hidden, cell, attentional, weights = self.decoder(
-            input, hidden, cell, None if feed is None else feed[0], keys, proj, mask)
+        hidden, c, feed, keys, proj, mask = state
+        logits, hidden, c, attentional, weights = self.decoder(
+            input, hidden, c, None if feed is None else feed[0], keys, proj, mask, generator=generator)
         feed = attentional[None] if self.decoder.input_feeding else None  # (1, B, H)
-        return logits, (hidden, cell, feed, keys, proj, mask), weights
+        return logits, (hidden, c, feed, keys, proj, mask), weights
 
     @model_call(batch_axis=0)
     def decode_step(self, input, state):
@@ -193,11 +193,13 @@ class AttentionSeq2Seq(Module):
         return recurrent_step_macs(self.decoder.rnn, batch)
 
     @model_call(batch_axis=1)
-    def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None):
+    def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None,
+                dropout_generator=None):
         """src: (S, B), trg: (T, B) ids, trg[0] the start token -> outputs (T, B, V), outputs[0] = 0.
 
-        Teacher forcing as ``Seq2Seq.forward`` (one coin per step, kept in
-        ``teacher_forcing_flips``); the attention weights go to ``attention_weights`` (T, S, B).
+        Teacher forcing and dropout as ``Seq2Seq.forward`` (one coin per step, kept in
+        ``teacher_forcing_flips``; masks from ``dropout_generator``); the attention weights go to
+        ``attention_weights`` (T, S, B).
         """
         src, trg, src_lengths, flips = check_forward_inputs(
             src, trg, teacher_forcing_ratio, src_lengths, generator,
@@ -206,12 +208,12 @@ class AttentionSeq2Seq(Module):
         self.teacher_forcing_flips = flips
         xp = self.xp
         (S, B), T = src.shape, trg.shape[0]
-        state = self.init_decoder_state(src, src_lengths)
+        state = self.init_decoder_state(src, src_lengths, generator=dropout_generator)
         outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
         weights = xp.zeros((T, S, B), dtype=self.dtype)  # (T, S, B)
         input = trg[0]  # (B,) <sos>
         for t in range(1, T):
-            outputs[t], state, weights[t] = self._step(input, state)
+            outputs[t], state, weights[t] = self._step(input, state, dropout_generator)
             input = trg[t] if flips[t - 1] else outputs[t].argmax(axis=1)
         self.attention_weights = weights
         self._push((T, state[4].shape, outputs.shape))
@@ -222,7 +224,7 @@ class AttentionSeq2Seq(Module):
         """doutputs: (T, B, V) (row 0 unused) -> gradients accumulate into every parameter."""
         T, proj_shape, shape = self._pop()
         check_float_array("doutputs", doutputs, ndim=3, shape=shape)
-        hidden, cell = self._pop()
+        hidden, c = self._pop()
         xp, L = self.xp, self.decoder.rnn.num_layers
         dh = dc = dfeed = None
         dkeys = xp.zeros((proj_shape[0], shape[1], self.decoder.key_dim), dtype=doutputs.dtype)  # (S, B, Hk)
@@ -233,5 +235,5 @@ class AttentionSeq2Seq(Module):
             dproj += dp
         dkeys += self.decoder.attention.keys_backward(dproj)
         dh_n = split_directions(self.bridge_h.backward(dh * (1.0 - hidden * hidden)), L)  # (2L, B, He)
-        dc_n = split_directions(self.bridge_c.backward(dc * (1.0 - cell * cell)), L)
+        dc_n = split_directions(self.bridge_c.backward(dc * (1.0 - c * c)), L)
         self.encoder.backward(dkeys, dh_n, dc_n)

@@ -1,19 +1,22 @@
-"""The seed's Encoder, Decoder and Seq2Seq (../shared/seed_skeleton.py), completed in NumPy.
+"""Encoder, Decoder and Seq2Seq: the reversed-source LSTM encoder-decoder (Sutskever et al. 2014)
+of a PyTorch seq2seq skeleton, completed in NumPy (its PyTorch twin: tests/torch_seed.py).
 
-Same positional signatures, same attribute names — so the same state-dict keys
+The skeleton's positional signatures, its attribute names — so the same state-dict keys
 (``encoder.embedding.weight``, ``encoder.rnn.weight_ih_l0``, ..., ``decoder.fc_out.bias``) — and
 the same time-first layout. Extras are keywords: ``dropout`` (on embeddings and between layers),
-``cell`` ("lstm", "gru" or "rnn"), ``dtype``.
+``cell`` (the cell type: "lstm", "gru" or "rnn"), ``dtype``. Inside, the recurrent state is one
+tuple whatever the cell type (``RNNBase.forward_states``); the interface keeps the original
+(hidden, c) pair, c None for GRU and RNN.
 
 Flow of one batch (S source steps, T target steps, B batch, V target vocabulary):
 
-    src (S, B) -> Encoder -> (hidden, cell) each (L, B, H)
+    src (S, B) -> Encoder -> (hidden, c) each (L, B, H)   (c: the LSTM's cell state, else None)
     for t in 1..T-1:   input_t = trg[t-1] (teacher forcing) or argmax of the previous output
-        Decoder(input_t, hidden, cell) -> prediction (B, V), hidden, cell
+        Decoder(input_t, hidden, c) -> prediction (B, V), hidden, c
     outputs (T, B, V), outputs[0] = 0 (trg[0] is <sos>, never predicted)
 
 Backward walks the same steps in reverse: each decoder step returns the gradient of its
-incoming (hidden, cell), the last of which is the gradient of the encoder's final state.
+incoming (hidden, c), the last of which is the gradient of the encoder's final state.
 """
 from __future__ import annotations
 
@@ -31,6 +34,11 @@ def _rnn_class(cell: str):
     if cell not in RNN_TYPES:
         raise ValueError(f"cell must be one of {sorted(RNN_TYPES)}, got {cell!r}")
     return RNN_TYPES[cell]
+
+
+def padded_state(state):
+    """An RNN state tuple -> (hidden, c): the LSTM's (h, c) as it is, (h,) as (h, None)."""
+    return (state[0], state[1] if len(state) > 1 else None)
 
 
 def check_forward_inputs(src, trg, teacher_forcing_ratio, src_lengths, generator, src_vocab, trg_vocab):
@@ -69,23 +77,21 @@ class Encoder(Module):
         self.rnn = _rnn_class(cell)(embedding_dim, hidden_dim, num_layers, dropout=dropout, dtype=dtype, rng=rng)
         self.dropout = Dropout(dropout)
 
-    def forward(self, src, src_lengths=None):
-        """src: (S, B) ids; src_lengths: (B,) or None -> hidden (L, B, H), cell (L, B, H) or None.
+    def forward(self, src, src_lengths=None, *, generator=None):
+        """src: (S, B) ids; src_lengths: (B,) or None -> hidden (L, B, H), c (L, B, H) or None
+        (the LSTM's cell state; GRU and RNN have none). ``generator``: the dropout masks.
 
         With ``src_lengths`` each row's final state is taken at its own length.
         """
         src = check_ids("src", src, self.embedding.num_embeddings, ndim=2)
-        embedded = self.dropout(self.embedding(src))  # (S, B, E)
-        _, state = self.rnn(embedded, lengths=src_lengths)
-        return state if self.cell_type == "lstm" else (state, None)
+        embedded = self.dropout(self.embedding(src), generator)  # (S, B, E)
+        _, state = self.rnn.forward_states(embedded, lengths=src_lengths, generator=generator)
+        return padded_state(state)
 
-    def backward(self, dhidden, dcell=None):
-        """Gradients of the final (hidden, cell) -> accumulates into every parameter."""
-        dout = None  # the encoder's outputs are not used by the seed's model: no gradient
-        if self.cell_type == "lstm":
-            demb = self.rnn.backward(dout, dhidden, dcell)
-        else:
-            demb = self.rnn.backward(dout, dhidden)
+    def backward(self, dhidden, dc=None):
+        """Gradients of the final (hidden, c) -> accumulates into every parameter."""
+        dout = None  # the encoder's outputs are not used by this model: no gradient
+        demb, _ = self.rnn.backward_states(dout, (dhidden, dc)[: self.rnn.cell.n_states])
         self.embedding.backward(self.dropout.backward(demb))
 
 
@@ -103,50 +109,45 @@ class Decoder(Module):
         self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype, rng=rng)
         self.dropout = Dropout(dropout)
 
-    def forward_sequence(self, inputs, hidden, cell=None):
+    def forward_sequence(self, inputs, hidden, c=None, *, generator=None):
         """inputs: (T, B) ids, all known in advance (teacher forcing at every step);
-        hidden, cell: (L, B, H) -> predictions (T, B, V), hidden, cell.
+        hidden, c: (L, B, H) (c: the LSTM's cell state, None otherwise) -> predictions (T, B, V),
+        hidden, c. ``generator``: the dropout masks.
 
         The same math as T calls of ``forward``, but the RNN runs the whole sequence (one input
         GEMM for every step) and the output layer is one (T·B, H) x (H, V) GEMM.
         """
         inputs = check_ids("inputs", inputs, self.output_dim, ndim=2)
-        embedded = self.dropout(self.embedding(inputs))  # (T, B, E)
-        if self.cell_type == "lstm":
-            output, (hidden, cell) = self.rnn(embedded, None if hidden is None else (hidden, cell))
-        else:
-            output, hidden = self.rnn(embedded, hidden)
+        embedded = self.dropout(self.embedding(inputs), generator)  # (T, B, E)
+        state = None if hidden is None else (hidden, c)[: self.rnn.cell.n_states]
+        output, state = self.rnn.forward_states(embedded, state, generator=generator)
         predictions = self.fc_out(output)  # (T, B, V)
-        return predictions, hidden, cell
+        return (predictions, *padded_state(state))
 
-    def backward_sequence(self, dpredictions, dhidden=None, dcell=None):
-        """dpredictions: (T, B, V); dhidden, dcell: gradients of the returned state.
+    def backward_sequence(self, dpredictions, dhidden=None, dc=None):
+        """dpredictions: (T, B, V); dhidden, dc: gradients of the returned state.
 
-        Returns (dhidden, dcell) of the incoming state (dcell None for GRU/RNN).
+        Returns (dhidden, dc) of the incoming state (dc None for GRU/RNN).
         """
         doutput = self.fc_out.backward(dpredictions)  # (T, B, H)
-        if self.cell_type == "lstm":
-            demb, (dh, dc) = self.rnn.backward(doutput, dhidden, dcell, return_state_grads=True)
-        else:
-            demb, dh = self.rnn.backward(doutput, dhidden, return_state_grads=True)
-            dc = None
+        demb, dstate = self.rnn.backward_states(doutput, (dhidden, dc)[: self.rnn.cell.n_states])
         self.embedding.backward(self.dropout.backward(demb))
-        return dh, dc
+        return padded_state(dstate)
 
-    def forward(self, input, hidden, cell=None):
-        """One step, the seed's signature. input: (B,) ids; hidden, cell: (L, B, H)
-        -> prediction (B, V), hidden, cell."""
+    def forward(self, input, hidden, c=None, *, generator=None):
+        """One step, the original skeleton's signature. input: (B,) ids; hidden, c: (L, B, H)
+        -> prediction (B, V), hidden, c."""
         input = check_ids("input", input, self.output_dim, ndim=1)
-        predictions, hidden, cell = self.forward_sequence(input[None], hidden, cell)
-        return predictions[0], hidden, cell
+        predictions, hidden, c = self.forward_sequence(input[None], hidden, c, generator=generator)
+        return predictions[0], hidden, c
 
-    def backward(self, dprediction, dhidden=None, dcell=None):
-        """dprediction: (B, V) -> (dhidden, dcell) of the incoming state."""
-        return self.backward_sequence(dprediction[None], dhidden, dcell)
+    def backward(self, dprediction, dhidden=None, dc=None):
+        """dprediction: (B, V) -> (dhidden, dc) of the incoming state."""
+        return self.backward_sequence(dprediction[None], dhidden, dc)
 
 
 class Seq2Seq(Module):
-    """Encoder + decoder with teacher forcing: the seed's empty ``forward`` written out."""
+    """Encoder + decoder with teacher forcing: the skeleton's empty ``forward`` written out."""
 
     def __init__(self, encoder, decoder, device="cpu"):
         super().__init__()
@@ -174,14 +175,16 @@ class Seq2Seq(Module):
         return recurrent_step_macs(self.decoder.rnn, batch)
 
     @model_call(batch_axis=1)
-    def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None):
+    def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None,
+                dropout_generator=None):
         """src: (S, B), trg: (T, B) integer ids, trg[0] the start token.
 
         At step t the decoder reads ``trg[t-1]`` if the coin flip of step t-1 says "teach"
         (probability ``teacher_forcing_ratio``), else the argmax of its previous prediction.
         One flip per step for the whole batch, drawn from ``generator`` (a
         ``numpy.random.Generator``; minis2s's seeded one, ``manual_seed``, if None) and kept in
-        ``self.teacher_forcing_flips`` so the same forward can be replayed.
+        ``self.teacher_forcing_flips`` so the same forward can be replayed. Dropout masks come
+        from ``dropout_generator`` (else each module's own, else minis2s's seeded generator).
 
         Returns outputs (T, B, V) with outputs[0] all zeros.
         """
@@ -192,17 +195,17 @@ class Seq2Seq(Module):
         xp = self.xp
         T, B = trg.shape
         self.teacher_forcing_flips = flips
-        hidden, cell = self.encoder(src, src_lengths)
+        hidden, c = self.encoder(src, src_lengths, generator=dropout_generator)
         outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
         sequence_mode = all(flips[:-1])
         if sequence_mode:
             # Every input is a known target token: run the decoder over the whole sequence at
             # once. Same numbers as the step loop below, much less Python per token.
-            outputs[1:], _, _ = self.decoder.forward_sequence(trg[:-1], hidden, cell)
+            outputs[1:], _, _ = self.decoder.forward_sequence(trg[:-1], hidden, c, generator=dropout_generator)
         else:
             input = trg[0]  # (B,) <sos>
             for t in range(1, T):
-                output, hidden, cell = self.decoder(input, hidden, cell)  # (B, V)
+                output, hidden, c = self.decoder(input, hidden, c, generator=dropout_generator)  # (B, V)
                 outputs[t] = output
                 input = trg[t] if flips[t - 1] else output.argmax(axis=1)
         self._push((sequence_mode, outputs.shape))  # what backward needs, on the tape like every cache
@@ -220,24 +223,24 @@ class Seq2Seq(Module):
         check_float_array("doutputs", doutputs, ndim=3, shape=self._tape[-1][1])
         sequence_mode, shape = self._pop()  # one backward per forward: the caches are used up
         if sequence_mode:
-            dhidden, dcell = self.decoder.backward_sequence(doutputs[1:])
+            dhidden, dc = self.decoder.backward_sequence(doutputs[1:])
         else:
-            dhidden = dcell = None
+            dhidden = dc = None
             for t in reversed(range(1, shape[0])):
-                dhidden, dcell = self.decoder.backward(doutputs[t], dhidden, dcell)
-        self.encoder.backward(dhidden, dcell)
+                dhidden, dc = self.decoder.backward(doutputs[t], dhidden, dc)
+        self.encoder.backward(dhidden, dc)
 
     # ---- the decoding interface used by minis2s.decode (greedy and beam search) -------------
     @model_call(batch_axis=1)
     def init_decoder_state(self, src, src_lengths=None):
-        """Encode ``src`` (S, B): the decoder's initial state, (hidden, cell) each (L, B, H)."""
+        """Encode ``src`` (S, B): the decoder's initial state, (hidden, c) each (L, B, H)."""
         return self.encoder(src, src_lengths)
 
     @model_call(batch_axis=0)
     def decode_step(self, input, state):
         """input: (B,) ids; state from init_decoder_state -> logits (B, V), new state."""
-        logits, hidden, cell = self.decoder(input, *state)
-        return logits, (hidden, cell)
+        logits, hidden, c = self.decoder(input, *state)
+        return logits, (hidden, c)
 
     @staticmethod
     def select_state(state, index):

@@ -77,16 +77,19 @@ class Linear(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout in training mode, identity in eval mode."""
+    """Inverted dropout in training mode, identity in eval mode.
+
+    The masks come from ``forward``'s ``generator`` (the trainer passes its own, saved in every
+    checkpoint), else the ``rng`` given here, else minis2s's seeded generator (``manual_seed``)."""
 
     def __init__(self, p: float = 0.5, *, rng=None):
         super().__init__()
         self.p = check_probability("p", p, closed_right=False)
         self.rng = rng
 
-    def forward(self, x):
+    def forward(self, x, generator=None):
         p = self.p if self.training else 0.0
-        out, cache = ops.dropout_forward(x, p, self.rng or default_rng())
+        out, cache = ops.dropout_forward(x, p, generator or self.rng or default_rng())
         self._push(cache)
         return out
 

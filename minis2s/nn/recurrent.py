@@ -11,14 +11,14 @@ states are (2L, B, H) with row 2l the forward and 2l+1 the reverse direction of 
 ``lengths`` the reverse direction reads each row reversed within its own length
 (``ops.reverse_time``), so it starts at the row's last real step, as torch's packed sequences do.
 
-The per-layer math is the shared recurrence in minis2s/ops/recurrent.py, or for NumPy LSTMs and GRUs the
-fused CPU kernels when Numba is present (minis2s/fastpath.py chooses; same numbers).
+Each layer runs the one recurrence driver (minis2s/ops/recurrent.py) with the steps
+minis2s/dispatch.py picks: the reference, or a fused kernel's (same numbers).
 """
 from __future__ import annotations
 
 import math
 
-from minis2s import fastpath, ops, tracing
+from minis2s import dispatch, ops, tracing
 from minis2s.backend import array_module
 from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
 from minis2s.random import default_rng
@@ -70,8 +70,14 @@ class RNNBase(Module):
             check_float_array(name, s, ndim=3, dtype=dtype, shape=(L, B, H))
         return tuple(state)
 
-    def _forward(self, x, state, lengths):
-        """x: (T, B, I); state: tuple of (L·D, B, H) -> out (T, B, D·H), tuple of (L·D, B, H)."""
+    def forward_states(self, x, state=None, lengths=None, generator=None):
+        """The forward of every cell type with the state as one tuple: (h, c) for the LSTM, (h,)
+        for the GRU and the RNN (``self.cell.n_states`` entries), or None for zeros.
+
+        x: (T, B, I); state: tuple of (L·D, B, H) -> out (T, B, D·H), tuple of (L·D, B, H).
+        ``forward`` is torch's signature over this; models that take any cell type call this.
+        ``generator``: the dropout masks between layers (else the module's ``rng``, else
+        minis2s's seeded generator)."""
         check_float_array("x", x, ndim=3, dtype=self.dtype)
         T, B, I = x.shape
         if I != self.input_size:
@@ -91,26 +97,28 @@ class RNNBase(Module):
                 k = layer * D + d  # the state row of this layer and direction (torch's order)
                 w = [p.data for p in self.layer_params(layer, d)]
                 x_d = inp if d == 0 else ops.reverse_time(inp, rev)  # reverse: each row within its length
-                forward, backward = fastpath.recurrent_functions(self.cell, x_d)  # reference or fused
+                steps = dispatch.recurrent_steps(self.cell, x_d)  # the reference or a fused kernel's
                 with blas_threads(macs):
-                    out, s_n, cache = forward(self.cell, x_d, tuple(s[k] for s in state), *w, lengths=lengths)
+                    out, s_n, cache = ops.recurrent_forward(self.cell, x_d, tuple(s[k] for s in state), *w,
+                                                            lengths=lengths, steps=steps)
                 for f, s in zip(finals, s_n):
                     f[k] = s
                 if tracing.ACTIVE[0] is not None:  # minis2s.trace: reads the cache just made
                     tracing.ACTIVE[0].recurrent_forward(self, layer, d, cache, s_n, rev if d else None)
                 outs.append(out if d == 0 else ops.reverse_time(out, rev))  # back to reading order
-                dir_caches.append((cache, backward))
+                dir_caches.append(cache)
             out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)  # (T, B, D·H)
             drop = None
             if layer < self.num_layers - 1 and self.training and self.dropout > 0:
-                out, drop = ops.dropout_forward(out, self.dropout, self.rng or default_rng())
+                out, drop = ops.dropout_forward(out, self.dropout, generator or self.rng or default_rng())
             caches.append((dir_caches, drop))
             inp = out
         self._push((caches, rev, macs))
         return inp, tuple(finals)
 
-    def _backward(self, dout, dstate_n):
-        """dout: (T, B, D·H) or None; dstate_n: tuple of (L·D, B, H) or None -> dx (T, B, I), dstate0."""
+    def backward_states(self, dout, dstate_n):
+        """``forward_states``'s backward: dout (T, B, D·H) or None; dstate_n: tuple of (L·D, B, H)
+        or None entries -> dx (T, B, I), dstate0 (a tuple like the state)."""
         caches, rev, macs = self._pop()
         D, H = self.num_directions, self.hidden_size
         ds0_layers = [None] * (self.num_layers * D)
@@ -119,14 +127,14 @@ class RNNBase(Module):
             dir_caches, drop = caches[layer]
             d = None if d is None else ops.dropout_backward(d, drop)
             dx = None
-            for direction, (cache, backward) in enumerate(dir_caches):  # the path that made the cache
+            for direction, cache in enumerate(dir_caches):  # the cache names the steps that made it
                 k = layer * D + direction
                 d_dir = d if (d is None or D == 1) else d[:, :, direction * H : (direction + 1) * H]
                 if direction == 1 and d_dir is not None:
                     d_dir = ops.reverse_time(d_dir, rev)  # into the order the reverse pass ran in
                 ds_n = tuple(None if s is None else s[k] for s in dstate_n)
                 with blas_threads(macs):
-                    dx_dir, ds0_layers[k], grads = backward(d_dir, ds_n, cache)
+                    dx_dir, ds0_layers[k], grads = ops.recurrent_backward(d_dir, ds_n, cache)
                 if direction == 1:
                     dx_dir = ops.reverse_time(dx_dir, rev)
                 if tracing.ACTIVE[0] is not None:
@@ -150,33 +158,34 @@ class LSTM(RNNBase):
 
     mode = "lstm"
 
-    def forward(self, x, state=None, lengths=None):
-        """x: (T, B, I); state: (h0, c0) each (L·D, B, H) or None; lengths: (B,) ints or None.
+    def forward(self, x, state=None, lengths=None, *, generator=None):
+        """x: (T, B, I); state: (h0, c0) each (L·D, B, H) or None; lengths: (B,) ints or None;
+        generator: the dropout masks between layers (``forward_states``).
 
         Returns out (T, B, D·H) and (h_n, c_n) each (L·D, B, H); D = 2 if bidirectional else 1.
         """
         if state is not None and (not isinstance(state, (tuple, list)) or len(state) != 2):
             raise TypeError("state must be a tuple (h0, c0) or None")
-        out, (h, c) = self._forward(x, state, lengths)
+        out, (h, c) = self.forward_states(x, state, lengths, generator)
         return out, (h, c)
 
     def backward(self, dout, dh_n=None, dc_n=None, return_state_grads=False):
         """dout: (T, B, H); dh_n, dc_n: (L, B, H) or None -> dx (T, B, I)
         [, (dh0, dc0)] when ``return_state_grads``."""
-        dx, (dh0, dc0) = self._backward(dout, (dh_n, dc_n))
+        dx, (dh0, dc0) = self.backward_states(dout, (dh_n, dc_n))
         return (dx, (dh0, dc0)) if return_state_grads else dx
 
 
 class _SingleStateRNN(RNNBase):
     """GRU and RNN: the state is h alone, passed as an (L, B, H) array as in torch."""
 
-    def forward(self, x, h0=None, lengths=None):
+    def forward(self, x, h0=None, lengths=None, *, generator=None):
         """x: (T, B, I); h0: (L, B, H) or None -> out (T, B, H), h_n (L, B, H)."""
-        out, (h,) = self._forward(x, None if h0 is None else (h0,), lengths)
+        out, (h,) = self.forward_states(x, None if h0 is None else (h0,), lengths, generator)
         return out, h
 
     def backward(self, dout, dh_n=None, return_state_grads=False):
-        dx, (dh0,) = self._backward(dout, (dh_n,))
+        dx, (dh0,) = self.backward_states(dout, (dh_n,))
         return (dx, dh0) if return_state_grads else dx
 
 

@@ -32,16 +32,19 @@ from minis2s.ops.lstm import (
     lstm_step_forward,
 )
 from minis2s.ops.recurrent import (
-    Cell,
+    CellType,
+    RecurrentCache,
+    Steps,
     recurrent_backward,
     recurrent_forward,
     reverse_time,
     reverse_time_index,
+    weight_gradients,
 )
 from minis2s.ops.rnn import RNN_CELL, rnn_cell_backward, rnn_cell_forward, rnn_step_backward, rnn_step_forward
 
 # The recurrent cells by name (nn's LSTM, GRU and RNN pick theirs here): one literal table, not a
 # registry that importing lstm.py, gru.py and rnn.py fills as a side effect.
-CELLS: dict[str, Cell] = {"lstm": LSTM_CELL, "gru": GRU_CELL, "rnn_tanh": RNN_CELL}
+CELLS: dict[str, CellType] = {"lstm": LSTM_CELL, "gru": GRU_CELL, "rnn_tanh": RNN_CELL}
 
 __all__ = [name for name in dir() if not name.startswith("_")]

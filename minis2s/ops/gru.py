@@ -13,9 +13,11 @@ Backward:
 from minis2s.backend import array_module
 from minis2s.ops.activations import sigmoid
 from minis2s.ops.recurrent import (
-    Cell,
-    recurrent_step_backward,
-    recurrent_step_forward,
+    CellType,
+    Steps,
+    live_rows,
+    single_state_step_backward,
+    single_state_step_forward,
 )
 
 
@@ -45,16 +47,61 @@ def gru_cell_backward(dstate, cache):
     return dxg, dhg, (dh * z,)
 
 
-GRU_CELL = Cell("gru", 3, 1, gru_cell_forward, gru_cell_backward)
+# ---- the reference steps: the math above as the driver's steps (minis2s/ops/recurrent.py) -----
+# kernels/gru_cpu.py's fused steps take these same arguments.
+
+
+def gru_forward_step(t, hg, hs, xg, out, lengths, b_ih, b_hh, hg_n):
+    """Step t: xg[t] (B, 3H) = x_t W_ihᵀ, overwritten with r, z, n; hg (B, 3H) = h_{t-1} W_hhᵀ;
+    the biases apart (the reset gate scales hg_n after b_hh_n); writes hs[t+1], out[t], hg_n[t]."""
+    xp = array_module(hg)
+    live, _ = live_rows(t, lengths)  # (B, 1): padded rows keep their state and emit 0
+    (h,), (r, z, n, hgn, _) = gru_cell_forward(xg[t] + b_ih, hg + b_hh, (hs[t],))
+    xg[t] = xp.concatenate([r, z, n], axis=1)
+    hg_n[t] = hgn
+    hs[t + 1] = xp.where(live, h, hs[t])
+    out[t] = xp.where(live, h, 0.0)
+
+
+def gru_received(t, dh, dh_z, dh_n, dout, has_dout, lengths):
+    """(dh_t,): the GEMM's part dh plus the pointwise part dh_z carried from step t+1 (dh_n at a
+    row's last step), plus the output's; zero on padded rows."""
+    xp = array_module(dh)
+    live, last = live_rows(t, lengths)
+    d = xp.where(last, dh_n, dh + dh_z)
+    if has_dout:
+        d = d + dout[t]
+    return (xp.where(live, d, 0.0),)
+
+
+def gru_backward_step(t, dh, dh_z, dh_n, dout, has_dout, dxg, dhg, lengths, hs, gates, hg_n):
+    """Step t: dh_z (B, H) dh_{t+1} ⊙ z_{t+1} in, dh_t ⊙ z_t out (padded rows: unchanged);
+    writes dxg[t], dhg[t] (B, 3H)."""
+    xp = array_module(dh)
+    H = dh.shape[1]
+    live, _ = live_rows(t, lengths)
+    a = gates[t]  # (B, 3H)
+    step = (a[:, :H], a[:, H : 2 * H], a[:, 2 * H :], hg_n[t], hs[t])
+    dxg_t, dhg_t, (dz,) = gru_cell_backward(gru_received(t, dh, dh_z, dh_n, dout, has_dout, lengths), step)
+    dxg[t] = xp.where(live, dxg_t, 0.0)
+    dhg[t] = xp.where(live, dhg_t, 0.0)
+    dh_z[...] = xp.where(live, dz, dh_z)
+
+
+GRU_CELL = CellType(
+    "gru", 3, 1, ("r", "z", "n"), gru_cell_forward, gru_cell_backward,
+    biases=lambda b_ih, b_hh: (b_ih, b_hh),
+    saved=lambda state0, T, B, H, dtype, xp: (xp.empty((T, B, H), dtype=dtype),),  # hg_n
+    received=gru_received,
+    state0_gradient=lambda dh, dh_z: (dh + dh_z,),  # through the GEMM + through z
+    separate_dhg=True,
+    reference=Steps.of("reference", gru_forward_step, gru_backward_step),
+)
 
 
 def gru_step_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh):
     """x: (B, I), h_prev: (B, H), w_ih: (3H, I), w_hh: (3H, H) -> h (B, H), cache."""
-    (h,), cache = recurrent_step_forward(GRU_CELL, x, (h_prev,), w_ih, w_hh, b_ih, b_hh)
-    return h, cache
+    return single_state_step_forward(GRU_CELL, x, h_prev, w_ih, w_hh, b_ih, b_hh)
 
 
-def gru_step_backward(dh, cache):
-    """dh: (B, H) -> dx, dh_prev, dw_ih, dw_hh, db_ih, db_hh."""
-    dx, (dh_prev,), dparams = recurrent_step_backward((dh,), cache)
-    return (dx, dh_prev) + tuple(dparams)
+gru_step_backward = single_state_step_backward  # dh (B, H) -> dx, dh_prev, dw_ih, dw_hh, db_ih, db_hh

@@ -16,13 +16,15 @@ step t+1):
     dc_{t-1} = dc ⊙ f
     dh_{t-1} = da W_hh               (added by the driver in recurrent.py)
 
-The GEMMs around it, the time loop, padding and the weight gradients are in recurrent.py,
-shared with the GRU and the tanh RNN.
+The GEMMs around it, the time loop, padding and the weight gradients are the one driver in
+recurrent.py, shared with the GRU, the tanh RNN and every fast kernel.
 """
 from minis2s.backend import array_module
 from minis2s.ops.activations import sigmoid
 from minis2s.ops.recurrent import (
-    Cell,
+    CellType,
+    Steps,
+    live_rows,
     recurrent_backward,
     recurrent_forward,
     recurrent_step_backward,
@@ -67,15 +69,71 @@ def lstm_cell_backward(dstate, cache):
     return da, da, (None, dc * f)
 
 
-LSTM_CELL = Cell("lstm", 4, 2, lstm_cell_forward, lstm_cell_backward)
+# ---- the reference steps: the math above as the driver's steps (minis2s/ops/recurrent.py) -----
+# The fused kernels (kernels/lstm_cpu.py, kernels/kernel_set.py) take these same arguments.
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None):
-    """x: (T, B, I), h0/c0: (B, H), w_ih: (4H, I), w_hh: (4H, H), b_ih/b_hh: (4H,).
+def lstm_forward_step(t, hg, hs, xg, out, lengths, bias, cs, tanh_c):
+    """Step t: xg[t] (B, 4H) = x_t W_ihᵀ, overwritten with the gates i, f, g, o; hg (B, 4H) =
+    h_{t-1} W_hhᵀ; bias (4H,) = b_ih + b_hh; writes hs[t+1], cs[t+1], tanh_c[t], out[t]."""
+    xp = array_module(hg)
+    live, _ = live_rows(t, lengths)  # (B, 1): padded rows keep their state and emit 0
+    (h, c), (i, f, g, o, _, tc) = lstm_cell_forward(xg[t] + bias, hg, (hs[t], cs[t]))
+    xg[t] = xp.concatenate([i, f, g, o], axis=1)
+    tanh_c[t] = tc
+    hs[t + 1] = xp.where(live, h, hs[t])
+    cs[t + 1] = xp.where(live, c, cs[t])
+    out[t] = xp.where(live, h, 0.0)
+
+
+def lstm_received(t, dh, dc, dh_n, dout, has_dout, lengths):
+    """(dh_t, dc_t), the gradients step t's pointwise backward takes: the output's and the
+    carried state's (dh_n at a row's last step), zero on padded rows."""
+    xp = array_module(dh)
+    live, last = live_rows(t, lengths)
+    d_h = xp.where(last, dh_n, dh)
+    if has_dout:
+        d_h = d_h + dout[t]
+    return xp.where(live, d_h, 0.0), xp.where(live, dc, 0.0)
+
+
+def lstm_backward_step(t, dh, dc, dh_n, dout, has_dout, da, _dhg, lengths, hs, gates, cs, tanh_c):
+    """Step t: dc (B, H) dc_t in, dc_{t-1} out (padded rows: unchanged); writes da[t] (B, 4H),
+    which is both dxg_t and dhg_t."""
+    xp = array_module(dh)
+    H = dh.shape[1]
+    live, _ = live_rows(t, lengths)
+    a = gates[t]  # (B, 4H)
+    step = (a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :], cs[t], tanh_c[t])
+    da_t, _, (_, dc_prev) = lstm_cell_backward(lstm_received(t, dh, dc, dh_n, dout, has_dout, lengths), step)
+    da[t] = xp.where(live, da_t, 0.0)
+    dc[...] = xp.where(live, dc_prev, dc)
+
+
+def _lstm_saved(state0, T, B, H, dtype, xp):
+    """cs (T+1, B, H) with cs[0] = c0, and tanh_c (T, B, H)."""
+    cs = xp.empty((T + 1, B, H), dtype=dtype)
+    cs[0] = state0[1]
+    return cs, xp.empty((T, B, H), dtype=dtype)
+
+
+LSTM_CELL = CellType(
+    "lstm", 4, 2, ("i", "f", "g", "o"), lstm_cell_forward, lstm_cell_backward,
+    biases=lambda b_ih, b_hh: (b_ih + b_hh,),  # one sum: the gates read x and h the same way
+    saved=_lstm_saved, received=lstm_received,
+    state0_gradient=lambda dh, dc: (dh, dc),
+    separate_dhg=False,
+    reference=Steps.of("reference", lstm_forward_step, lstm_backward_step),
+)
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, steps=None):
+    """x: (T, B, I), h0/c0: (B, H), w_ih: (4H, I), w_hh: (4H, H), b_ih/b_hh: (4H,);
+    steps: an implementation (default: the reference; kernels/lstm_cpu.py's ``VERSIONS``).
 
     Returns out (T, B, H), (h_n, c_n), cache.
     """
-    out, (h, c), cache = recurrent_forward(LSTM_CELL, x, (h0, c0), w_ih, w_hh, b_ih, b_hh, lengths)
+    out, (h, c), cache = recurrent_forward(LSTM_CELL, x, (h0, c0), w_ih, w_hh, b_ih, b_hh, lengths, steps)
     return out, (h, c), cache
 
 

@@ -21,8 +21,8 @@ class RunState:
     lr and lr_cycle_start: the schedule's position; history: one record per finished epoch;
     pairs_seen, train_seconds: throughput; epoch_loss_sum, epoch_pairs: the running mean of the
     current epoch's loss; tf_rng, dropout_rng: the states of the teacher-forcing coins and of
-    minis2s's generator (dropout masks); finished: the run has ended (epochs done, early stop
-    or target reached), and stop_reason says why."""
+    the trainer's dropout generator (the masks the model's forward draws); finished: the run
+    has ended (epochs done, early stop or target reached), and stop_reason says why."""
 
     lr: float
     step: int = 0

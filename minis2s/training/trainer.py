@@ -38,7 +38,6 @@ import time
 
 import numpy as np
 
-from minis2s import random as mrandom
 from minis2s.atomic import atomic_save_png
 from minis2s.nn import CrossEntropyLoss
 from minis2s.optim import Adam, clip_grad_norm_
@@ -104,8 +103,11 @@ class Trainer:
         _check_teachers(config, teachers)
         self.teachers = teachers
         self.tf_rng = np.random.default_rng([config.seed, 1])  # teacher-forcing coin flips
+        self.dropout_rng = np.random.default_rng([config.seed, 2])  # dropout masks: the model's forward takes it
         if state.tf_rng is not None:
             self.tf_rng.bit_generator.state = state.tf_rng
+        if state.dropout_rng is not None:
+            self.dropout_rng.bit_generator.state = state.dropout_rng
         self._signal = None
         self._received = None  # several ranks: a signal this rank got, acted on once every rank knows
         self._deadline, self._time_up = None, False
@@ -163,8 +165,6 @@ class Trainer:
         run = _own_folder(comm, run)
         saved_state.pop("optimizer", None)
         state = RunState.from_state_dict(saved_state)
-        if state.dropout_rng is not None:
-            mrandom.set_rng_state(state.dropout_rng)
         trainer = cls(task, model, config, run, state, optimizer, **kw)
         trainer.log(f"resumed {run.path} from step {state.step} (epoch {state.epoch + 1}, batch {state.step_in_epoch})")
         changes = {k: getattr(config, k) for k in diff}
@@ -189,7 +189,8 @@ class Trainer:
         model = self.model
         model.zero_grad()
         if self.comm.size == 1:
-            loss = loss_and_grad(model, batch, self.loss_fn, teacher_forcing, self.tf_rng, soft=self._soft(batch))
+            loss = loss_and_grad(model, batch, self.loss_fn, teacher_forcing, self.tf_rng, soft=self._soft(batch),
+                                 dropout_generator=self.dropout_rng)
         else:
             loss = self._shared_loss_and_grad(batch, teacher_forcing)
         if not math.isfinite(loss):
@@ -209,13 +210,13 @@ class Trainer:
         one Allreduce. After it every rank holds the whole batch's gradient and mean loss, and
         knows whether any rank was signalled or passed the time limit."""
         comm, s = self.comm, self.state
-        mrandom.manual_seed([self.config.seed, 3, comm.rank, s.step])  # dropout: each rank its own masks, replayable
+        dropout = np.random.default_rng([self.config.seed, 3, comm.rank, s.step])  # each rank its own masks, replayable
         shard = comm.shard(batch)
         loss = 0.0
         if shard.size:
             tokens = int((batch.trg[1:] != self.task.pad_id).sum())  # the whole batch's: its mean's denominator
             loss = loss_and_grad(self.model, shard, self.loss_fn, teacher_forcing, self.tf_rng, tokens=tokens,
-                                 soft=self._soft(shard))
+                                 soft=self._soft(shard), dropout_generator=dropout)
         else:  # fewer columns than ranks: draw the coins the model would have drawn, to stay in step
             self.tf_rng.random(batch.trg.shape[0] - 1)
         late = self._deadline is not None and time.monotonic() >= self._deadline
@@ -287,7 +288,7 @@ class Trainer:
         self._check_finite()
         s = self.state
         s.tf_rng = self.tf_rng.bit_generator.state
-        s.dropout_rng = mrandom.get_rng_state()
+        s.dropout_rng = self.dropout_rng.bit_generator.state
         return self.run_folder.save_checkpoint(self.model, self.optimizer, s.state_dict(),
                                                keep=self.config.keep_checkpoints)
 
@@ -450,14 +451,15 @@ class Trainer:
 
 
 def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator, *, tokens: int | None = None,
-                  soft=None) -> float:
+                  soft=None, dropout_generator=None) -> float:
     """One teacher-forced forward and its backward: returns the loss (the mean cross-entropy
     over trg[1:]'s non-pad tokens; with ``soft`` (T-1, B, V), against those rows mixed in by
     ``loss_fn.soft_weight``); gradients accumulate in the model. A non-finite loss is
     returned without a backward (the tapes are cleared). ``tokens``: the batch is a shard of
     one with this many scored tokens, whose mean it contributes its share of: loss and
     gradients are scaled by (this shard's tokens) / tokens, so the shards' sum is the mean."""
-    out = model(batch.src, batch.trg, teacher_forcing, src_lengths=batch.src_lengths, generator=generator)
+    out = model(batch.src, batch.trg, teacher_forcing, src_lengths=batch.src_lengths, generator=generator,
+                dropout_generator=dropout_generator)
     T, B, V = out.shape
     soft = None if soft is None else model.xp.asarray(soft).reshape(-1, V)  # ((T-1)·B, V), on the model's device
     loss = loss_fn(out[1:].reshape(-1, V), batch.trg[1:].reshape(-1), soft)  # outputs[0] is never scored

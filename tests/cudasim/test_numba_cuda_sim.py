@@ -27,13 +27,14 @@ if not config.ENABLE_CUDASIM:  # numba was imported before the variable was set
     pytest.skip(f"numba was imported before NUMBA_ENABLE_CUDASIM=1: run `{COMMAND}`", allow_module_level=True)
 
 from conftest import check_close
-from lstm_kernel_harness import (
+from minis2s.kernels import lstm_numba_cuda
+from minis2s.kernels.harness import (
+    check_kernel_set,
     check_pointwise_backward,
     check_pointwise_forward,
-    check_sequence,
 )
 
-from minis2s.kernels import lstm_numba_cuda
+from minis2s.tolerances import KERNEL
 
 dtypes = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 
@@ -59,21 +60,24 @@ def test_numba_pointwise_backward_matches_reference(kernels, dtype, B, H, rng):
 @pytest.mark.parametrize("case", ["all_grads", "lengths"])
 def test_numba_sequence_forward_backward_matches_reference(kernels, dtype, case, rng):
     lengths = np.array([3, 1]) if case == "lengths" else None
-    check_sequence(kernels, dtype, 3, 2, 3, 4, rng, lengths=lengths)
+    check_kernel_set(kernels, dtype, 3, 2, 3, 4, rng, lengths=lengths)
 
 
-def test_numba_module_functions_have_the_reference_signatures(rng):
-    """lstm_numba_cuda.lstm_forward/lstm_backward: minis2s.ops's signatures, same results."""
+def test_numba_default_steps_run_through_ops_lstm_forward(rng):
+    """lstm_numba_cuda.default_steps(): ops.lstm_forward(..., steps=) with these kernels gives the
+    reference's results, and its cache names them."""
     from minis2s import ops
 
     T, B, I, H = 2, 2, 3, 2
     x, h0, c0 = rng.standard_normal((T, B, I)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
     w = [rng.standard_normal(s) for s in [(4 * H, I), (4 * H, H), (4 * H,), (4 * H,)]]
     dout = rng.standard_normal((T, B, H))
-    out, (h, c), cache = lstm_numba_cuda.lstm_forward(x, h0, c0, *w)
+    steps = lstm_numba_cuda.default_steps()
+    out, (h, c), cache = ops.lstm_forward(x, h0, c0, *w, steps=steps)
+    assert cache.steps is steps and steps.name == "numba_cuda"
     ref_out, (ref_h, ref_c), ref_cache = ops.lstm_forward(x, h0, c0, *w)
-    grads = lstm_numba_cuda.lstm_backward(dout, None, None, cache)
+    grads = ops.lstm_backward(dout, None, None, cache)
     ref_grads = ops.lstm_backward(dout, None, None, ref_cache)
     names = ("out", "h_n", "c_n", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")
     for name, a, b in zip(names, (out, h, c) + grads, (ref_out, ref_h, ref_c) + ref_grads):
-        check_close(name, a, b, 1e-12)
+        check_close(name, a, b, KERNEL[np.dtype(np.float64)])

@@ -1,0 +1,97 @@
+"""Which implementation runs each recurrent layer: the reference or a fused kernel.
+
+The recurrence has one driver (minis2s/ops/recurrent.py) and several implementations of its
+pointwise steps (``ops.Steps``); RNNBase asks ``recurrent_steps(cell, x)`` for each layer's, and
+the cache it gets back names them, so backward always runs the implementation forward ran:
+
+    reference     ``cell.reference``, beside the cell's math in minis2s/ops/lstm.py, gru.py, rnn.py
+    CPU kernels   kernels/lstm_cpu.py, gru_cpu.py (``VERSIONS[DEFAULT_VERSION]``): fused Numba steps,
+                  for float32/float64 NumPy arrays (the tanh RNN has none: nothing to fuse)
+    GPU kernels   kernels/lstm_cuda_c.py: the fused CUDA C steps for CuPy arrays (LSTM; untested on
+                  a device so far: no GPU was lent)
+
+One switch with one meaning: when it is off, every layer runs the reference, on the CPU and on
+the GPU. It is on unless the environment variable ``MINIS2S_FASTPATH=0`` or
+``minis2s.dispatch.set_enabled(False)`` turns it off (``set_enabled(None)`` hands the choice back
+to the variable); ``with minis2s.dispatch.disabled():`` for a block. The CPU kernels need Numba
+(without it, the reference runs). Every implementation gives the reference's numbers (float64
+within 1e-12, float32 within 1e-5: tests/test_kernels_cpu.py, tests/test_kernels_cuda.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from minis2s.backend import FLOAT_DTYPES, is_gpu_array
+
+ENV_VAR = "MINIS2S_FASTPATH"
+_switch: list = [None]  # set_enabled's choice; None: the environment variable decides
+_kernels: dict = {}  # "cpu" -> (kernels.lstm_cpu, kernels.gru_cpu), or None if they cannot be imported
+
+
+def _cpu_kernels():
+    """(minis2s.kernels.lstm_cpu, .gru_cpu), imported on first use (they import Numba), or None."""
+    if "cpu" not in _kernels:
+        try:
+            from minis2s.kernels import gru_cpu, lstm_cpu
+        except ImportError as e:  # no Numba (or no kernels/ next to minis2s): the reference it is
+            if (e.name or "").split(".")[0] not in ("numba", "llvmlite"):
+                raise
+            _kernels["cpu"] = None
+        else:
+            _kernels["cpu"] = (lstm_cpu, gru_cpu)
+    return _kernels["cpu"]
+
+
+def available() -> bool:
+    """True when the fused CPU kernels can run here (Numba imports)."""
+    return _cpu_kernels() is not None
+
+
+def set_enabled(flag: bool | None) -> None:
+    """Fast path on (True) or off (False) for this process; None: ``MINIS2S_FASTPATH`` decides."""
+    if flag is not None and not isinstance(flag, bool):
+        raise TypeError(f"flag must be True, False or None, got {flag!r}")
+    _switch[0] = flag
+
+
+def switched_on() -> bool:
+    """The switch: set_enabled's choice, else ``MINIS2S_FASTPATH`` (on unless "0")."""
+    return _switch[0] if _switch[0] is not None else os.environ.get(ENV_VAR, "1") != "0"
+
+
+def enabled() -> bool:
+    """Whether NumPy LSTM layers take the fast path now: the switch is on and Numba imports."""
+    return switched_on() and available()
+
+
+@contextlib.contextmanager
+def disabled():
+    """``with disabled():`` runs the block on the reference path, then restores the switch."""
+    old = _switch[0]
+    _switch[0] = False
+    try:
+        yield
+    finally:
+        _switch[0] = old
+
+
+def _gpu_steps():
+    from minis2s.kernels import lstm_cuda_c
+
+    return lstm_cuda_c.default_steps()  # cuBLAS GEMMs + the fused CUDA C pointwise kernels
+
+
+def recurrent_steps(cell, x):
+    """The ``ops.Steps`` that runs one recurrent layer on ``x``: a fused kernel's or the
+    reference (``cell.reference``)."""
+    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and enabled():
+        module = {"lstm": 0, "gru": 1}.get(cell.name)
+        if module is not None:
+            kernels = _cpu_kernels()[module]
+            return kernels.VERSIONS[kernels.DEFAULT_VERSION]
+    if cell.name == "lstm" and is_gpu_array(x) and switched_on():
+        return _gpu_steps()
+    return cell.reference
