@@ -149,10 +149,12 @@ def versions(cell, forward_steps, backward_step):
     ({version: kernel}), and version 3, the same loops around version 2's kernel compiled whole
     with a direct cblas GEMM (only where kernels/blas_cpu.py found NumPy's cblas), named after
     ``cell`` (see ``named``)."""
-    out = {v: Steps.of(f"cpu v{v}", step, backward_step) for v, step in forward_steps.items()}
+    matmul = blas_cpu.matmul_into  # from Python: np.matmul with out= (no array-module lookup per step)
+    out = {v: Steps.of(f"cpu v{v}", step, backward_step, time_loops(step, backward_step, matmul))
+           for v, step in forward_steps.items()}
     if blas_cpu.AVAILABLE:
         loops = tuple(njit(**JIT)(named(f, f"{cell}_{f.__name__}_v3"))
-                      for f in time_loops(forward_steps[2], backward_step, blas_cpu.matmul_into))
+                      for f in time_loops(forward_steps[2], backward_step, matmul))
         out[3] = Steps.of("cpu v3", forward_steps[2], backward_step, loops)
     return out
 
