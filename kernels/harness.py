@@ -49,8 +49,10 @@ def _cache_arrays(cache, lengths_live) -> dict:
               **{f"cache.saved[{k}]": a for k, a in enumerate(cache.saved)}}
     out = {}
     for name, a in arrays.items():
-        a = np.asarray(to_numpy(a), dtype=np.float64)
-        out[name] = np.where(lengths_live, a, 0.0) if a.shape[0] == T else a
+        a = to_numpy(a)
+        if a.shape[0] == T:  # zero the unwritten rows before any cast: they may hold any bits
+            a = np.where(lengths_live, a, a.dtype.type(0))
+        out[name] = a.astype(np.float64)
     return out
 
 
