@@ -2,8 +2,9 @@
 
 Why: OpenBLAS splits even a small GEMM — one step of a recurrence, (B, H) · (H, 4H) — over every
 core, and its threads spin between the many small GEMMs of a sequence. On 2 cores that made the
-reverse demo 3× slower than one thread, and far slower still beside another busy process. Large
-GEMMs (a long sequence's input projection, a big batch) do gain from all cores.
+reverse demo slower than one thread, and far slower beside another busy process (the README's
+BLAS threads note has the figures and how they were measured). Large GEMMs (a long sequence's
+input projection, a big batch) do gain from all cores.
 
 How: each minis2s call that runs GEMMs opens ``blas_threads(macs)`` with the size of its typical
 GEMM in multiply-adds: a model's forward, backward and decoding calls with that of one step of
@@ -11,10 +12,10 @@ its decoder's recurrence (B × H × G), and a layer used on its own (LSTM, GRU, 
 Attention) with its own. Below ``SMALL_GEMM_MACS`` the call runs on one BLAS thread; above it,
 on what the caller allows. Only the outermost scope acts — inside a model call the layers keep
 the model's choice — because switching the count between consecutive GEMMs costs more than it
-saves (the pool's threads go to sleep and must be woken: 268 -> 521 µs for two (64, 128) ·
-(128, 512) GEMMs with a switch between them). The count is set through ``threadpoolctl`` (the
-well-kept library for exactly this) on the BLAS libraries NumPy loaded, and restored when the
-call returns: nothing changes for the rest of the caller's process.
+saves (the pool's threads go to sleep and must be woken; the measurement: benchmarks/NOTES.md).
+The count is set through ``threadpoolctl`` (the well-kept library for exactly this) on the BLAS
+libraries NumPy loaded, and restored when the call returns: nothing changes for the rest of the
+caller's process.
 
 The caller's choice wins:
 * ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or ``BLIS_NUM_THREADS`` set
@@ -33,12 +34,13 @@ import functools
 import os
 
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-# One thread below this many multiply-adds per step GEMM. Measured here (2 cores, 600 steps of the
-# reverse demo, B·H·G = 4.2 M; 40 G2P steps, 75.5 M; 2 threads' wall time / 1 thread's): quiet
-# 0.84 and 0.68, with the other core busy 2.15 and 1.56. Alone, back to back, 2 threads win from
-# 0.5 M (benchmarks/blas_threads.py); amid the rest of a training step they help less and, when
-# another process holds a core, cost far more. The rule depends on the size alone, never on the
-# load, so that a run is reproducible: the thread count can change a float32 GEMM's last bits.
+# One thread below this many multiply-adds per step GEMM: between the reverse demo's step GEMM
+# (B·H·G = 4.2 M), where 2 threads barely helped on the quiet 2-core machine and cost several
+# times its time beside a busy core, and G2P's (75.5 M), where they helped when quiet (figures:
+# the README's BLAS threads note, benchmarks/NOTES.md). Alone, back to back, 2 threads win from
+# much smaller GEMMs (benchmarks/blas_threads.py); amid the rest of a training step they help less
+# and, when another process holds a core, cost far more. The rule depends on the size alone, never
+# on the load, so that a run is reproducible: the thread count can change a float32 GEMM's last bits.
 SMALL_GEMM_MACS = 16_000_000
 
 MODE_VAR = "MINIS2S_BLAS_THREADS"

@@ -4,8 +4,8 @@
 
 Each member runs its own encoder and decoder state; all of them are fed the ensemble's choice
 of y_{t-1}, so they decode one shared hypothesis. The arithmetic mean of probabilities, not the mean of
-log-probabilities (a product of experts): on our dev split it was the better of the two (24.55%
-against 24.67% WER for the two shipped G2P models).
+log-probabilities (a product of experts): for the shipped G2P models it is the better of the
+two on the dev split (measured in the README's G2P section).
 
 ``Ensemble`` offers the decoding interface of ``Seq2Seq`` (``init_decoder_state``,
 ``decode_step``, ``select_state``), so ``greedy_decode`` and ``beam_search`` take it unchanged.
@@ -25,7 +25,7 @@ _INTERFACE = ("init_decoder_state", "decode_step", "select_state")
 class Ensemble:
     """``Ensemble(models, reverse_source=None)``: ``models`` decode with the mean of their
     next-token distributions. ``reverse_source[m]``: member m reads each source row reversed
-    (within its own length), as the seed's G2P model was trained to; the ensemble is given
+    (within its own length), as the ``seq2seq`` G2P model was trained to; the ensemble is given
     sources in reading order."""
 
     def __init__(self, models, reverse_source=None):
