@@ -1,7 +1,7 @@
-"""G2P training throughput: minis2s against the seed's model written in PyTorch.
+"""G2P training throughput: minis2s against the same model written in PyTorch (tests/torch_seed.py).
 
-Same data (the first CMUdict train batches, bucketed, batch 128), same architecture (the seed's
-LSTM encoder-decoder; hidden/layers/embedding from the flags), same loss (masked
+Same data (the first CMUdict train batches, bucketed, batch 128), same architecture (the
+reversed-source LSTM encoder-decoder; hidden/layers/embedding from the flags), same loss (masked
 cross-entropy), Adam, gradient clipping 5; the two run interleaved in one process, torch with
 ``--threads`` threads. Reports words/s (training pairs per second) of each, median over rounds,
 the share of NumPy's measured sgemm peak its GEMM FLOPs ran at ("% peak"), and a bound: the
@@ -116,7 +116,7 @@ def torch_runner(args, task, batches):
     def step(b):
         src, trg = torch.from_numpy(b.src), torch.from_numpy(b.trg)
         opt.zero_grad()
-        out = model(src, trg, args.teacher_forcing)  # the seed's loop: random.random() coin flips
+        out = model(src, trg, args.teacher_forcing)  # the skeleton's loop: random.random() coin flips
         V = out.shape[-1]
         loss = loss_fn(out[1:].reshape(-1, V), trg[1:].reshape(-1))
         loss.backward()

@@ -2,7 +2,7 @@
 
     minis2s.ops        pure forward/backward functions (the float64 reference)
     minis2s.nn         Module, Parameter, Embedding, Linear, LSTM, GRU, RNN, Attention
-    minis2s.models     Encoder, Decoder, Seq2Seq (the seed's skeleton, completed);
+    minis2s.models     Encoder, Decoder, Seq2Seq (a PyTorch skeleton, completed);
                        AttentionEncoder, AttentionDecoder, AttentionSeq2Seq; Ensemble (decoding only)
     minis2s.optim      SGD, Adam, clip_grad_norm_
     minis2s.gradcheck  finite-difference gradient checks

@@ -1,7 +1,7 @@
 """Checkpoints and model folders: safetensors weights + JSON, never pickle, always atomic.
 
 Model folder (what ``minis2s predict --model DIR`` reads, and what ships in the package):
-    DIR/model.safetensors    weights under the seed's parameter names (torch loads them)
+    DIR/model.safetensors    weights under PyTorch's parameter names (torch loads them)
     DIR/model.json           {"task", "model": constructor config, "vocab": ..., "files": [...], ...}
     DIR/<file>               the files model.json lists (e.g. a sentencepiece model per side)
 

@@ -1,6 +1,6 @@
 """Synthetic tasks for a first run: reverse or sort a sequence of digits.
 
-``python -m minis2s demo reverse`` trains the seed's Seq2Seq on random digit strings of length
+``python -m minis2s demo reverse`` trains an LSTM ``Seq2Seq`` on random digit strings of length
 3-10 and reports exact-sequence accuracy on held-out strings (never seen in training). The
 task is a preset of ``Seq2SeqTask``: generated pairs, one character per token.
 """

@@ -5,7 +5,7 @@
     [['HH', 'EH', 'L', 'OW']]
 
 Training: ``G2PTask``, the G2P preset of the generic ``Seq2SeqTask`` (minis2s/task.py), with
-the architectures of ``ModelConfig`` (minis2s/models/config.py: the seed's ``seq2seq``, which
+the architectures of ``ModelConfig`` (minis2s/models/config.py: ``seq2seq``, the LSTM encoder-decoder that
 reads the letters reversed, or ``attention``). ``G2P.attention(word)`` returns an attention
 model's alignment of letters to phonemes and ``plot_attention`` draws it.
 """
@@ -31,9 +31,9 @@ from minis2s.translator import load_model
 _PRETRAINED_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 # The models shipped inside the package, by name: ``G2P("seq2seq")``, ``--model attention``.
 PRETRAINED_MODELS = {
-    "seq2seq": os.path.join(_PRETRAINED_ROOT, "g2p"),  # the seed's architecture
+    "seq2seq": os.path.join(_PRETRAINED_ROOT, "g2p"),  # the seq2seq architecture (LSTM encoder-decoder)
     "attention": os.path.join(_PRETRAINED_ROOT, "g2p-attention"),
-    "stress": os.path.join(_PRETRAINED_ROOT, "g2p-stress"),  # the seed's architecture, phonemes with stress digits
+    "stress": os.path.join(_PRETRAINED_ROOT, "g2p-stress"),  # seq2seq, phonemes with stress digits
 }
 # Shipped ensembles, by name: their members (shipped models) decode as one.
 PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "attention")}

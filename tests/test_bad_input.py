@@ -232,7 +232,7 @@ def test_seq2seq_refuses_mismatched_dtype():
 
 
 def test_seq2seq_refuses_a_torch_encoder():
-    import torch_seed  # the seed's torch Encoder, kept in tests/ so a clone alone runs this test
+    import torch_seed  # the skeleton's torch Encoder, kept in tests/ so a clone alone runs this test
 
     enc = torch_seed.Encoder(SRC_V, H, E, L)
     dec = Decoder(TRG_V, H, E, L)

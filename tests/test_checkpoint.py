@@ -1,7 +1,7 @@
 """Safetensors I/O, atomic writes, model folders and training checkpoints.
 
 - our safetensors writer's files are read by the reference ``safetensors`` package (NumPy and
-  torch loaders) and load strictly into the seed's torch model; files written by the reference
+  torch loaders) and load strictly into the torch twin (tests/torch_seed.py); files written by the reference
   writer are read by ours; a truncated or corrupt file is a ValueError naming the file;
 - a crash in the middle of a checkpoint save (``RunFolder.save_checkpoint``: os.replace /
   os.rename / fsync raising after the temp file is written) leaves the previous checkpoint the
@@ -131,7 +131,7 @@ def test_model_weights_load_into_the_users_skeleton_file(tmp_path):
 
 
 def test_model_dir_weights_are_the_seeds_parameter_names(tmp_path):
-    """A G2P model folder (what the CLI writes and ships) loads into the seed's torch model."""
+    """A G2P model folder (what the CLI writes and ships) loads into the torch twin."""
     cfg = ModelConfig(hidden=8, layers=2, embedding=4)
     task = G2PTask(cfg, train_words={"cat": [("K", "AE", "T")]}, dev_words={})
     model = task.build_model()

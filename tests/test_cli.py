@@ -315,7 +315,7 @@ def test_resume_settings_are_checked_before_anything_is_written(trained, tmp_pat
 
 
 def test_shipped_models_are_reachable_by_name(tmp_path):
-    """--model seq2seq names the shipped seed-architecture model from any folder; an existing
+    """--model seq2seq names the shipped seq2seq (LSTM encoder-decoder) model from any folder; an existing
     folder of that name wins over the shipped one; an unknown name is a clean error."""
     from minis2s.g2p import (
         DEFAULT_MODEL,

@@ -50,7 +50,7 @@ def test_each_members_internals_have_their_documented_shapes(explained):
             assert m.attention.shape == (T, S)
             np.testing.assert_allclose(m.attention.sum(axis=1), 1.0, atol=1e-5)
         else:
-            assert m.attention is None and m.reverse_source  # the seed's model reads reversed
+            assert m.attention is None and m.reverse_source  # the seq2seq model reads reversed
 
 
 def test_gradient_per_letter_is_the_embeddings_gradient(explained):

@@ -249,7 +249,7 @@ def padded_source(rng, lengths, garbage=True):
 
 
 def torch_encoder_from(enc):
-    """The seed's torch Encoder holding ``enc``'s weights (float64)."""
+    """The torch twin's Encoder holding ``enc``'s weights (float64)."""
     tm = make_seed_model(SV, TV, H, E, L)
     sd = {k: torch.from_numpy(v) for k, v in enc.state_dict().items()}
     tm.encoder.load_state_dict(sd, strict=True)

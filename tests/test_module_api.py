@@ -44,7 +44,7 @@ def ours_model(cell="lstm", dtype=np.float32, dropout=0.0):
 def seed_model(seed, cell="lstm"):
     enc = seed.Encoder(SRC_V, H, E, L)
     dec = seed.Decoder(TRG_V, H, E, L)
-    if cell != "lstm":  # the seed only has LSTMs; minis2s's cell= swaps the same attribute
+    if cell != "lstm":  # the skeleton only has LSTMs; minis2s's cell= swaps the same attribute
         rnn = {"gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
         enc.rnn = rnn(E, H, num_layers=L)
         dec.rnn = rnn(E, H, num_layers=L)

@@ -236,7 +236,7 @@ def test_recurrent_module_dropout_only_between_layers_in_train_mode(rng, cell):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_full_teacher_forcing_equals_the_step_by_step_decoder_loop(rng, cell):
     """Ratio 1 runs the decoder over the whole target at once; the same numbers (outputs and
-    gradients) come from calling ``decoder`` once per step, as the seed's loop does."""
+    gradients) come from calling ``decoder`` once per step, as the skeleton's loop does."""
     model = make_seq2seq(cell=cell, L=2)
     src, trg = rng.integers(0, 5, size=(4, 3)), rng.integers(0, 4, size=(5, 3))
     src_lengths = np.array([4, 1, 3])

@@ -1,7 +1,7 @@
 """minis2s against PyTorch: outputs and the gradients of inputs, initial states and every
 parameter, float64 within F64_TOL and float32 within F32_TOL.
 
-The seed's own model is ``tests/torch_seed.py`` (the skeleton with its forward completed): our
+The torch twin is ``tests/torch_seed.py`` (the PyTorch skeleton with its forward completed): our
 ``state_dict()`` loads into it strictly, a torch state dict loads into ours, and both models take
 the same teacher-forcing path (the torch twin replays ``model.teacher_forcing_flips``).
 Padding (``lengths=``) is checked against ``pack_padded_sequence`` / ``pad_packed_sequence``.
@@ -361,7 +361,7 @@ def test_recurrent_modules_match_torch_with_and_without_padding(cell, shape):
         check_all(ours, torch_recurrent(cell, mod.state_dict(), x, states, lengths, dout, dfinal, td), tol)
 
 
-# ---- the seed's Encoder, Decoder and Seq2Seq ------------------------------------------------
+# ---- the skeleton's Encoder, Decoder and Seq2Seq --------------------------------------------
 
 
 @st.composite
@@ -378,14 +378,14 @@ def seq2seq_shapes(draw):
 
 
 def make_pair(shape, cell, nd, td):
-    """Our Seq2Seq (NumPy dtype ``nd``) and the torch seed model (``td``) with the same weights,
+    """Our Seq2Seq (NumPy dtype ``nd``) and the torch twin (``td``) with the same weights,
     loaded in either direction."""
     args = (shape["H"], shape["E"], shape["L"])
     ours = Seq2Seq(Encoder(shape["src_vocab"], *args, cell=cell, dtype=nd),
                    Decoder(shape["trg_vocab"], *args, cell=cell, dtype=nd))
     torch.manual_seed(shape["seed"] % 2**31)
     ref = make_seed_model(shape["src_vocab"], shape["trg_vocab"], *args, cell=cell, dtype=td)
-    assert list(ours.state_dict()) == list(ref.state_dict()), "state-dict keys must match the seed's"
+    assert list(ours.state_dict()) == list(ref.state_dict()), "state-dict keys must match the torch twin's"
     if shape["torch_init"]:
         ours.load_state_dict(ref.state_dict(), strict=True)
     else:
@@ -440,7 +440,7 @@ def check_seq2seq_pair(shape, cell, ratio, loss_kind):
 @HYPOTHESIS
 @given(shape=seq2seq_shapes())
 def test_seq2seq_matches_the_completed_seed_model(ratio, loss_kind, shape):
-    """Outputs and every parameter gradient of our Seq2Seq vs the seed's PyTorch model."""
+    """Outputs and every parameter gradient of our Seq2Seq vs the PyTorch twin."""
     check_seq2seq_pair(shape, "lstm", ratio, loss_kind)
 
 
@@ -455,7 +455,7 @@ def test_gru_and_rnn_seq2seq_match_a_torch_twin(cell, shape, ratio):
 @HYPOTHESIS
 @given(shape=seq2seq_shapes(), padded=st.booleans())
 def test_encoder_final_state_and_gradients_match_torch(cell, shape, padded):
-    """The seed's Encoder; with ``src_lengths`` the torch side packs the embedded source."""
+    """The skeleton's Encoder; with ``src_lengths`` the torch side packs the embedded source."""
     for nd, td, tol in DTYPES.values():
         ours, ref = make_pair(shape, cell, nd, td)
         enc, tenc = ours.encoder, ref.encoder
@@ -469,7 +469,7 @@ def test_encoder_final_state_and_gradients_match_torch(cell, shape, padded):
         enc.backward(*dfinal)
         if lengths is None:
             tfinals = tenc(tt(src))[:n]
-        else:  # the seed's Encoder.forward with the embedded source packed
+        else:  # the skeleton's Encoder.forward with the embedded source packed
             packed = pack_padded_sequence(tenc.embedding(tt(src)), tt(lengths), enforce_sorted=False)
             _, tfinal = tenc.rnn(packed)
             tfinals = tfinal if cell == "lstm" else (tfinal,)

@@ -1,5 +1,5 @@
-"""The seed's PyTorch model (/work/shared/seed_skeleton.py), completed: the twin minis2s is
-checked against.
+"""The PyTorch seq2seq skeleton minis2s completes (the blog post's Encoder, Decoder and Seq2Seq),
+with its forward completed: the twin minis2s is checked against.
 
 Encoder and Decoder are the skeleton's, unchanged. ``Seq2Seq.forward`` is the standard
 completion of the skeleton's empty forward, with one addition: it takes the list of coin flips
@@ -9,7 +9,7 @@ nn.GRU/nn.RNN and carry ``cell=None``; the same Seq2Seq drives them.
 
 Shapes: S source steps, T target steps, B batch, L layers, H hidden, V target vocabulary.
 """
-# The seed's classes are kept as the post wrote them (super(Encoder, self), unused outputs).
+# The skeleton's classes are kept as the post wrote them (super(Encoder, self), unused outputs).
 # ruff: noqa: PLR0402, UP008, RUF059
 import random
 
@@ -80,7 +80,7 @@ SINGLE_STATE_RNNS = {"gru": nn.GRU, "rnn": nn.RNN}
 
 
 class SingleStateEncoder(Encoder):
-    """The seed's Encoder with nn.GRU or nn.RNN; returns (hidden, None)."""
+    """The skeleton's Encoder with nn.GRU or nn.RNN; returns (hidden, None)."""
 
     def __init__(self, input_dim, hidden_dim, embedding_dim, num_layers, cell="gru"):
         super().__init__(input_dim, hidden_dim, embedding_dim, num_layers)
@@ -93,7 +93,7 @@ class SingleStateEncoder(Encoder):
 
 
 class SingleStateDecoder(Decoder):
-    """The seed's Decoder with nn.GRU or nn.RNN; ``cell`` passes through as None."""
+    """The skeleton's Decoder with nn.GRU or nn.RNN; ``cell`` passes through as None."""
 
     def __init__(self, output_dim, hidden_dim, embedding_dim, num_layers, cell="gru"):
         super().__init__(output_dim, hidden_dim, embedding_dim, num_layers)
@@ -108,7 +108,7 @@ class SingleStateDecoder(Decoder):
 
 def make_seed_model(src_vocab, trg_vocab, hidden, embedding, num_layers, cell="lstm",
                     dtype=torch.float64):
-    """A torch Seq2Seq with the seed's constructor signatures, in ``dtype``."""
+    """A torch Seq2Seq with the skeleton's constructor signatures, in ``dtype``."""
     if cell == "lstm":
         enc = Encoder(src_vocab, hidden, embedding, num_layers)
         dec = Decoder(trg_vocab, hidden, embedding, num_layers)

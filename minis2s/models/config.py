@@ -2,7 +2,7 @@
 
 Two architectures (``arch``), trained, evaluated and decoded by the same code:
 
-* ``"seq2seq"``, the seed's: the encoder's last state is the decoder's only context. Sources go
+* ``"seq2seq"``, the LSTM encoder-decoder: the encoder's last state is the decoder's only context. Sources go
   in reversed (``reverse_source``, its default for this architecture): the first symbols —
   which decide the first outputs — are then the most recently read (Sutskever et al. 2014).
 * ``"attention"`` (minis2s/models/attention.py): a bidirectional LSTM encoder of ``hidden // 2``
@@ -31,7 +31,7 @@ MAX_SIZE, MAX_LAYERS = 1 << 16, 256
 
 @dataclass
 class ModelConfig:
-    arch: str = setting("seq2seq", "seq2seq: the seed's (the last encoder state is the context); attention: "
+    arch: str = setting("seq2seq", "seq2seq: LSTM encoder-decoder (the last encoder state is the context); attention: "
                         "bidirectional encoder of hidden/2 per direction, bridge, attentional decoder", choices=ARCHS)
     hidden: int = setting(384, "hidden units per layer (the attention encoder: hidden/2 per direction)", low=1,
                           high=MAX_SIZE)
