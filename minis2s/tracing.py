@@ -28,7 +28,8 @@ t = T-1 ... 0, and its h0 is its state before position T-1). A layer called once
 (T = 1 each call) is recorded as one sequence, its calls concatenated along time. Record one
 forward (and its backward) per ``with`` block. Arrays are NumPy copies in the model's dtype.
 
-No cost when unused: the layers look at ``ACTIVE[0]`` (None outside a ``with`` block) after each
+No cost when unused: the layers look at their ``_trace`` (None outside a ``with`` block: trace()
+sets it on every module of the model it records, and clears it) after each
 call and the trace reads the caches the call already made (``ops.RecurrentCache``: one layout
 for the reference and every kernel, minis2s/ops/recurrent.py). The per-step gradients are not
 kept by any backward (the fused ones overwrite them in place), so the trace replays
@@ -44,9 +45,8 @@ import numpy as np
 
 from minis2s import ops
 from minis2s.backend import to_numpy
+from minis2s.nn import Module
 from minis2s.ops.recurrent import RecurrentCache, Steps
-
-ACTIVE: list = [None]  # the Trace recording now; None: the layers skip the hook
 
 
 @dataclass
@@ -141,8 +141,6 @@ class Trace:
     (T, S, B)}, ``arrays()`` a flat {name: array}. See the module docstring."""
 
     def __init__(self, model):
-        from minis2s.nn import Module
-
         if not isinstance(model, Module):
             raise TypeError(f"model must be a minis2s Module, got {type(model).__name__} "
                             "(an Ensemble: trace each of its .models)")
@@ -222,12 +220,15 @@ class Trace:
 @contextlib.contextmanager
 def trace(model):
     """``with trace(model) as t:`` records the recurrent layers and attention of ``model`` (a
-    minis2s Module) while the block runs; returns the ``Trace``. One trace at a time."""
+    minis2s Module) while the block runs; returns the ``Trace``. One trace per model at a time."""
     t = Trace(model)
-    if ACTIVE[0] is not None:
-        raise RuntimeError("a trace is already recording: nest no trace inside another")
-    ACTIVE[0] = t
+    modules = list(model.modules())
+    if any(m._trace is not None for m in modules):
+        raise RuntimeError("a trace is already recording this model: nest no trace inside another")
+    for m in modules:
+        object.__setattr__(m, "_trace", t)
     try:
         yield t
     finally:
-        ACTIVE[0] = None
+        for m in modules:
+            object.__setattr__(m, "_trace", None)

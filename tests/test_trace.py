@@ -13,14 +13,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import GRADCHECK_TOL, check_close
+from conftest import GRADCHECK_TOL, SAME_SUMS_F64, check_close
 
 import minis2s
-from minis2s import Decoder, Encoder, Seq2Seq, dispatch, gradcheck, tracing
+from minis2s import Decoder, Encoder, Seq2Seq, dispatch, gradcheck
 from minis2s.models import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq
 from minis2s.nn import GRU, LSTM, RNN
 from minis2s.ops.activations import sigmoid
 from minis2s.ops.recurrent import Steps, live_rows, reverse_time_index
+from minis2s.tolerances import KERNEL
 
 F64 = np.float64
 PATHS = [pytest.param(True, id="fast"), pytest.param(False, id="reference")]
@@ -94,10 +95,10 @@ def test_traced_step_equals_a_step_computed_by_hand(mode, fast, rng):
             for b in range(3):
                 gates, h, c = hand_step(mode, inp[step, b], h_prev[b], None if c_prev is None else c_prev[b], *w)
                 for name, g in gates.items():
-                    check_close(f"l{layer} {name}[{step}, {b}]", lt.gates[name][step, b], g, 1e-12)
-                check_close(f"l{layer} h[{step}, {b}]", lt.h[step, b], h, 1e-12)
+                    check_close(f"l{layer} {name}[{step}, {b}]", lt.gates[name][step, b], g, SAME_SUMS_F64)
+                check_close(f"l{layer} h[{step}, {b}]", lt.h[step, b], h, SAME_SUMS_F64)
                 if c is not None:
-                    check_close(f"l{layer} c[{step}, {b}]", lt.c[step, b], c, 1e-12)
+                    check_close(f"l{layer} c[{step}, {b}]", lt.c[step, b], c, SAME_SUMS_F64)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
@@ -112,7 +113,7 @@ def test_both_paths_give_the_same_named_arrays(mode, rng):
     fast, ref = arrays
     assert sorted(fast) == sorted(ref) and "l1_reverse.dh" in fast
     for name in ref:
-        check_close(name, fast[name], ref[name], 1e-12)
+        check_close(name, fast[name], ref[name], KERNEL[np.dtype(F64)])
 
 
 # ---- gradients: the traced dh, dc against finite differences ------------------------------------
@@ -245,7 +246,7 @@ def test_first_layer_dx_is_the_embedding_gradient_and_attention_is_the_models(fa
     demb = t.layers["encoder.rnn.l0"].dx + t.layers["encoder.rnn.l0_reverse"].dx  # (S, B, E)
     grad = np.zeros_like(model.encoder.embedding.weight.data)
     np.add.at(grad, src, demb)
-    check_close("embedding grad from the traced dx", grad, model.encoder.embedding.weight.grad, 1e-12)
+    check_close("embedding grad from the traced dx", grad, model.encoder.embedding.weight.grad, SAME_SUMS_F64)
     assert np.array_equal(t.attention["decoder.attention"], model.attention_weights[1:])
     assert t.attention["decoder.attention"].shape == (3, 5, 3)
     assert t.arrays()["decoder.attention.weights"].shape == (3, 5, 3)
@@ -254,16 +255,21 @@ def test_first_layer_dx_is_the_embedding_gradient_and_attention_is_the_models(fa
 def test_trace_records_only_inside_its_block_and_only_its_model(rng):
     a, b = LSTM(3, 2, dtype=F64), LSTM(3, 2, dtype=F64)
     x = rng.standard_normal((4, 2, 3))
-    assert tracing.ACTIVE[0] is None
+    assert a._trace is None and b._trace is None
     with minis2s.trace(a) as t:
+        assert a._trace is t and b._trace is None  # the hook is the traced model's own
         a(x)
         b(x)
-    assert tracing.ACTIVE[0] is None and list(t.layers) == ["l0"]
+    assert a._trace is None and list(t.layers) == ["l0"]
     a(x)  # outside: nothing more is recorded
     assert t.layers["l0"].h.shape == (4, 2, 2) and t.layers["l0"].dh is None
     with pytest.raises(ZeroDivisionError), minis2s.trace(a):
         raise ZeroDivisionError
-    assert tracing.ACTIVE[0] is None  # an exception inside the block turns the hook off
+    assert a._trace is None  # an exception inside the block turns the hook off
+    with minis2s.trace(a) as ta, minis2s.trace(b) as tb:  # two models, two traces at once
+        a(x)
+        b(x)
+    assert list(ta.layers) == list(tb.layers) == ["l0"]
 
 
 def test_bad_use_is_one_clear_error():

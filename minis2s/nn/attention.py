@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from minis2s import ops, tracing
+from minis2s import ops
 from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
 from minis2s.random import default_rng
 from minis2s.threads import blas_threads
@@ -84,8 +84,8 @@ class Attention(Module):
         with blas_threads(keys.size):  # a step's GEMMs are (B, Hq) against keys (S, B, Hk): small
             context, weights, cache = ops.attention_step_forward(self.kind, query, keys, proj, mask, self._params())
         self._push((cache, keys.size))
-        if tracing.ACTIVE[0] is not None:  # minis2s.trace
-            tracing.ACTIVE[0].attention_forward(self, weights)
+        if self._trace is not None:  # minis2s.trace
+            self._trace.attention_forward(self, weights)
         return context, weights
 
     def backward(self, dcontext, dweights=None):

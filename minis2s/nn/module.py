@@ -67,6 +67,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_tape", [])
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_trace", None)  # the minis2s.trace recording this module (trace() sets it)
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from minis2s import dispatch, ops, tracing
+from minis2s import dispatch, ops
 from minis2s.backend import array_module
 from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
 from minis2s.random import default_rng
@@ -103,8 +103,8 @@ class RNNBase(Module):
                                                             lengths=lengths, steps=steps)
                 for f, s in zip(finals, s_n):
                     f[k] = s
-                if tracing.ACTIVE[0] is not None:  # minis2s.trace: reads the cache just made
-                    tracing.ACTIVE[0].recurrent_forward(self, layer, d, cache, s_n, rev if d else None)
+                if self._trace is not None:  # minis2s.trace: reads the cache just made
+                    self._trace.recurrent_forward(self, layer, d, cache, s_n, rev if d else None)
                 outs.append(out if d == 0 else ops.reverse_time(out, rev))  # back to reading order
                 dir_caches.append(cache)
             out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)  # (T, B, D·H)
@@ -137,8 +137,8 @@ class RNNBase(Module):
                     dx_dir, ds0_layers[k], grads = ops.recurrent_backward(d_dir, ds_n, cache)
                 if direction == 1:
                     dx_dir = ops.reverse_time(dx_dir, rev)
-                if tracing.ACTIVE[0] is not None:
-                    tracing.ACTIVE[0].recurrent_backward(cache, d_dir, ds_n, dx_dir, ds0_layers[k])
+                if self._trace is not None:
+                    self._trace.recurrent_backward(cache, d_dir, ds_n, dx_dir, ds0_layers[k])
                 for p, g in zip(self.layer_params(layer, direction), grads):
                     p.accumulate(g)
                 dx = dx_dir if dx is None else dx + dx_dir
