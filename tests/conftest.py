@@ -1,5 +1,10 @@
 """Shared test helpers: one way to compare (``check_close``, minis2s/gradcheck.py), the
-tolerances (minis2s/tolerances.py), a seeded generator."""
+tolerances (minis2s/tolerances.py), a seeded generator, and the AttentionSeq2Seq set-up that the
+gradient, torch, property, decoding and training tests share.
+
+Shapes: S source, B batch, Hq/Hk query/key sizes, A attention size, He encoder hidden per
+direction, H decoder hidden, E embedding, L layers.
+"""
 import os
 import sys
 
@@ -8,8 +13,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from minis2s import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, ops
 from minis2s.gradcheck import check_close, rel_error  # noqa: F401
 from minis2s.tolerances import GRADCHECK as GRADCHECK_TOL  # noqa: F401  (the reasons: that module)
+from minis2s.tolerances import SAME_SUMS_F64  # noqa: F401
 from minis2s.tolerances import TORCH_F32 as F32_TOL  # noqa: F401
 from minis2s.tolerances import TORCH_F64 as F64_TOL  # noqa: F401
 
@@ -17,3 +24,26 @@ from minis2s.tolerances import TORCH_F64 as F64_TOL  # noqa: F401
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# ---- attention: the three scores and the whole AttentionSeq2Seq -------------------------------
+ATTENTION_KINDS = ["bahdanau", "general", "dot"]
+
+
+def attention_params(rng, kind, Hq, Hk, A, scale=1.0):
+    """Random parameters of one attention score, named as ``ops.ATTENTION_PARAMS[kind]``."""
+    shapes = {"bahdanau": [(A, Hq), (A, Hk), (A,)], "general": [(Hq, Hk)], "dot": []}[kind]
+    return dict(zip(ops.ATTENTION_PARAMS[kind], (scale * rng.standard_normal(s) for s in shapes)))
+
+
+def source_mask(lengths, S):
+    return np.arange(S)[:, None] < np.asarray(lengths)[None, :]  # (S, B)
+
+
+def make_attention_seq2seq(kind, input_feeding, *, src_vocab=5, trg_vocab=4, He=2, H=4, E=3, L=2,
+                           dropout=0.0):
+    """A float64 AttentionSeq2Seq: bidirectional encoder (2·He keys), attention ``kind``."""
+    enc = AttentionEncoder(src_vocab, He, E, L, dropout=dropout, dtype=np.float64)
+    dec = AttentionDecoder(trg_vocab, H, E, L, 2 * He, attention=kind, input_feeding=input_feeding,
+                           dropout=dropout, dtype=np.float64)
+    return AttentionSeq2Seq(enc, dec)

@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from minis2s import Decoder, Encoder, Seq2Seq, no_grad, optim
-from minis2s.nn import GRU, LSTM, RNN, CrossEntropyLoss, Dropout, Embedding, Linear
+from minis2s import (
+    AttentionDecoder,
+    AttentionEncoder,
+    AttentionSeq2Seq,
+    Decoder,
+    Encoder,
+    Seq2Seq,
+    no_grad,
+    optim,
+)
+from minis2s.nn import GRU, LSTM, RNN, Attention, CrossEntropyLoss, Dropout, Embedding, Linear
 
 F64 = np.float64
 S, T, B, L, H, E = 5, 4, 3, 2, 6, 5
@@ -267,6 +276,47 @@ def test_module_to_refuses_unknown_device(model):
     with pytest.raises(ValueError, match=r"device must be 'cpu' or 'cuda', got 'gpu'"):
         model.to(device="gpu")
     assert_unchanged(model, before)
+
+
+# ---- attention: the Attention module, AttentionSeq2Seq's parts, the model settings --------------
+
+
+def test_attention_module_refuses_bad_settings():
+    with pytest.raises(ValueError, match="kind"):
+        Attention("luong", 3, 3)
+    with pytest.raises(ValueError, match="query_size == key_size"):
+        Attention("dot", 3, 4)
+    assert [n for n, _ in Attention("bahdanau", 3, 4, 5).named_parameters()] == ["weight_query", "weight_key", "v"]
+
+
+def test_attention_seq2seq_refuses_mismatched_parts_and_a_backward_without_forward():
+    enc = AttentionEncoder(5, 2, 3, 1, dtype=F64)
+    with pytest.raises(ValueError, match="key_dim"):
+        AttentionSeq2Seq(enc, AttentionDecoder(4, 4, 3, 1, 6, dtype=F64))
+    with pytest.raises(ValueError, match="num_layers"):
+        AttentionSeq2Seq(enc, AttentionDecoder(4, 4, 3, 2, 4, dtype=F64))
+    model = AttentionSeq2Seq(enc, AttentionDecoder(4, 4, 3, 1, 4, dtype=F64))
+    with pytest.raises(RuntimeError, match="without a matching forward"):
+        model.backward(np.zeros((3, 2, 4)))
+
+
+def test_build_model_checks_the_attention_settings():
+    """The settings are checked when the ModelConfig is made, before any model is built."""
+    from minis2s.g2p import G2PTask
+    from minis2s.models import ModelConfig, build_model
+
+    task = G2PTask(ModelConfig(), train_words={"a": [["AH"]]}, dev_words={})
+    sizes = (len(task.src_vocab), len(task.trg_vocab))
+    model = build_model(ModelConfig(arch="attention", hidden=6, layers=2, attention="dot"), *sizes)
+    assert isinstance(model, AttentionSeq2Seq) and model.encoder.rnn.hidden_size == 3
+    for bad, msg in [({"cell": "gru"}, "LSTM"), ({"hidden": 7}, "even"),
+                     ({"attention": "luong"}, "attention must be one of")]:
+        with pytest.raises(ValueError, match=msg):
+            ModelConfig(arch="attention", **bad)
+        with pytest.raises(ValueError, match=msg):  # and the same from a model.json's settings
+            ModelConfig.from_dict({"arch": "attention", **bad})
+    with pytest.raises(ValueError, match="arch"):
+        ModelConfig(arch="transformer")
 
 
 # ---- dtypes --------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@
   beam finds exactly the brute-force n-best, and it is never worse than greedy;
 - a hand-built model with a "garden path" (the greedy first token leads nowhere good): beam 2
   finds the known optimum, greedy does not.
+- AttentionSeq2Seq: a padded batch gives each row's outputs and attention run alone (float64,
+  SAME_SUMS_F64), beam 1 equals greedy and a row's n-best does not depend on the other rows
+  (the keys are reordered with the beams), and greedy decoding is the forward's argmax path.
 
 Shapes: S source steps, B batch, V target vocabulary, K beam width.
 """
@@ -16,6 +19,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import ATTENTION_KINDS, SAME_SUMS_F64, check_close, make_attention_seq2seq
 
 from minis2s.data import Vocab
 from minis2s.decode import beam_search, greedy_decode
@@ -290,6 +294,67 @@ def _table_logprob(model, ids, ended):
         total += logp[0, tok]
         inp = np.array([tok])
     return total
+
+
+# ---- AttentionSeq2Seq: the same decoding, keys reordered with the rows ---------------------------
+def padded_source(rng, lengths, vocab=9):
+    src = np.zeros((max(lengths), len(lengths)), dtype=np.int64)
+    for b, n in enumerate(lengths):
+        src[:n, b] = rng.integers(4, vocab, n)
+    return src
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_padded_batch_equals_each_row_run_alone(kind):
+    """Outputs and attention of every row are those of the row alone (its own length)."""
+    manual_seed(11)
+    model = make_attention_seq2seq(kind, True, src_vocab=9, trg_vocab=7, He=3, H=6, E=4)
+    rng = np.random.default_rng(5)
+    lengths = [3, 6, 1, 4]
+    src, trg = padded_source(rng, lengths), rng.integers(0, 7, (5, 4))
+    out = model(src, trg, 0.0, src_lengths=np.array(lengths), generator=np.random.default_rng(0))
+    weights = model.attention_weights.copy()
+    for b, n in enumerate(lengths):
+        alone = model(src[:n, b : b + 1], trg[:, b : b + 1], 0.0, generator=np.random.default_rng(0))
+        check_close(f"outputs of row {b}", out[:, b], alone[:, 0], SAME_SUMS_F64)
+        check_close(f"attention of row {b}", weights[:, :n, b], model.attention_weights[:, :, 0], SAME_SUMS_F64)
+        assert np.all(weights[:, n:, b] == 0.0)
+
+
+@pytest.mark.parametrize("kind", ["bahdanau", "general"])
+def test_beam_search_with_attention_width_1_equals_greedy_and_rows_are_independent(kind):
+    manual_seed(3)
+    model = make_attention_seq2seq(kind, True, src_vocab=13, trg_vocab=9, He=4, H=8, E=6).eval()
+    model.decoder.fc_out.weight.data *= 4.0  # peaked distributions: greedy paths of several lengths
+    rng = np.random.default_rng(2)
+    lengths = np.array([5, 2, 7, 3])
+    src = padded_source(rng, lengths, 13)
+    kw = {"max_len": 8, "sos_id": Vocab.sos_id, "eos_id": Vocab.eos_id}
+    greedy = greedy_decode(model, src, lengths, **kw)
+    beam1 = beam_search(model, src, lengths, beam=1, **kw)
+    assert [r[0][0] for r in beam1] == greedy
+    beam4 = beam_search(model, src, lengths, beam=4, nbest=3, **kw)
+    for b, n in enumerate(lengths):  # a row's n-best does not depend on the other rows (keys reordered)
+        alone = beam_search(model, src[:n, b : b + 1], np.array([n]), beam=4, nbest=3, **kw)[0]
+        assert [h for h, _ in alone] == [h for h, _ in beam4[b]]
+        np.testing.assert_allclose([s for _, s in alone], [s for _, s in beam4[b]], rtol=SAME_SUMS_F64)
+        scores = [s for _, s in beam4[b]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_greedy_decoding_follows_the_forward_with_argmax_feedback():
+    """decode_step (the decoding interface) and forward (training) are the same computation:
+    greedy tokens = the argmax path of forward with teacher forcing 0, row by row."""
+    manual_seed(4)
+    model = make_attention_seq2seq("bahdanau", True, src_vocab=13, trg_vocab=9, He=4, H=8, E=6).eval()
+    model.decoder.fc_out.weight.data *= 4.0
+    lengths = np.array([5, 2, 7, 3])
+    src = padded_source(np.random.default_rng(8), lengths, 13)
+    greedy = greedy_decode(model, src, lengths, max_len=8, sos_id=Vocab.sos_id, eos_id=Vocab.eos_id)
+    out = model(src, np.full((9, 4), Vocab.sos_id), 0.0, src_lengths=lengths)
+    for b, ids in enumerate(greedy):
+        path = [int(i) for i in out[1:, b].argmax(axis=1)]
+        assert path[: len(ids)] == ids and (len(ids) == 8 or path[len(ids)] == Vocab.eos_id)
 
 
 # ---- refusals ------------------------------------------------------------------------------------

@@ -10,11 +10,12 @@ non-zero, upstream gradients are random. Zeroed biases and states are how a miss
 term hid in another codebase's tests; the last tests here show that such a bug gives a large
 error under this set-up.
 
-Shapes: T time, B batch, I input, H hidden, G gates*H, L layers, V vocabulary, E embedding.
+Shapes: T time, B batch, I input, H hidden, G gates*H, L layers, V vocabulary, E embedding;
+attention: S source, Hq/Hk query/key sizes, A attention size.
 """
 import numpy as np
 import pytest
-from conftest import GRADCHECK_TOL
+from conftest import ATTENTION_KINDS, GRADCHECK_TOL, attention_params, make_attention_seq2seq, source_mask
 
 from minis2s import Decoder, Encoder, Seq2Seq, gradcheck, gradcheck_module, ops
 from minis2s.nn import GRU, LSTM, RNN, Linear
@@ -401,3 +402,84 @@ def test_seq2seq_gradients_of_every_parameter(rng, cell, ratio, dropout):
     else:
         assert all(f == (ratio == 1.0) for f in flips)
     assert_gradcheck(res, f"Seq2Seq {cell} ratio={ratio} dropout={dropout}")
+
+
+# ---- attention: the ops, bidirectional modules, AttentionSeq2Seq ------------------------------
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_attention_ops_backward_matches_finite_differences(rng, kind, padded):
+    """Query, keys and parameters; context and weights both projected on random gradients."""
+    S, B, Hk, A = 5, 3, 4, 3
+    Hq = Hk if kind == "dot" else 2
+    mask = source_mask([5, 2, 4] if padded else [5, 5, 5], S)
+    tensors = {"query": rng.standard_normal((B, Hq)), "keys": rng.standard_normal((S, B, Hk))}
+    tensors |= attention_params(rng, kind, Hq, Hk, A)
+    names = ops.ATTENTION_PARAMS[kind]
+    cache = {}
+
+    def forward():
+        context, weights, cache["c"] = ops.attention_forward(
+            kind, tensors["query"], tensors["keys"], mask, tuple(tensors[n] for n in names))
+        return context, weights
+
+    def backward(d):
+        dquery, dkeys, dparams = ops.attention_backward(d[0], cache["c"], d[1])
+        return {"query": dquery, "keys": dkeys} | dict(zip(names, dparams))
+
+    assert_gradcheck(gradcheck(forward, backward, tensors), f"{kind} padded={padded}")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bidirectional_module_gradients_with_padding_and_dropout(rng, cell):
+    """Two layers, dropout 0.3 between them (masks replayed), padded rows, random states."""
+    T, B, I, H, L = 4, 3, 2, 3, 2
+    mod = RECURRENT_MODULES[cell](I, H, L, dropout=0.3, bidirectional=True, dtype=np.float64)
+    for p in mod.parameters():
+        p.data[...] = 0.6 * rng.standard_normal(p.shape)
+    n = 2 if cell == "lstm" else 1
+    inputs = {"x": rng.standard_normal((T, B, I))} | {f"s0_{k}": rng.standard_normal((2 * L, B, H)) for k in range(n)}
+    lengths = np.array([4, 1, 3])
+
+    def run():
+        mod.rng = np.random.default_rng(7)
+        s0 = tuple(inputs[f"s0_{k}"] for k in range(n))
+        out, final = mod(inputs["x"], s0 if n == 2 else s0[0], lengths=lengths)
+
+        def back(d):
+            dx, ds0 = mod.backward(*d, return_state_grads=True)
+            ds0 = ds0 if n == 2 else (ds0,)
+            return {"x": dx} | {f"s0_{k}": g for k, g in enumerate(ds0)}
+
+        return (out, *final) if n == 2 else (out, final), back
+
+    assert_gradcheck(gradcheck_module(mod, run, inputs=inputs), f"bidirectional {cell}")
+
+
+@pytest.mark.parametrize(
+    "kind, input_feeding, ratio",
+    [("bahdanau", True, 0.5), ("bahdanau", False, 1.0), ("general", True, 0.0), ("general", False, 0.5),
+     ("dot", True, 1.0), ("dot", False, 0.0)],
+)
+def test_attention_seq2seq_gradients_of_every_parameter(rng, kind, input_feeding, ratio):
+    """Every parameter (non-zero random values, biases included), padded source rows, flips
+    replayed. Attention parameters are scaled up so the weights are far from uniform and their
+    gradients well above the finite differences' round-off."""
+    model = make_attention_seq2seq(kind, input_feeding)
+    for name, p in model.named_parameters():
+        p.data[...] = (3.0 if ".attention." in name else 1.0) * rng.standard_normal(p.shape)
+        assert np.all(p.data != 0.0)
+    src, trg = rng.integers(0, 5, (4, 3)), rng.integers(0, 4, (5, 3))
+    src_lengths = np.array([2, 4, 3])
+
+    def run():
+        out = model(src, trg, ratio, src_lengths=src_lengths, generator=np.random.default_rng(3))
+        return out, lambda d: (model.backward(d), {})[1]
+
+    res = gradcheck_module(model, run, max_per_tensor=20)
+    flips = model.teacher_forcing_flips
+    assert (any(flips) and not all(flips)) if ratio == 0.5 else all(f == (ratio == 1.0) for f in flips)
+    w = model.attention_weights
+    assert np.all(w[1:][:, ~source_mask(src_lengths, 4)] == 0.0)
+    assert_gradcheck(res, f"AttentionSeq2Seq {kind} input_feeding={input_feeding} ratio={ratio}")

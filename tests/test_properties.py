@@ -1,6 +1,8 @@
 """Properties that hold for any weights and shapes (hypothesis draws the shapes):
 
 * a batch equals its rows run one at a time (outputs, final states, gradients);
+* attention gives padded source positions weight exactly 0 and no gradient, whatever their
+  scores (inf, NaN) or keys hold;
 * gradients accumulate: two forward/backward pairs give exactly twice one;
 * float32 -> float64 -> float32 keeps every value bit for bit;
 * eval mode disables dropout; train mode with dropout > 0 changes outputs, and a fixed seed
@@ -12,11 +14,11 @@ Shapes: S source steps, T steps, B batch, I input, H hidden, L layers, E embeddi
 """
 import numpy as np
 import pytest
-from conftest import F32_TOL, F64_TOL, check_close
+from conftest import ATTENTION_KINDS, F32_TOL, F64_TOL, attention_params, check_close, source_mask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minis2s import Decoder, Encoder, Seq2Seq
+from minis2s import Decoder, Encoder, Seq2Seq, ops
 from minis2s.nn import GRU, LSTM, RNN, Embedding, Linear
 
 MODULES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -127,6 +129,31 @@ def test_seq2seq_batch_equals_each_row_run_alone(ratio, shape):
         check_close(f"row {b} outputs", out[:, rows], out_b, F64_TOL)
     for name, g in grads(model).items():
         check_close(f"{name} gradient: batch vs sum of rows", batch_grads[name], g, F64_TOL)
+
+
+# ---- attention ignores padding -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_masked_positions_get_exactly_zero_weight_whatever_their_scores(rng, kind):
+    """Exactly 0.0 (not 1e-30) on padding; real positions sum to 1; huge scores stay finite."""
+    scores = rng.standard_normal((5, 4)) * 1e4  # softmax overflows without the max shift
+    scores[3:, 1] = [np.inf, np.nan]  # garbage at padded positions must not leak
+    mask = source_mask([5, 3, 1, 4], 5)
+    w, _ = ops.masked_softmax_forward(scores, mask)
+    assert np.all(w[~mask] == 0.0) and np.all(np.isfinite(w))
+    np.testing.assert_allclose(w.sum(axis=0), 1.0, rtol=0, atol=1e-15)
+    assert np.all(ops.masked_softmax_backward(rng.standard_normal((5, 4)), w)[~mask] == 0.0)
+    # through the op, with keys that are garbage (large) where padded
+    S, B, H = 4, 3, 3
+    keys = rng.standard_normal((S, B, H))
+    mask = source_mask([4, 1, 2], S)
+    keys[~mask] = 1e6
+    context, weights, cache = ops.attention_forward(kind, rng.standard_normal((B, H)), keys, mask,
+                                                    tuple(attention_params(rng, kind, H, H, 2).values()))
+    assert np.all(weights[~mask] == 0.0)
+    assert np.all(np.abs(context) < 10)  # no trace of the 1e6 keys
+    assert np.all(ops.attention_backward(rng.standard_normal((B, H)), cache)[1][~mask] == 0.0)
 
 
 # ---- gradients accumulate -------------------------------------------------------------------

@@ -7,19 +7,35 @@ the same teacher-forcing path (the torch twin replays ``model.teacher_forcing_fl
 Padding (``lengths=``) is checked against ``pack_padded_sequence`` / ``pad_packed_sequence``.
 Hypothesis draws the shapes: tiny vocabularies, one-step sequences, batch 1, hidden 1.
 
-Shapes: S source steps, T steps, B batch, I input, H hidden, L layers, E embedding, V vocabulary.
+Attention (the last section): the three scores' ops (padded sources), the bidirectional
+LSTM/GRU/RNN on packed sequences (fast path and reference), and AttentionSeq2Seq against its own
+twin, ``tests/torch_attention.py``, over padded batches with the flips replayed; float64.
+
+Shapes: S source steps, T steps, B batch, I input, H hidden, L layers, E embedding, V vocabulary;
+attention: He encoder hidden per direction, Hq/Hk query/key sizes, A attention size.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import F32_TOL, F64_TOL, check_close
+from conftest import (
+    ATTENTION_KINDS,
+    F32_TOL,
+    F64_TOL,
+    attention_params,
+    check_close,
+    make_attention_seq2seq,
+    source_mask,
+)
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch_attention import TorchAttention, TorchAttentionSeq2Seq
 from torch_seed import make_seed_model
 
-from minis2s import Decoder, Encoder, Seq2Seq, ops
+from minis2s import Decoder, Encoder, Seq2Seq, dispatch, ops
 from minis2s.nn import GRU, LSTM, RNN, CrossEntropyLoss, Dropout, Embedding, Linear
 
 DTYPES = {"float64": (np.float64, torch.float64, F64_TOL), "float32": (np.float32, torch.float32, F32_TOL)}
@@ -504,3 +520,133 @@ def test_decoder_step_and_gradients_of_incoming_state_match_torch(cell, shape):
         theirs |= {"prediction": tpred.detach()} | {f"state{k}": tnew[k].detach() for k in range(n)}
         theirs |= {f"dstate0_{k}": grad(tstate[k]) for k in range(n)}
         check_all(mine, theirs, tol)
+
+
+# ---- attention: the ops, bidirectional modules, AttentionSeq2Seq and its twin -----------------
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_attention_ops_match_torch_float64(rng, kind):
+    S, B, Hk, A = 6, 4, 3, 5
+    Hq = Hk if kind == "dot" else 4
+    mask = source_mask([6, 1, 3, 5], S)
+    query, keys = rng.standard_normal((B, Hq)), rng.standard_normal((S, B, Hk))
+    params = attention_params(rng, kind, Hq, Hk, A)
+    dcontext, dweights = rng.standard_normal((B, Hk)), rng.standard_normal((S, B))
+    context, weights, cache = ops.attention_forward(kind, query, keys, mask, tuple(params.values()))
+    dquery, dkeys, dparams = ops.attention_backward(dcontext, cache, dweights)
+    ours = {"context": context, "weights": weights, "dquery": dquery, "dkeys": dkeys}
+    ours |= {f"grad {n}": g for n, g in zip(params, dparams)}
+
+    ref = TorchAttention(kind, Hq, Hk, A).double()
+    ref.load_state_dict({k: tt(v) for k, v in params.items()}, strict=True)
+    tq, tk = tt(query, True), tt(keys, True)
+    tc, tw = ref(tq, tk, tt(mask))
+    ((tc * tt(dcontext)).sum() + (tw * tt(dweights)).sum()).backward()
+    theirs = {"context": tc.detach(), "weights": tw.detach(), "dquery": tq.grad, "dkeys": tk.grad}
+    theirs |= {f"grad {n}": p.grad for n, p in ref.named_parameters()}
+    check_all(ours, theirs, F64_TOL)
+
+
+def torch_bidirectional(cell, state_dict, x, states, lengths, dout, dfinal):
+    """torch's bidirectional module on a packed sequence: outputs, finals and every gradient."""
+    T, _, I = x.shape
+    L2, _, H = states[0].shape
+    ref = TORCH[cell](I, H, num_layers=L2 // 2, bidirectional=True).double()
+    assert list(ref.state_dict()) == list(state_dict), "parameter names/order must be torch's"
+    ref.load_state_dict({k: tt(v) for k, v in state_dict.items()}, strict=True)
+    tx, ts = tt(x, True), [tt(s, True) for s in states]
+    out, final = ref(pack_padded_sequence(tx, tt(lengths), enforce_sorted=False),
+                     tuple(ts) if cell == "lstm" else ts[0])
+    out, _ = pad_packed_sequence(out, total_length=T)
+    finals = final if cell == "lstm" else (final,)
+    ((out * tt(dout)).sum() + sum((f * tt(d)).sum() for f, d in zip(finals, dfinal))).backward()
+    res = {"out": out.detach(), "dx": tx.grad} | {f"final{k}": f.detach() for k, f in enumerate(finals)}
+    res |= {f"dstate0_{k}": s.grad for k, s in enumerate(ts)}
+    return res | {f"grad {k}": p.grad for k, p in ref.named_parameters()}
+
+
+@cells
+@HYPOTHESIS
+@given(L=st.integers(1, 2), B=st.integers(1, 3), T=st.integers(1, 5), I=st.integers(1, 4),
+       H=st.integers(1, 4), padded=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_bidirectional_modules_match_torch_on_packed_sequences(cell, L, B, T, I, H, padded, seed):
+    """out (T, B, 2H), h_n/c_n (2L, B, H), dx, dh0/dc0 and every parameter, fast path and
+    reference, float64 within F64_TOL."""
+    rng = np.random.default_rng(seed)
+    n = 2 if cell == "lstm" else 1
+    mod = OURS[cell](I, H, L, bidirectional=True, dtype=np.float64, rng=rng)
+    x = rng.standard_normal((T, B, I))
+    states = [rng.standard_normal((2 * L, B, H)) for _ in range(n)]
+    dout = rng.standard_normal((T, B, 2 * H))
+    dfinal = [rng.standard_normal((2 * L, B, H)) for _ in range(n)]
+    lengths = rng.integers(1, T + 1, B) if padded else np.full(B, T)
+    lengths[rng.integers(B)] = T
+    ref = torch_bidirectional(cell, mod.state_dict(), x, states, lengths, dout, dfinal)
+    for fast in (True, False):
+        with contextlib.nullcontext() if fast else dispatch.disabled():
+            mod.zero_grad()
+            out, final = mod(x, tuple(states) if n == 2 else states[0], lengths=lengths if padded else None)
+            dx, ds0 = mod.backward(dout, *dfinal, return_state_grads=True)
+        finals, ds0 = (final, ds0) if n == 2 else ((final,), (ds0,))
+        ours = {"out": out, "dx": dx} | {f"final{k}": f for k, f in enumerate(finals)}
+        ours |= {f"dstate0_{k}": d for k, d in enumerate(ds0)}
+        check_all(ours | {f"grad {k}": p.grad for k, p in mod.named_parameters()}, ref, F64_TOL)
+
+
+@st.composite
+def attention_shapes(draw):
+    B = draw(st.integers(1, 3))
+    kind = draw(st.sampled_from(ATTENTION_KINDS))
+    He = draw(st.integers(1, 3))
+    return {
+        "kind": kind, "input_feeding": draw(st.booleans()), "L": draw(st.integers(1, 2)), "B": B,
+        "lengths": draw(st.lists(st.integers(1, 5), min_size=B, max_size=B)), "T": draw(st.integers(2, 5)),
+        "He": He, "H": 2 * He if kind == "dot" else draw(st.integers(1, 5)), "E": draw(st.integers(1, 4)),
+        "src_vocab": draw(st.integers(2, 6)), "trg_vocab": draw(st.integers(2, 6)),
+        "torch_init": draw(st.booleans()), "seed": draw(st.integers(0, 2**32 - 1)),
+    }
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, 0.5])
+@HYPOTHESIS
+@given(shape=attention_shapes())
+def test_attention_seq2seq_matches_its_torch_twin_float64(ratio, shape):
+    """Outputs, attention weights, the cross-entropy and every parameter gradient within F64_TOL;
+    weights loaded in either direction; padded rows; the twin replays our coin flips."""
+    sh = shape
+    rng = np.random.default_rng(sh["seed"])
+    ours = make_attention_seq2seq(sh["kind"], sh["input_feeding"], src_vocab=sh["src_vocab"],
+                                  trg_vocab=sh["trg_vocab"], He=sh["He"], H=sh["H"], E=sh["E"], L=sh["L"])
+    torch.manual_seed(sh["seed"] % 2**31)
+    ref = TorchAttentionSeq2Seq(sh["src_vocab"], sh["trg_vocab"], sh["He"], sh["H"], sh["E"], sh["L"],
+                                sh["kind"], sh["input_feeding"]).double()
+    assert list(ours.state_dict()) == list(ref.state_dict()), "state-dict keys must match"
+    if sh["torch_init"]:
+        ours.load_state_dict(ref.state_dict(), strict=True)
+    else:
+        ref.load_state_dict({k: tt(v) for k, v in ours.state_dict().items()}, strict=True)
+    lengths = np.array(sh["lengths"])
+    S, T, B, V = int(lengths.max()), sh["T"], sh["B"], sh["trg_vocab"]
+    src = rng.integers(0, sh["src_vocab"], (S, B))  # padded positions hold arbitrary ids: inert
+    trg = rng.integers(0, V, (T, B))
+    trg[1, 0] = 1  # at least one target the loss does not ignore
+    out = ours(src, trg, ratio, src_lengths=lengths, generator=np.random.default_rng(sh["seed"] + 1))
+    flips = ours.teacher_forcing_flips
+    for t in range(1, T - 1):  # an argmax fed back must not be a near tie
+        if not flips[t - 1]:
+            top2 = np.sort(out[t], axis=1)[:, -2:]
+            assume(np.min(top2[:, 1] - top2[:, 0]) > 1e-9)
+    ce = CrossEntropyLoss(ignore_index=0)
+    loss = ce(out[1:].reshape(-1, V), trg[1:].reshape(-1))
+    dout = np.zeros_like(out)
+    dout[1:] = ce.backward(1.0).reshape(T - 1, B, V)
+    ours.backward(dout)
+    tout, tweights = ref(tt(src), tt(trg), tt(lengths), flips)
+    tloss = torch.nn.functional.cross_entropy(tout[1:].reshape(-1, V), tt(trg[1:].reshape(-1)), ignore_index=0)
+    tloss.backward()
+    mine = {"outputs": out, "attention": ours.attention_weights, "loss": loss}
+    mine |= {f"grad {k}": p.grad for k, p in ours.named_parameters()}
+    theirs = {"outputs": tout.detach(), "attention": tweights.detach(), "loss": tloss.item()}
+    theirs |= {f"grad {k}": p.grad for k, p in ref.named_parameters()}
+    check_all(mine, theirs, F64_TOL)

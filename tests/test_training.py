@@ -11,12 +11,15 @@
 - A weight that becomes non-finite with a finite loss never reaches a checkpoint either.
 - The run folder holds config.json, metrics.jsonl, curves.png, best/, last/ and checkpoints/.
 - The digit demo task trains through the same loop and computes its accuracy.
+- AttentionSeq2Seq learns a copy task in 40 Adam steps of a hand-written loop (loss < 1/4 of
+  the first step's): the model trains end to end.
 """
 import json
 import os
 
 import numpy as np
 import pytest
+from conftest import make_attention_seq2seq
 
 import minis2s.training.trainer as train_mod
 from minis2s import safetensors
@@ -25,6 +28,7 @@ from minis2s.data.cmudict import load_split
 from minis2s.demo import DemoConfig, DigitTask
 from minis2s.g2p import G2P, G2PTask
 from minis2s.models.config import ModelConfig
+from minis2s.nn import CrossEntropyLoss
 from minis2s.optim import Adam
 from minis2s.random import manual_seed
 from minis2s.task import DataConfig
@@ -317,6 +321,27 @@ def test_digit_demo_trains_and_reports_accuracy(tmp_path):
     assert all(isinstance(p, str) and set(p) <= set("0123456789") for p in preds)
     # the held-out strings never occur in training
     assert not set(task.splits["test"]) & set(task.splits["train"])
+
+
+# ---- AttentionSeq2Seq learns, by a hand-written loop ----------------------------------------------
+def test_attention_seq2seq_learns_to_copy_through_attention():
+    """A few Adam steps on a copy task drive the loss well down: the model trains end to end."""
+    manual_seed(0)
+    model = make_attention_seq2seq("general", True, src_vocab=8, trg_vocab=8, He=8, H=16, E=8, L=1)
+    rng = np.random.default_rng(0)
+    src = rng.integers(3, 8, (5, 16))
+    trg = np.concatenate([np.full((1, 16), 1), src, np.full((1, 16), 2)])  # <sos> copy <eos>
+    ce, opt = CrossEntropyLoss(), Adam(model.parameters(), lr=0.03)
+    losses = []
+    for _ in range(40):
+        model.zero_grad()
+        out = model(src, trg, 1.0, generator=np.random.default_rng(0))
+        losses.append(ce(out[1:].reshape(-1, 8), trg[1:].reshape(-1)))
+        dout = np.zeros_like(out)
+        dout[1:] = ce.backward().reshape(out[1:].shape)
+        model.backward(dout)
+        opt.step()
+    assert losses[-1] < 0.25 * losses[0], losses
 
 
 # ---- the learning-rate schedule and early stopping ---------------------------------------------
