@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import F64_TOL
 
 from minis2s import ops
 
@@ -25,7 +26,7 @@ def test_reference_implementation_validates_with_two_layers(dtype):
 
 def test_torch_cpu_validates():
     pytest.importorskip("torch")
-    assert bench.validate(bench.Torch("torch_cpu", "cpu"), B=2, I=4, H=6, L=2, dtype="float64") <= 1e-9
+    assert bench.validate(bench.Torch("torch_cpu", "cpu"), B=2, I=4, H=6, L=2, dtype="float64") <= F64_TOL
 
 
 def test_a_wrong_backward_stops_the_benchmark_naming_the_tensor():

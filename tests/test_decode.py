@@ -136,7 +136,7 @@ def test_nbest_sorted_each_ending_at_its_own_eos_within_max_len(alpha):
         alone = beam_search(model, src[: lengths[b], b : b + 1], None, beam=K, nbest=N, max_len=max_len,
                             sos_id=SOS, eos_id=EOS, alpha=alpha)[0]
         assert [ids for ids, _ in alone] == [ids for ids, _ in hyps]
-        np.testing.assert_allclose([s for _, s in alone], scores, rtol=1e-9)
+        np.testing.assert_allclose([s for _, s in alone], scores, rtol=SAME_SUMS_F64)
 
 
 def test_greedy_rows_end_at_their_own_eos():

@@ -15,6 +15,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SAME_SUMS_F64
 from test_cli import assert_clean_error, assert_ok, minis2s, parse_lines
 from test_decode import random_model, random_src
 
@@ -56,7 +57,7 @@ def test_each_step_is_the_log_of_the_mean_of_the_members_distributions(seed):
             probs.append(np.exp(log_softmax(logits, axis=1)))
         expected = np.log(np.mean(probs, axis=0))  # (B·K, V)
         assert logp.dtype == np.float64 and logp.shape == expected.shape
-        np.testing.assert_allclose(logp, expected, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(logp, expected, rtol=SAME_SUMS_F64, atol=0)
         np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-12)
         # a beam-like reordering of the rows, the same for the ensemble and the members alone
         index = rng.permutation(B * K)
@@ -75,7 +76,7 @@ def test_an_ensemble_of_one_decodes_as_the_model():
     ours, theirs = (beam_search(m, src, lengths, beam=4, nbest=3, **kw) for m in (one, model))
     for a, b in zip(ours, theirs):
         assert [ids for ids, _ in a] == [ids for ids, _ in b]
-        np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=1e-12)
+        np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=SAME_SUMS_F64)
 
 
 def test_where_the_shipped_members_agree_the_ensemble_agrees():

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import F32_TOL, check_close
+from conftest import F32_TOL, F64_TOL, check_close
 
 import minis2s
 from minis2s import Decoder, Encoder, Seq2Seq, no_grad, optim
@@ -317,7 +317,7 @@ def test_gradients_accumulate_like_torch_for_layers():
     for ours, theirs in ((lin, tlin), (lstm, tlstm)):
         tgrads = dict(theirs.named_parameters())
         for n, p in ours.named_parameters():
-            check_close(n, p.grad, tgrads[n].grad.numpy(), 1e-9)
+            check_close(n, p.grad, tgrads[n].grad.numpy(), F64_TOL)
 
 
 def test_to_casts_parameters_and_gradients():

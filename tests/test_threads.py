@@ -4,6 +4,7 @@ threadpoolctl, ``set_blas_threads``) always wins. What an op sees is read from i
 (a wrapped op records threadpoolctl's view of NumPy's BLAS while it runs)."""
 import numpy as np
 import pytest
+from conftest import SAME_SUMS_F64
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import minis2s.nn.layers as layers
@@ -116,8 +117,8 @@ def test_an_lstm_step_runs_on_one_thread_and_gives_the_same_numbers(two_threads)
         return out, dx, [p.grad for p in lstm.parameters()]
 
     a, b = run("auto"), run(None)
-    assert rel_error(a[0], b[0]) <= 1e-12 and rel_error(a[1], b[1]) <= 1e-12
-    assert all(rel_error(g, h) <= 1e-12 for g, h in zip(a[2], b[2]))
+    assert rel_error(a[0], b[0]) <= SAME_SUMS_F64 and rel_error(a[1], b[1]) <= SAME_SUMS_F64
+    assert all(rel_error(g, h) <= SAME_SUMS_F64 for g, h in zip(a[2], b[2]))
 
 
 def test_inside_a_model_call_the_layers_keep_the_models_choice(monkeypatch, two_threads):

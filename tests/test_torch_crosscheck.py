@@ -431,7 +431,7 @@ def check_seq2seq_pair(shape, cell, ratio, loss_kind):
         out = ours(src, trg, ratio, generator=np.random.default_rng(shape["seed"] + 1))
         flips = ours.teacher_forcing_flips
         assert len(flips) == T - 1
-        assume_argmax_is_stable(out, flips, 1e-4 if nd == np.float32 else 1e-9)
+        assume_argmax_is_stable(out, flips, tol)  # a tie closer than the tolerance may flip
         tout = ref(tt(src), tt(trg), ratio, flips=flips)
         if loss_kind == "sum":  # loss = Σ outputs ⊙ R
             r = rng.standard_normal(out.shape).astype(nd)
