@@ -1,10 +1,12 @@
 """Shared test helpers: one way to compare (``check_close``, minis2s/gradcheck.py), the
-tolerances (minis2s/tolerances.py), a seeded generator, and the AttentionSeq2Seq set-up that the
-gradient, torch, property, decoding and training tests share.
+tolerances (minis2s/tolerances.py), a seeded generator, the user's PyTorch skeleton (vendored as
+tests/data/seed_skeleton.py), and the AttentionSeq2Seq set-up that the gradient, torch, property,
+decoding and training tests share.
 
 Shapes: S source, B batch, Hq/Hk query/key sizes, A attention size, He encoder hidden per
 direction, H decoder hidden, E embedding, L layers.
 """
+import importlib.util
 import os
 import sys
 
@@ -24,6 +26,19 @@ from minis2s.tolerances import TORCH_F64 as F64_TOL  # noqa: F401
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# ---- the user's PyTorch skeleton, vendored byte for byte ----------------------------------------
+SEED_SKELETON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "seed_skeleton.py")
+
+
+def load_seed_skeleton():
+    """tests/data/seed_skeleton.py imported as it is: the user's own file (shared/seed_skeleton.py,
+    copied byte for byte), not the completed twin tests/torch_seed.py."""
+    spec = importlib.util.spec_from_file_location("seed_skeleton", SEED_SKELETON)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---- attention: the three scores and the whole AttentionSeq2Seq -------------------------------

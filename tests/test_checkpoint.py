@@ -18,6 +18,7 @@ import pytest
 import safetensors.numpy
 import safetensors.torch
 import torch
+from conftest import load_seed_skeleton
 from torch_seed import make_seed_model
 
 from minis2s import atomic
@@ -112,16 +113,9 @@ def test_model_weights_load_into_the_seeds_torch_model_strictly(tmp_path, dtype,
 
 
 def test_model_weights_load_into_the_users_skeleton_file(tmp_path):
-    """The seed's own file, /work/shared/seed_skeleton.py, imported as it is (not the test twin)."""
-    shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
-    path = os.path.join(shared, "seed_skeleton.py")
-    if not os.path.exists(path):
-        pytest.skip("shared/seed_skeleton.py not found next to the repository")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("seed_skeleton_file", path)
-    sk = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sk)
+    """The user's own skeleton file (tests/data/seed_skeleton.py, shared/seed_skeleton.py byte for
+    byte), imported as it is (not the test twin)."""
+    sk = load_seed_skeleton()
     model = make_model(3)
     ours.save_file(model.state_dict(), tmp_path / "model.safetensors")
     tm = sk.Seq2Seq(sk.Encoder(SV, H, E, L), sk.Decoder(TV, H, E, L), "cpu")

@@ -3,12 +3,11 @@ move both ways), zero_grad, train()/eval() through every child, gradients that a
 state dicts that are copies, loading torch tensors directly, and no caches under no_grad().
 """
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import F32_TOL, F64_TOL, check_close
+from conftest import F32_TOL, F64_TOL, SEED_SKELETON, check_close, load_seed_skeleton
 
 import minis2s
 from minis2s import Decoder, Encoder, Seq2Seq, no_grad, optim
@@ -21,13 +20,17 @@ SRC_V, TRG_V = 11, 9
 
 @pytest.fixture(scope="module")
 def seed():
-    """The user's PyTorch skeleton, /work/shared/seed_skeleton.py, imported as it is."""
-    if not os.path.exists(os.path.join(SHARED, "seed_skeleton.py")):
-        pytest.skip("shared/seed_skeleton.py not found next to the repository")
-    sys.path.insert(0, SHARED)
-    import seed_skeleton
+    """The user's PyTorch skeleton, tests/data/seed_skeleton.py, imported as it is."""
+    return load_seed_skeleton()
 
-    return seed_skeleton
+
+def test_the_vendored_skeleton_is_the_users_file_byte_for_byte():
+    """tests/data/seed_skeleton.py is shared/seed_skeleton.py (beside the repository) unchanged;
+    only a clone without that folder beside it cannot compare."""
+    if not os.path.isdir(SHARED):
+        pytest.skip("no shared/ folder beside the repository to compare tests/data/seed_skeleton.py with")
+    with open(os.path.join(SHARED, "seed_skeleton.py"), "rb") as f, open(SEED_SKELETON, "rb") as g:
+        assert f.read() == g.read(), "tests/data/seed_skeleton.py differs from shared/seed_skeleton.py"
 
 
 def names_and_shapes(module):
