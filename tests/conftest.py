@@ -22,6 +22,12 @@ from minis2s.tolerances import SAME_SUMS_F64  # noqa: F401
 from minis2s.tolerances import TORCH_F32 as F32_TOL  # noqa: F401
 from minis2s.tolerances import TORCH_F64 as F64_TOL  # noqa: F401
 
+# tests/cudasim needs the simulator switched on before numba is imported: a plain `pytest tests`
+# leaves it to tests/test_cudasim_process.py, which runs it in a child process with
+# NUMBA_ENABLE_CUDASIM=1 (collected here, it could only skip). Named on the command line, it is
+# collected as usual.
+collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cudasim"]
+
 
 @pytest.fixture
 def rng():
