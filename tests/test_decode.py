@@ -102,7 +102,7 @@ def test_beam_width_1_equals_greedy(alpha):
         for _ in range(3):  # several batches per model
             src, lengths = random_src(rng, B=7)
             max_len = int(rng.integers(3, 9))
-            kw = dict(max_len=max_len, sos_id=SOS, eos_id=EOS)
+            kw = {"max_len": max_len, "sos_id": SOS, "eos_id": EOS}
             greedy = greedy_decode(model, src, lengths, **kw)
             beam = beam_search(model, src, lengths, beam=1, alpha=alpha, **kw)
             assert [b[0][0] for b in beam] == greedy
@@ -192,7 +192,7 @@ GARDEN = {
 def test_garden_path_beam_finds_the_known_optimum_greedy_does_not(alpha):
     model = TableModel(6, GARDEN, default={EOS: 0.5, A: 0.25, Bt: 0.25})
     src = np.zeros((1, 2), dtype=np.int64)  # two identical rows: the batch path too
-    kw = dict(max_len=6, sos_id=SOS, eos_id=EOS)
+    kw = {"max_len": 6, "sos_id": SOS, "eos_id": EOS}
     greedy = greedy_decode(model, src, **kw)
     assert greedy[0][:2] == [A, A]
     for k in (2, 3, 5):
@@ -359,14 +359,14 @@ def test_greedy_decoding_follows_the_forward_with_argmax_feedback():
 
 # ---- refusals ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw,msg", [
-    (dict(beam=0), "beam"), (dict(beam=2, nbest=3), "cannot exceed the beam"), (dict(beam=2, max_len=0), "max_len"),
-    (dict(beam=2, nbest=0), "nbest"), (dict(beam=2, alpha=-0.5), "alpha must be"),
-    (dict(beam=2, alpha=float("nan")), "alpha must be"),
+    ({"beam": 0}, "beam"), ({"beam": 2, "nbest": 3}, "cannot exceed the beam"), ({"beam": 2, "max_len": 0}, "max_len"),
+    ({"beam": 2, "nbest": 0}, "nbest"), ({"beam": 2, "alpha": -0.5}, "alpha must be"),
+    ({"beam": 2, "alpha": float("nan")}, "alpha must be"),
 ])
 def test_beam_search_refuses_bad_settings(kw, msg):
     model = random_model(0)
     src = np.full((2, 1), 5, dtype=np.int64)
-    args = dict(max_len=5, sos_id=SOS, eos_id=EOS)
+    args = {"max_len": 5, "sos_id": SOS, "eos_id": EOS}
     args.update(kw)
     with pytest.raises(ValueError, match=msg):
         beam_search(model, src, **args)

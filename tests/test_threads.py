@@ -7,8 +7,8 @@ import pytest
 from conftest import SAME_SUMS_F64
 from threadpoolctl import threadpool_info, threadpool_limits
 
-import minis2s.nn.layers as layers
 from minis2s import nn, threads
+from minis2s.nn import layers
 
 
 def blas_counts():

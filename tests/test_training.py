@@ -14,6 +14,7 @@
 - AttentionSeq2Seq learns a copy task in 40 Adam steps of a hand-written loop (loss < 1/4 of
   the first step's): the model trains end to end.
 """
+import itertools
 import json
 import os
 
@@ -37,7 +38,8 @@ from minis2s.training.schedule import cosine_lr
 
 MODEL_CFG = ModelConfig(hidden=16, layers=2, embedding=8, dropout=0.3)
 # 5 batches per epoch, 3 epochs: 15 steps; a checkpoint every 4 steps and at each epoch's end
-TRAIN_CFG = dict(epochs=3, batch_size=64, lr=3e-3, teacher_forcing=0.5, checkpoint_every=4, seed=3, patience=5)
+TRAIN_CFG = {"epochs": 3, "batch_size": 64, "lr": 3e-3, "teacher_forcing": 0.5, "checkpoint_every": 4, "seed": 3,
+             "patience": 5}
 STEPS = 15
 TIMING = {"train_seconds", "pairs_per_s"}  # wall-clock fields: the only ones allowed to differ
 
@@ -372,7 +374,7 @@ def test_cosine_lr_runs_from_lr_to_min_lr_along_half_a_cosine():
     lrs = [cosine_lr(1e-3, 1e-5, s, 10, 20) for s in range(8, 22)]
     assert lrs[:3] == [1e-3, 1e-3, 1e-3]  # before and at the cycle's start
     assert lrs[11] == pytest.approx(1e-5, rel=1e-12) and lrs[-1] == pytest.approx(1e-5, rel=1e-12)  # step 19: the last
-    assert all(a > b for a, b in zip(lrs[2:12], lrs[3:12]))  # strictly falling inside the cycle
+    assert all(a > b for a, b in itertools.pairwise(lrs[2:12]))  # strictly falling inside the cycle
     mid = cosine_lr(1e-3, 1e-5, 10 + 4.5, 10, 20)
     assert mid == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-12)  # halfway: the mean of the two
 
@@ -384,7 +386,7 @@ def test_cosine_schedule_in_the_loop_and_a_warm_restart(tmp_path, monkeypatch):
     task.data_config = DataConfig(tokens="char", metric="wer")
     monkeypatch.setattr(task, "evaluate", lambda model: {"wer": 0.5})  # never improves after epoch 1
     manual_seed(0)
-    cfg = dict(batch_size=64, lr=1e-3, min_lr=1e-5, lr_schedule="cosine", patience=10)
+    cfg = {"batch_size": 64, "lr": 1e-3, "min_lr": 1e-5, "lr_schedule": "cosine", "patience": 10}
     state = train(task, task.build_model(), TrainConfig(epochs=3, **cfg), str(tmp_path), log=lambda m: None)
     per_epoch = len(task.train_batches(np.random.default_rng(0), 64))
     assert per_epoch == 2
