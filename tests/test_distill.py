@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import F64_TOL, GRADCHECK_TOL, check_close
+from conftest import F64_TOL, GRADCHECK_TOL, SAME_SUMS_F64, check_close
 from test_cli import assert_clean_error, assert_ok, minis2s
 
 from minis2s import DataConfig, ModelConfig, Seq2SeqTask, gradcheck, manual_seed, ops
@@ -157,9 +157,9 @@ def test_shards_with_soft_targets_sum_to_the_batch_gradient_float64(teachers):
         shard = batch.take(np.arange(*block(batch.size, r, 3)))
         total += loss_and_grad(model, shard, loss_fn, 1.0, np.random.default_rng(7), tokens=tokens,
                                soft=targets.for_batch(shard))
-    check_close("loss", total, whole, 1e-12)
+    check_close("loss", total, whole, SAME_SUMS_F64)
     for n, p in model.named_parameters():
-        check_close(n, p.grad, expected[n], 1e-12)
+        check_close(n, p.grad, expected[n], SAME_SUMS_F64)
 
 
 def test_distill_weight_zero_trains_exactly_as_without_a_teacher(teachers, tmp_path):

@@ -6,8 +6,9 @@ pytest process:
 
     NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/cudasim
 
-In a plain ``pytest tests`` run the tests here are skipped in that process (with that command as
-the reason) and tests/test_cudasim_process.py runs this directory in a child process instead.
+A plain ``pytest tests`` run does not collect this directory (tests/conftest.py's
+``collect_ignore``); tests/test_cudasim_process.py runs it in a child process instead. Collected
+without the variable set (``pytest tests/cudasim``), it skips with that command as the reason.
 The simulator runs each thread of a block as a Python thread, one block at a time, so shapes
 are tiny; one case has B·H > the block size, so the multi-block index arithmetic and the
 ``n < B·H`` guard run too.
