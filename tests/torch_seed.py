@@ -1,57 +1,40 @@
 """The PyTorch seq2seq skeleton minis2s completes (the blog post's Encoder, Decoder and Seq2Seq),
 with its forward completed: the twin minis2s is checked against.
 
-Encoder and Decoder are the skeleton's, unchanged. ``Seq2Seq.forward`` is the standard
-completion of the skeleton's empty forward, with one addition: it takes the list of coin flips
+Encoder and Decoder are the skeleton's own classes (tests/data/seed_skeleton.py, imported).
+``Seq2Seq.forward`` is the standard completion of the skeleton's empty forward, with one
+addition: it takes the list of coin flips
 to replay (minis2s records them in ``model.teacher_forcing_flips``), so both models take the
 same teacher-forcing path. ``GRU``/``RNN`` variants (``cell=`` in minis2s) swap nn.LSTM for
 nn.GRU/nn.RNN and carry ``cell=None``; the same Seq2Seq drives them.
 
 Shapes: S source steps, T target steps, B batch, L layers, H hidden, V target vocabulary.
 """
-# The skeleton's classes are kept as the post wrote them (super(Encoder, self), unused outputs).
-# ruff: noqa: PLR0402, UP008, RUF059
+# ruff: noqa: PLR0402, RUF059  (the skeleton's style: import torch.nn as nn, unused outputs)
+import importlib.util
+import os
 import random
 
 import torch
 import torch.nn as nn
 
 
-class Encoder(nn.Module):
-    def __init__(self, input_dim, hidden_dim, embedding_dim, num_layers):
-        super(Encoder, self).__init__()
-        self.hidden_dim = hidden_dim
-        self.embedding = nn.Embedding(input_dim, embedding_dim)
-        self.rnn = nn.LSTM(embedding_dim, hidden_dim, num_layers=num_layers)
-
-    def forward(self, src):
-        embedded = self.embedding(src)  # (S, B, E)
-        outputs, (hidden, cell) = self.rnn(embedded)
-        return hidden, cell  # (L, B, H) each
+def _skeleton():
+    """tests/data/seed_skeleton.py, the user's file byte for byte, imported by its path."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "seed_skeleton.py")
+    spec = importlib.util.spec_from_file_location("seed_skeleton_for_torch_seed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class Decoder(nn.Module):
-    def __init__(self, output_dim, hidden_dim, embedding_dim, num_layers):
-        super(Decoder, self).__init__()
-        self.output_dim = output_dim
-        self.embedding = nn.Embedding(output_dim, embedding_dim)
-        self.rnn = nn.LSTM(embedding_dim, hidden_dim, num_layers=num_layers)
-        self.fc_out = nn.Linear(hidden_dim, output_dim)
-
-    def forward(self, input, hidden, cell):
-        input = input.unsqueeze(0)  # (1, B)
-        embedded = self.embedding(input)  # (1, B, E)
-        output, (hidden, cell) = self.rnn(embedded, (hidden, cell))
-        prediction = self.fc_out(output.squeeze(0))  # (B, V)
-        return prediction, hidden, cell
+_SKELETON = _skeleton()
+Encoder = _SKELETON.Encoder  # the skeleton's classes themselves, not copies
+Decoder = _SKELETON.Decoder
 
 
-class Seq2Seq(nn.Module):
-    def __init__(self, encoder, decoder, device):
-        super(Seq2Seq, self).__init__()
-        self.encoder = encoder
-        self.decoder = decoder
-        self.device = device
+class Seq2Seq(_SKELETON.Seq2Seq):
+    """The skeleton's Seq2Seq with its empty forward written out."""
 
     def forward(self, src, trg, teacher_forcing_ratio=0.5, flips=None):
         """src: (S, B), trg: (T, B) -> outputs (T, B, V), outputs[0] zeros.
