@@ -192,6 +192,16 @@ def test_the_shipped_models_carry_their_digest():
         assert meta["digest"].startswith("sha256:")
 
 
+def test_every_shipped_model_folder_stays_under_5_mb():
+    """The brief's bound on shipped model files (each file of each folder, ≤ 5 MB)."""
+    from minis2s.g2p import PRETRAINED_MODELS
+
+    for name, folder in PRETRAINED_MODELS.items():
+        for f in os.listdir(folder):
+            size = os.path.getsize(os.path.join(folder, f))
+            assert size <= 5 * 1000 * 1000, f"{name}: {f} is {size:,} bytes"
+
+
 # ---- values, gradients, decoding ---------------------------------------------------------------
 def test_float64_weights_beyond_float32_are_refused(tmp_path):
     model = build_model(ModelConfig(hidden=4, layers=1, embedding=3), 9, 9)
