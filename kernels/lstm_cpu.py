@@ -36,6 +36,7 @@ import math
 from minis2s.kernels import blas_cpu
 from minis2s.kernels.activations_cpu import sigmoid, tanh
 from numba import njit
+from numba.extending import register_jitable
 
 from minis2s.ops.recurrent import Steps, time_loops
 
@@ -120,8 +121,10 @@ def _make_backward_kernel():
     return backward_step
 
 
-@njit(**JIT)
+@register_jitable
 def _sigmoid_libm(x):
+    # register_jitable, not njit: a closure over a Dispatcher never hits Numba's on-disk cache (its
+    # pickled closure cells carry a per-process uuid), so version 1 recompiled in every process
     return 0.5 * (math.tanh(0.5 * x) + 1.0)
 
 
