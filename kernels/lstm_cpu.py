@@ -156,8 +156,10 @@ def versions(cell, forward_steps, backward_step):
     out = {v: Steps.of(f"cpu v{v}", step, backward_step, time_loops(step, backward_step, matmul))
            for v, step in forward_steps.items()}
     if blas_cpu.AVAILABLE:
-        loops = tuple(njit(**JIT)(named(f, f"{cell}_{f.__name__}_v3"))
-                      for f in time_loops(forward_steps[2], backward_step, matmul))
+        # the loops capture the kernels' Python functions, made jitable, not their Dispatchers:
+        # a closure over a Dispatcher never hits Numba's on-disk cache (see _sigmoid_libm)
+        inner = (register_jitable(forward_steps[2].py_func), register_jitable(backward_step.py_func))
+        loops = tuple(njit(**JIT)(named(f, f"{cell}_{f.__name__}_v3")) for f in time_loops(*inner, matmul))
         out[3] = Steps.of("cpu v3", forward_steps[2], backward_step, loops)
     return out
 
