@@ -135,3 +135,18 @@ def check_kernel_set(kernels, dtype, T, B, I, H, rng, **kw) -> dict:
     from minis2s.kernels.kernel_set import kernel_set_steps
 
     return check_steps(ops.LSTM_CELL, kernel_set_steps(kernels), dtype, T, B, I, H, rng, **kw)
+
+
+def report(cell_name: str, versions: dict) -> None:
+    """``python -m minis2s.kernels.lstm_cpu`` (or gru_cpu): every version (``{n: Steps}``) against the reference,
+    as llm.c's dev/cuda files validate each kernel before timing it; prints the worst error per
+    version and dtype, and raises AssertionError on a mismatch."""
+    cell = ops.CELLS[cell_name]
+    shapes = [(5, 3, 4, 7, None), (6, 5, 3, 17, [6, 2, 1, 4, 6]), (4, 3, 2, 5, [4, 0, 2]), (32, 16, 128, 128, None)]
+    for steps in versions.values():
+        for dtype in (np.float64, np.float32):
+            worst = max(max(check_steps(cell, steps, dtype, T, B, I, H, np.random.default_rng(0),
+                                        lengths=lengths).values())
+                        for T, B, I, H, lengths in shapes)
+            print(f"{cell_name} {steps.name} {np.dtype(dtype).name}: max relative error {worst:.1e} "
+                  f"(bound {KERNEL[np.dtype(dtype)]:.0e}, {len(shapes)} shapes)")

@@ -166,3 +166,9 @@ def versions(cell, forward_steps, backward_step):
 
 VERSIONS = versions("lstm", _FORWARD_STEP, _BACKWARD_STEP)
 DEFAULT_VERSION = 2  # version 3 is no faster (see the docstring); 2 runs wherever Numba does
+
+
+if __name__ == "__main__":  # python -m minis2s.kernels.lstm_cpu: every version against the reference
+    from minis2s.kernels.harness import report
+
+    report("lstm", VERSIONS)

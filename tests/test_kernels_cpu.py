@@ -294,3 +294,14 @@ def test_version_3_runs_version_2s_kernels_when_loaded_from_the_cache(lstm_cpu):
     )
     for _ in range(2):
         run_prints_ok(code)
+
+
+def test_each_kernel_file_validates_itself_when_run(kernel_modules):
+    """``python -m minis2s.kernels.gru_cpu`` (and lstm_cpu): every version against the reference,
+    as llm.c's dev/cuda files do before timing; one line per version and dtype."""
+    r = subprocess.run([sys.executable, "-m", "minis2s.kernels.gru_cpu"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 * len(kernel_modules["gru"].VERSIONS), r.stdout
+    assert all("max relative error" in line for line in lines)
