@@ -138,9 +138,9 @@ def check_kernel_set(kernels, dtype, T, B, I, H, rng, **kw) -> dict:
 
 
 def report(cell_name: str, versions: dict) -> None:
-    """``python -m minis2s.kernels.lstm_cpu`` (or gru_cpu): every version (``{n: Steps}``) against the reference,
-    as llm.c's dev/cuda files validate each kernel before timing it; prints the worst error per
-    version and dtype, and raises AssertionError on a mismatch."""
+    """``python -m minis2s.kernels.lstm_cpu`` (or gru_cpu): every version (``{n: Steps}``) against
+    the reference, as llm.c's dev/cuda files validate each kernel before timing it; prints the
+    worst error per version and dtype, and raises AssertionError on a mismatch."""
     cell = ops.CELLS[cell_name]
     shapes = [(5, 3, 4, 7, None), (6, 5, 3, 17, [6, 2, 1, 4, 6]), (4, 3, 2, 5, [4, 0, 2]), (32, 16, 128, 128, None)]
     for steps in versions.values():
