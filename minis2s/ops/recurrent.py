@@ -151,9 +151,9 @@ def lengths_array(lengths, T, B, xp):
 
 def recurrent_weight_t(w_hh, T, xp):
     """W_hhᵀ (H, G) for the per-step GEMM: a contiguous copy when the sequence has more than one
-    step, the transposed view for one. OpenBLAS's small-GEMM kernels run up to twice as fast on
-    the contiguous operand (one core, B=16, H=128: 35 µs against 17 µs a step); the copy is one
-    pass over W_hh, repaid by the second step. A decoder calling with T = 1 keeps the view."""
+    step, the transposed view for one. OpenBLAS's small-GEMM kernels run faster on the contiguous
+    operand (up to twice, measured: benchmarks/NOTES.md); the copy is one pass over W_hh, repaid
+    by the second step. A decoder calling with T = 1 keeps the view."""
     return xp.ascontiguousarray(w_hh.T) if T > 1 else w_hh.T
 
 
