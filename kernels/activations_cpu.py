@@ -1,11 +1,9 @@
 """tanh and sigmoid that Numba can vectorise, for the fused CPU kernels (float32 and float64).
 
 Why not ``math.tanh``: inside an ``@njit`` loop it is a scalar call into libm, which stops LLVM
-from vectorising the loop. Measured on this project's 2-core AMD EPYC (AVX-512), 160K elements:
-
-    math.tanh in Numba     2.3 ms (float32)   2.5 ms (float64)
-    np.tanh (NumPy SIMD)   0.025 ms           0.12 ms
-    tanh below in Numba    0.065 ms           0.12 ms   (one division per element: the bottleneck)
+from vectorising the loop: over a large array it ran about 35x slower in float32 than the tanh
+below, which is within 3x of NumPy's SIMD tanh (one division per element is its bottleneck; the
+figures: benchmarks/NOTES.md, "moved from kernels/activations_cpu.py").
 
 The functions below are plain arithmetic (Cephes' algorithms), so the whole gate loop of an LSTM
 step vectorises. Compiled with ``error_model="numpy"``: Numba's default Python error model puts a
