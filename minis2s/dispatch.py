@@ -28,11 +28,12 @@ from minis2s.backend import FLOAT_DTYPES, is_gpu_array
 
 ENV_VAR = "MINIS2S_FASTPATH"
 _switch: list = [None]  # set_enabled's choice; None: the environment variable decides
-_kernels: dict = {}  # "cpu" -> (kernels.lstm_cpu, kernels.gru_cpu), or None if they cannot be imported
+_kernels: dict = {}  # "cpu" -> {cell name: its kernel module}, or None if they cannot be imported
 
 
 def _cpu_kernels():
-    """(minis2s.kernels.lstm_cpu, .gru_cpu), imported on first use (they import Numba), or None."""
+    """{"lstm": minis2s.kernels.lstm_cpu, "gru": .gru_cpu}, imported on first use (they import
+    Numba), or None."""
     if "cpu" not in _kernels:
         try:
             from minis2s.kernels import gru_cpu, lstm_cpu
@@ -41,7 +42,7 @@ def _cpu_kernels():
                 raise
             _kernels["cpu"] = None
         else:
-            _kernels["cpu"] = (lstm_cpu, gru_cpu)
+            _kernels["cpu"] = {"lstm": lstm_cpu, "gru": gru_cpu}  # the tanh RNN has none: nothing to fuse
     return _kernels["cpu"]
 
 
@@ -88,9 +89,8 @@ def recurrent_steps(cell, x):
     """The ``ops.Steps`` that runs one recurrent layer on ``x``: a fused kernel's or the
     reference (``cell.reference``)."""
     if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and enabled():
-        module = {"lstm": 0, "gru": 1}.get(cell.name)
-        if module is not None:
-            kernels = _cpu_kernels()[module]
+        kernels = _cpu_kernels().get(cell.name)
+        if kernels is not None:
             return kernels.VERSIONS[kernels.DEFAULT_VERSION]
     if cell.name == "lstm" and is_gpu_array(x) and switched_on():
         return _gpu_steps()
