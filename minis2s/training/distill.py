@@ -42,7 +42,7 @@ def load_teacher(teacher):
         return teacher, f"Translator({type(teacher.model).__name__})"
     if not isinstance(teacher, (str, os.PathLike)):
         raise TypeError(f"teachers: each must be a model folder or a Translator, got {type(teacher).__name__}")
-    state = mrandom.get_rng_state()  # building the model draws init weights: keep the student's dropout stream
+    state = mrandom.get_rng_state()  # load_model builds on minis2s's generator: leave it where the caller had it
     try:
         return load_model(teacher), os.fspath(teacher)
     finally:
