@@ -218,18 +218,47 @@ def cmd_g2p_train(args, parser):
 
     def make_task(saved):
         if saved is None:
-            return G2PTask(settings_from_args(ModelConfig, args), train_limit=args.train_limit, stress=args.stress)
+            return G2PTask(settings_from_args(ModelConfig, args), train_limit=args.train_limit, stress=args.stress,
+                           transfer=None if args.transfer is None else os.path.abspath(args.transfer))
+        # a changed transfer file is refused on resume by the training data's digest
         return G2PTask(ModelConfig.from_dict(saved["task"]["model"]),
                        train_limit=saved["data"]["settings"]["train_limit"],
-                       stress=saved["task"].get("stress", False) is True)
+                       stress=saved["task"].get("stress", False) is True,
+                       transfer=saved["data"].get("transfer_file"))
 
-    if args.resume and args.stress:
-        raise ValueError("--resume continues a run with its own settings: --stress cannot be given")
+    for flag, given in (("--stress", args.stress), ("--transfer", args.transfer is not None)):
+        if args.resume and given:
+            raise ValueError(f"--resume continues a run with its own settings: {flag} cannot be given")
 
     # --distill-from takes shipped names too ("ensemble": its members), as --model does
     task, _, state = run_training(args, parser, make_task, (ModelConfig, DataConfig, TrainConfig),
                                   teacher_folders=lambda names: model_folders(teacher_folders(names)))
     _report_best(task, state, args.out)
+    return 0
+
+
+def cmd_g2p_transfer(args, parser):
+    from minis2s.data import write_pairs
+    from minis2s.data.cmudict import load_cmudict, load_split
+    from minis2s.data.wordlists import english_words, sample_like
+    from minis2s.g2p import G2P, transfer_set
+
+    if os.path.exists(args.out):
+        raise ValueError(f"--out {args.out}: the file exists (a transfer set is never replaced: choose another name)")
+    g2p = G2P(args.model)  # before the word lists are read: a bad --model fails at once
+    if g2p.stress:
+        raise ValueError("--model: a transfer set is unstressed CMUdict phonemes; this model has stress digits")
+    if args.words < 1:
+        raise ValueError(f"--words must be >= 1, got {args.words}")
+    words = sample_like(english_words(exclude=load_cmudict()), load_split("train"), args.words, seed=args.seed)
+    t0 = time.perf_counter()
+    pairs, dropped = transfer_set(g2p, words, beam=args.beam)
+    dt = time.perf_counter() - t0
+    write_pairs(args.out, pairs)
+    teacher = ' + '.join(args.model) if args.model else f'the default model ({DEFAULT_MODEL})'
+    _stderr(f"{len(pairs):,} words labelled by {teacher} "
+            f"({'greedy' if args.beam == 1 else f'beam {args.beam}'}, {len(pairs) / dt:.0f} words/s); "
+            f"{dropped} with no phonemes left out; written to {args.out}")
     return 0
 
 
@@ -522,9 +551,22 @@ def build_parser():
     add_arguments(gt.add_argument_group("data"), DataConfig, only=("train_limit",))
     gt.add_argument("--stress", action="store_true",
                     help="phonemes with CMUdict's stress digits (AH0, OW1: 69 symbols instead of 39)")
+    gt.add_argument("--transfer", default=None, metavar="FILE",
+                    help="extra training pairs from a teacher (g2p transfer), after CMUdict's: sequence-level "
+                         "distillation (--train-limit counts both)")
     add_arguments(gt.add_argument_group("training"), TrainConfig, defaults=G2P_TRAIN_DEFAULTS)
     _add_run_args(gt)
     gt.set_defaults(handler=cmd_g2p_train)
+
+    gk = _command(g2p, "transfer", help="a transfer set: English words outside CMUdict (the english-words "
+                                        "package) pronounced by a teacher, for g2p train --transfer")
+    gk.add_argument("--model", action="append", default=None, help=MODEL_HELP)
+    gk.add_argument("--words", type=int, default=60000,
+                    help="how many words (drawn with the lengths of CMUdict's training words)")
+    gk.add_argument("--seed", type=int, default=0, help="which words are drawn")
+    gk.add_argument("--beam", type=int, default=1, help="the teacher's beam (1: greedy)")
+    gk.add_argument("--out", required=True, help="the TSV file to write (word<TAB>phonemes); never replaced")
+    gk.set_defaults(handler=cmd_g2p_transfer)
 
     ge = _command(g2p, "eval", help="WER and PER of a model on the dev or test split")
     ge.add_argument("--model", action="append", default=None, help=MODEL_HELP)

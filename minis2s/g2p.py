@@ -17,8 +17,8 @@ from dataclasses import asdict
 import numpy as np
 
 from minis2s.checkpoint import CheckpointError
-from minis2s.data import Vocab
-from minis2s.data.cmudict import load_split, strip_stress, word_pairs
+from minis2s.data import Vocab, read_pairs
+from minis2s.data.cmudict import load_cmudict, load_split, strip_stress, word_pairs
 from minis2s.decode import decode_batched
 from minis2s.metrics import score
 from minis2s.models import AttentionSeq2Seq
@@ -112,7 +112,7 @@ class G2PTask(Seq2SeqTask):
     lower_is_better = True
 
     def __init__(self, model_cfg: ModelConfig | None = None, *, train_words=None, dev_words=None,
-                 train_limit: int | None = None, eval_batch: int = 512, stress: bool = False):
+                 train_limit: int | None = None, eval_batch: int = 512, stress: bool = False, transfer=None):
         if not isinstance(stress, bool):
             raise TypeError(f"stress must be True or False, got {stress!r}")
         self.stress = stress
@@ -120,9 +120,24 @@ class G2PTask(Seq2SeqTask):
         dev = dev_words if dev_words is not None else load_split("dev", stress)
         data = DataConfig(**{**asdict(G2P_DATA), "train_limit": train_limit})
         phonemes = STRESSED_PHONEMES if stress else PHONEMES
-        super().__init__(word_pairs(train), word_pairs(dev) or None, model=model_cfg, data=data, name="g2p",
+        pairs = word_pairs(train)
+        # transfer: extra (word, phonemes) pairs, a teacher's (``transfer_set``), after the references
+        self.transfer = None if transfer is None else read_pairs(transfer, name="transfer")
+        if self.transfer is not None:
+            _check_transfer(self.transfer, set(load_cmudict()) | set(train) | set(dev))
+            pairs = pairs + list(self.transfer)
+        super().__init__(pairs, word_pairs(dev) or None, model=model_cfg, data=data, name="g2p",
                          tokens={"src": LETTERS, "trg": phonemes}, eval_batch=eval_batch)
         self.src_vocab, self.trg_vocab = self.src.vocab, self.trg.vocab
+        if self.train_unknown:
+            raise ValueError(f"transfer: {self.train_unknown} symbols are outside the G2P letters and phonemes"
+                             f"{' (with stress digits)' if stress else ''}")
+
+    def data_settings(self) -> dict:
+        out = super().data_settings()
+        if self.transfer is not None:
+            out.update(transfer_file=self.transfer.origin, transfer_pairs=len(self.transfer))
+        return out
 
     def describe(self) -> dict:
         return {**super().describe(), "stress": self.stress}
@@ -219,6 +234,25 @@ class G2P:
         from minis2s.g2p_text import pronounce
 
         return pronounce(self, text, lexicon=lexicon, stress=stress, beam=beam)
+
+
+def _check_transfer(pairs, known) -> None:
+    """A transfer set's words must be new: one of CMUdict's words would put a teacher's guess
+    beside a training reference, or teach the student the teacher's answers on dev or test."""
+    clash = sorted({w for w in pairs.src if w in known})
+    if clash:
+        raise ValueError(f"transfer ({pairs.origin}): {len(clash)} words are CMUdict words "
+                         f"(e.g. {clash[0]!r}): a transfer set holds words outside CMUdict")
+
+
+def transfer_set(g2p: G2P, words, *, beam: int = 1, batch_size: int = 512) -> tuple[list[tuple[str, str]], int]:
+    """Sequence-level distillation's data: (word, "PH O N") for each of ``words`` as ``g2p``
+    (the teacher, typically an ensemble) pronounces it, greedy unless ``beam`` > 1. Returns
+    (pairs, how many words were dropped because the teacher gave no phoneme at all)."""
+    words = list(words)
+    prons = [r[0][0] for r in g2p.predict(words, beam=beam, batch_size=batch_size)]
+    pairs = [(w, " ".join(p)) for w, p in zip(words, prons) if p]
+    return pairs, len(words) - len(pairs)
 
 
 def _load(folder):
