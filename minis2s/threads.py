@@ -1,18 +1,27 @@
-"""BLAS threads per operation, inside minis2s's own calls only: small GEMMs on one thread.
+"""BLAS threads per operation, inside minis2s's own calls only: small GEMMs on one thread,
+large ones on as many as are measured faster.
 
 Why: OpenBLAS splits even a small GEMM — one step of a recurrence, (B, H) · (H, 4H) — over every
 core, and its threads spin between the many small GEMMs of a sequence. On 2 cores that made the
 reverse demo slower than one thread, and far slower beside another busy process (the README's
 BLAS threads note has the figures and how they were measured). Large GEMMs (a long sequence's
-input projection, a big batch) do gain from all cores.
+input projection, a big batch) gain from all cores on a quiet machine — and lose beside a busy
+one: G2P training ran 1.9x slower on 2 threads than on 1 while another job held a core.
 
-How: each minis2s call that runs GEMMs opens ``blas_threads(macs)`` with the size of its typical
-GEMM in multiply-adds: a model's forward, backward and decoding calls with that of one step of
-its decoder's recurrence (B × H × G), and a layer used on its own (LSTM, GRU, RNN, Linear,
-Attention) with its own. Below ``SMALL_GEMM_MACS`` the call runs on one BLAS thread; above it,
-on what the caller allows. Only the outermost scope acts — inside a model call the layers keep
-the model's choice — because switching the count between consecutive GEMMs costs more than it
-saves (the pool's threads go to sleep and must be woken; the measurement: benchmarks/NOTES.md).
+How: each minis2s call that runs GEMMs opens ``blas_threads(macs, work, kind)`` with the size of
+its typical GEMM in multiply-adds: a model's forward, backward and decoding calls with that of
+one step of its decoder's recurrence (B × H × G), and a layer used on its own (LSTM, GRU, RNN,
+Linear, Attention) with its own. Below ``SMALL_GEMM_MACS`` the call runs on one BLAS thread.
+Above it, ``ThreadChoice`` measures: per kind of call and size class it keeps the mean wall time
+per unit of ``work`` (the call's tokens) on one thread and on all the caller allows, runs the
+faster, and tries the other now and then (the worse it was, the more rarely), so a change of
+load is followed within a few hundred calls. The thread count can change a float GEMM's last
+bits (OpenBLAS blocks the sums by its thread count: up to ~4e-7 relative in float32 at some
+shapes, measured), so a measured choice, which follows the load, does not repeat a run bit for
+bit; ``set_blas_threads("size")`` (or ``MINIS2S_BLAS_THREADS=size``) keeps the size rule alone,
+whose counts depend on sizes only, for runs that must. Only the outermost scope acts — inside a model call the layers
+keep the model's choice — because switching the count between consecutive GEMMs costs more than
+it saves (the pool's threads go to sleep and must be woken; the measurement: benchmarks/NOTES.md).
 The count is set through ``threadpoolctl`` (the well-kept library for exactly this) on the BLAS
 libraries NumPy loaded, and restored when the call returns: nothing changes for the rest of the
 caller's process.
@@ -21,17 +30,19 @@ The caller's choice wins:
 * ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or ``BLIS_NUM_THREADS`` set
   in the environment: minis2s leaves the thread count alone;
 * a ``threadpoolctl.threadpool_limits(...)`` around the call: minis2s never goes above the count
-  it finds, it only lowers it for small GEMMs;
+  it finds, it only lowers it;
 * ``set_blas_threads(n)``: minis2s's ops use at most n threads (always n when allowed, whatever
   their size); ``set_blas_threads(None)`` leaves BLAS alone; ``"auto"`` (the default) is the
-  rule above. The environment variable ``MINIS2S_BLAS_THREADS`` (``auto``, ``none`` or n) sets
-  the starting mode of a process.
+  rule above, ``"size"`` its size rule without the measuring. The environment variable
+  ``MINIS2S_BLAS_THREADS`` (``auto``, ``size``, ``none`` or n) sets the starting mode of a process.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
+import time
 
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 # One thread below this many multiply-adds per step GEMM: between the reverse demo's step GEMM
@@ -39,8 +50,7 @@ ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_
 # times its time beside a busy core, and G2P's (75.5 M), where they helped when quiet (figures:
 # the README's BLAS threads note, benchmarks/NOTES.md). Alone, back to back, 2 threads win from
 # much smaller GEMMs (benchmarks/blas_threads.py); amid the rest of a training step they help less
-# and, when another process holds a core, cost far more. The rule depends on the size alone, never
-# on the load, so that a run is reproducible: the thread count can change a float32 GEMM's last bits.
+# and, when another process holds a core, cost far more (above this size ThreadChoice decides).
 SMALL_GEMM_MACS = 16_000_000
 
 MODE_VAR = "MINIS2S_BLAS_THREADS"
@@ -48,26 +58,28 @@ MODE_VAR = "MINIS2S_BLAS_THREADS"
 
 def _mode_from_env():
     text = os.environ.get(MODE_VAR, "auto").strip().lower()
-    if text == "auto":
-        return "auto"
+    if text in ("auto", "size"):
+        return text
     if text in ("none", ""):
         return None
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    raise ValueError(f"{MODE_VAR} must be 'auto', 'none' or an int >= 1, got {os.environ[MODE_VAR]!r}")
+    raise ValueError(f"{MODE_VAR} must be 'auto', 'size', 'none' or an int >= 1, got {os.environ[MODE_VAR]!r}")
 
 
-_mode: list = [_mode_from_env()]  # "auto", an int >= 1, or None
+_mode: list = [_mode_from_env()]  # "auto", "size", an int >= 1, or None
 _libs: list = []  # [threadpoolctl LibController of each BLAS NumPy loaded], filled on first use
 _found: list = [False]
 _depth: list = [0]  # how many blas_threads scopes are open: only the outermost one acts
 
 
 def set_blas_threads(mode) -> None:
-    """"auto" (the default: one thread for small GEMMs), an int n >= 1 (at most n threads in
-    minis2s's ops), or None (minis2s never touches the BLAS thread count)."""
-    if mode not in ("auto", None) and (isinstance(mode, bool) or not isinstance(mode, int) or mode < 1):
-        raise ValueError(f"set_blas_threads takes 'auto', None or an int >= 1, got {mode!r}")
+    """"auto" (the default: one thread for small GEMMs, the count measured faster for large
+    ones), "size" (one thread for small GEMMs, all allowed for large ones: the same counts, and
+    so the same bits, whatever the load), an int n >= 1 (at most n threads in minis2s's ops), or
+    None (minis2s never touches the BLAS thread count)."""
+    if mode not in ("auto", "size", None) and (isinstance(mode, bool) or not isinstance(mode, int) or mode < 1):
+        raise ValueError(f"set_blas_threads takes 'auto', 'size', None or an int >= 1, got {mode!r}")
     _mode[0] = mode
 
 
@@ -88,33 +100,104 @@ def _blas_libs() -> list:
 
 
 def chosen_threads(macs: int, allowed: int):
-    """The thread count for a GEMM of ``macs`` multiply-adds when the caller allows
-    ``allowed`` (None: leave it as it is)."""
+    """The thread count the size rule gives a GEMM of ``macs`` multiply-adds when the caller
+    allows ``allowed`` (None: leave it as it is); in "auto" mode a large one's ``allowed`` is
+    what ``ThreadChoice`` then chooses between."""
     mode = _mode[0]
     if mode is None or any(os.environ.get(v) for v in ENV_VARS):
         return None
-    if mode == "auto":
+    if mode in ("auto", "size"):
         return 1 if macs < SMALL_GEMM_MACS else allowed
     return min(mode, allowed)
 
 
+class ThreadChoice:
+    """One kind of call at one size: which of 1 and ``allowed`` threads runs it faster.
+
+    ``seconds[n]`` is the running mean (exponential, weight ``SMOOTHING`` on the newest) of the
+    wall time per unit of work on n threads; a trial of the slower count replaces its figure
+    (trials are rare, and the load may have changed since the last). Each count is tried ``TRIALS`` times first, in
+    turn (a count's first call is not counted: it may hold compilation or a cold cache); then
+    the faster runs, and the slower one is tried again after ``EXPLORE_EVERY`` × (how many times
+    slower it was) calls, at most ``MAX_INTERVAL``: a trial of a count twice as slow comes every
+    64 calls, of one 16 times as slow every 512, so trials cost at most ~3% of the time."""
+
+    TRIALS, SMOOTHING, EXPLORE_EVERY, MAX_INTERVAL = 3, 0.3, 32, 512
+
+    def __init__(self, allowed: int):
+        self.counts = (1, allowed)
+        self.seconds: dict[int, float] = {}
+        self.samples = dict.fromkeys(self.counts, 0)
+        self.since_trial = 0
+
+    def next_count(self) -> int:
+        fewest = min(self.counts, key=lambda n: self.samples[n])
+        if self.samples[fewest] <= self.TRIALS:  # <=: the first call is not counted
+            return fewest
+        best, other = sorted(self.counts, key=lambda n: self.seconds[n])
+        ratio = self.seconds[other] / max(self.seconds[best], 1e-12)
+        if self.since_trial >= min(self.MAX_INTERVAL, self.EXPLORE_EVERY * ratio):
+            return other
+        return best
+
+    def record(self, n: int, seconds_per_work: float) -> None:
+        best = min(self.seconds, key=self.seconds.get) if len(self.seconds) == len(self.counts) else None
+        self.since_trial = 0 if (best is not None and n != best) else self.since_trial + 1
+        self.samples[n] += 1
+        if self.samples[n] == 1:
+            return  # a count's first call: compilation, cold caches
+        old = self.seconds.get(n)
+        if old is None or (best is not None and n != best):  # a trial: rare, so its news replaces the old
+            self.seconds[n] = seconds_per_work
+        else:
+            self.seconds[n] = old + self.SMOOTHING * (seconds_per_work - old)
+
+    def best(self):
+        """The count it would run now outside a trial (None before the trials are done)."""
+        if len(self.seconds) < len(self.counts):
+            return None
+        return min(self.counts, key=lambda n: self.seconds[n])
+
+
+_choices: dict = {}  # (kind, size class, allowed) -> ThreadChoice
+
+
+def choice_for(kind: str, macs: int, allowed: int) -> ThreadChoice:
+    """The ThreadChoice of ``kind`` (e.g. "Seq2Seq.forward") for GEMMs of about ``macs``
+    multiply-adds (one size class per power of two) when ``allowed`` threads are allowed."""
+    key = (kind, int(math.log2(max(macs, 1))), allowed)
+    if key not in _choices:
+        _choices[key] = ThreadChoice(allowed)
+    return _choices[key]
+
+
 @contextlib.contextmanager
-def blas_threads(macs: int):
-    """Within this block NumPy's BLAS runs on the threads ``chosen_threads`` gives (unless an
-    enclosing scope has chosen already)."""
-    changed = []
+def blas_threads(macs: int, work: float = 1.0, kind: str = "op"):
+    """Within this block NumPy's BLAS runs on the threads ``chosen_threads`` gives, or for a
+    large GEMM on those ``ThreadChoice`` measures faster for ``kind`` (unless an enclosing scope
+    has chosen already). ``work``: the block's amount of work (its tokens) the time is divided by."""
+    changed, measured = [], None
     if _depth[0] == 0:
-        for lib in _blas_libs():
+        libs = _blas_libs()
+        for lib in libs:
             current = lib.num_threads
             want = chosen_threads(int(macs), current)
+            if want is not None and want > 1 and _mode[0] == "auto" and len(libs) == 1:
+                measured = choice_for(kind, int(macs), want)
+                want = measured.next_count()
             if want is not None and want != current:
                 lib.set_num_threads(want)
                 changed.append((lib, current))
+            if measured is not None:
+                measured_count = want
     _depth[0] += 1
+    t0 = time.perf_counter()
     try:
         yield
     finally:
         _depth[0] -= 1
+        if measured is not None:
+            measured.record(measured_count, (time.perf_counter() - t0) / max(float(work), 1.0))
         for lib, current in changed:
             lib.set_num_threads(current)
 
@@ -127,12 +210,14 @@ def recurrent_step_macs(rnn, batch: int) -> int:
 
 def model_call(batch_axis: int):
     """Decorator for a model's method whose first argument holds the batch on ``batch_axis``:
-    the call runs in ``blas_threads(self.step_macs(B))``."""
+    the call runs in ``blas_threads(self.step_macs(B), work=its size, kind=the method)``."""
     def decorate(method):
+        kind = method.__qualname__
+
         @functools.wraps(method)
         def scoped(self, first, *args, **kwargs):
             batch = first.shape[batch_axis] if getattr(first, "ndim", 0) > batch_axis else 1
-            with blas_threads(self.step_macs(batch)):
+            with blas_threads(self.step_macs(batch), work=getattr(first, "size", 1), kind=kind):
                 return method(self, first, *args, **kwargs)
         return scoped
     return decorate

@@ -73,9 +73,20 @@ def test_a_small_op_runs_on_one_thread_and_the_count_is_restored(monkeypatch, tw
     assert all(n == 1 for n in inside) and all(n == 2 for n in after)
 
 
-def test_a_large_op_keeps_every_thread_the_caller_allows(monkeypatch, two_threads):
-    inside, after = seen_by_linear(monkeypatch, 512, 256, 1024)  # 134 M MACs
-    assert all(n == 2 for n in inside) and all(n == 2 for n in after)
+def test_a_large_op_runs_on_the_count_measured_faster_and_the_count_is_restored(monkeypatch, two_threads):
+    """134 M MACs: above the size rule, so ThreadChoice tries 1 and 2 threads in turn, then runs
+    the faster (here whichever it is on this machine now), trying the other now and then."""
+    threads._choices.clear()
+    seen = spy_on_linear(monkeypatch)
+    lin = nn.Linear(256, 1024)
+    x = np.random.default_rng(0).standard_normal((512, 256)).astype(np.float32)
+    for _ in range(12):
+        lin(x)
+        assert blas_counts() and all(n == 2 for n in blas_counts()), "restored after every call"
+    counts = [c[0] for c in seen]
+    assert counts[:8] == [1, 2] * 4, "the trials: each count in turn, its first call not counted"
+    choice = threads.choice_for("Linear.forward", 512 * 256 * 1024, 2)
+    assert choice.best() in (1, 2) and counts[8:] == [choice.best()] * 4
 
 
 def test_a_threadpoolctl_limit_around_the_call_is_never_raised(monkeypatch):
@@ -122,18 +133,86 @@ def test_an_lstm_step_runs_on_one_thread_and_gives_the_same_numbers(two_threads)
 
 
 def test_inside_a_model_call_the_layers_keep_the_models_choice(monkeypatch, two_threads):
-    """Only the outermost scope acts: a large model's forward keeps 2 threads even in its small
-    Linear (switching between consecutive GEMMs wakes the pool and costs more than it saves),
-    and a small model runs every layer on one thread."""
+    """Only the outermost scope acts: within one call of a large model every layer, its small
+    Linear too, runs on the one count the model's ThreadChoice gave (switching between
+    consecutive GEMMs wakes the pool and costs more than it saves); a small model runs every
+    layer on one thread."""
     from minis2s.models.config import ModelConfig, build_model
 
+    threads._choices.clear()
     seen = spy_on_linear(monkeypatch)
     rng = np.random.default_rng(0)
-    for hidden, batch, expected in ((256, 64, 2), (16, 8, 1)):  # 16.8 M and 8,192 MACs a step
+    for hidden, batch, large in ((256, 64, True), (16, 8, False)):  # 16.8 M and 8,192 MACs a step
         model = build_model(ModelConfig(hidden=hidden, layers=1, embedding=8), 12, 9)
-        assert (model.step_macs(batch) >= threads.SMALL_GEMM_MACS) == (expected == 2)
-        seen.clear()
-        src, trg = rng.integers(4, 12, (5, batch)), rng.integers(4, 9, (6, batch))
-        model(src, trg, 1.0, generator=np.random.default_rng(0))
-        assert seen and all(n == expected for counts in seen for n in counts), (hidden, seen)
-        assert blas_counts() and all(n == 2 for n in blas_counts())
+        assert (model.step_macs(batch) >= threads.SMALL_GEMM_MACS) == large
+        per_call = []
+        for _ in range(4):
+            seen.clear()
+            src, trg = rng.integers(4, 12, (5, batch)), rng.integers(4, 9, (6, batch))
+            model(src, trg, 1.0, generator=np.random.default_rng(0))
+            counts = {n for c in seen for n in c}
+            assert seen and len(counts) == 1, (hidden, seen)
+            per_call.append(counts.pop())
+            assert blas_counts() and all(n == 2 for n in blas_counts())
+        assert per_call == ([1, 2, 1, 2] if large else [1, 1, 1, 1]), per_call
+
+
+# ---- ThreadChoice: the measured choice between 1 thread and all the caller allows ---------------
+def run_choice(choice, seconds_of, calls):
+    """Drive ``choice`` for ``calls`` calls, each taking seconds_of(count, call index); the counts run."""
+    ran = []
+    for i in range(calls):
+        n = choice.next_count()
+        choice.record(n, seconds_of(n, i))
+        ran.append(n)
+    return ran
+
+
+def test_thread_choice_tries_both_then_runs_the_faster_and_tries_the_slower_rarely():
+    choice = threads.ThreadChoice(2)
+    ran = run_choice(choice, lambda n, i: {1: 1.0, 2: 4.0}[n], 2000)
+    assert ran[:8] == [1, 2] * 4 and choice.best() == 1
+    trials = [i for i, n in enumerate(ran) if n == 2 and i >= 8]
+    gaps = np.diff(trials)
+    # 4x slower: a trial every EXPLORE_EVERY * 4 calls (+1: the trial itself)
+    assert len(trials) > 10 and np.all(gaps == threads.ThreadChoice.EXPLORE_EVERY * 4 + 1), gaps
+    cost = sum({1: 1.0, 2: 4.0}[n] for n in ran[8:]) / (len(ran) - 8)
+    assert cost < 1.03, "trials of the slower count cost at most ~3%"
+
+
+def test_thread_choice_caps_the_interval_and_ignores_each_counts_first_call():
+    choice = threads.ThreadChoice(2)
+    # the first call on 1 thread is 1000x slow (compilation): it must not count
+    ran = run_choice(choice, lambda n, i: 1000.0 if i == 0 else {1: 1.0, 2: 100.0}[n], 3000)
+    assert choice.best() == 1 and choice.seconds[1] == 1.0
+    trials = [i for i, n in enumerate(ran) if n == 2 and i >= 8]
+    assert np.all(np.diff(trials) == threads.ThreadChoice.MAX_INTERVAL + 1)
+
+
+def test_thread_choice_follows_a_change_of_load():
+    """2 threads win on a quiet machine; another process takes a core at call 500 and 2 threads
+    become 3x slower; it leaves at call 1500: each time the choice turns within ~150 calls."""
+    def seconds(n, i):
+        busy = 500 <= i < 1500
+        return {1: 1.0, 2: 3.0 if busy else 0.6}[n]
+
+    choice = threads.ThreadChoice(2)
+    ran = run_choice(choice, seconds, 2500)
+    assert ran[400:500].count(2) >= 95
+    assert ran[600:1500].count(1) >= 880, "busy: one thread"
+    assert ran[1700:2500].count(2) >= 780, "quiet again: both threads"
+
+
+def test_the_size_mode_keeps_the_size_rule_whatever_the_timings(monkeypatch, two_threads):
+    """``set_blas_threads("size")``: a large op always on every thread allowed, nothing measured
+    (the thread count can change a GEMM's last bits: this is the mode for runs that repeat them)."""
+    threads._choices.clear()
+    threads.set_blas_threads("size")
+    seen = spy_on_linear(monkeypatch)
+    lin = nn.Linear(256, 1024)
+    x = np.random.default_rng(0).standard_normal((512, 256)).astype(np.float32)
+    for _ in range(6):
+        lin(x)
+    assert [c[0] for c in seen] == [2] * 6 and not threads._choices
+    monkeypatch.setenv(threads.MODE_VAR, "size")
+    assert threads._mode_from_env() == "size"

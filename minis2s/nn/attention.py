@@ -62,7 +62,7 @@ class Attention(Module):
         if keys.shape[2] != self.key_size:
             raise ValueError(f"keys have {keys.shape[2]} features, expected key_size={self.key_size}")
         macs = keys.size * self.attention_size if self.kind == "bahdanau" else keys.size * self.query_size
-        with blas_threads(macs):
+        with blas_threads(macs, work=keys.shape[0] * keys.shape[1], kind="Attention.keys_forward"):
             proj, cache = ops.attention_keys_forward(self.kind, keys, self._params())
         self._push((cache, macs))
         return proj
@@ -70,7 +70,7 @@ class Attention(Module):
     def keys_backward(self, dproj):
         """dproj: the sum over steps of the steps' dproj -> dkeys (S, B, Hk)."""
         cache, macs = self._pop()
-        with blas_threads(macs):
+        with blas_threads(macs, work=dproj.shape[0] * dproj.shape[1], kind="Attention.keys_backward"):
             dkeys, grads = ops.attention_keys_backward(dproj, cache)
         self._accumulate(grads)
         return dkeys
@@ -81,7 +81,8 @@ class Attention(Module):
         check_float_array("query", query, ndim=2, dtype=self.dtype)
         if query.shape[1] != self.query_size:
             raise ValueError(f"query has {query.shape[1]} features, expected query_size={self.query_size}")
-        with blas_threads(keys.size):  # a step's GEMMs are (B, Hq) against keys (S, B, Hk): small
+        # a step's GEMMs are (B, Hq) against keys (S, B, Hk): small
+        with blas_threads(keys.size, work=query.shape[0], kind="Attention.forward"):
             context, weights, cache = ops.attention_step_forward(self.kind, query, keys, proj, mask, self._params())
         self._push((cache, keys.size))
         if self._trace is not None:  # minis2s.trace
@@ -91,7 +92,7 @@ class Attention(Module):
     def backward(self, dcontext, dweights=None):
         """dcontext: (B, Hk); dweights: (S, B) or None -> dquery (B, Hq), dkeys (S, B, Hk), dproj."""
         cache, macs = self._pop()
-        with blas_threads(macs):
+        with blas_threads(macs, work=dcontext.shape[0], kind="Attention.backward"):
             dquery, dkeys, dproj, grads = ops.attention_step_backward(dcontext, cache, dweights)
         self._accumulate(grads)
         return dquery, dkeys, dproj

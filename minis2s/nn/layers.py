@@ -57,7 +57,7 @@ class Linear(Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x has {x.shape[-1]} features in its last axis, expected {self.in_features}")
         macs = x.size * self.out_features  # rows · in · out
-        with blas_threads(macs):
+        with blas_threads(macs, work=x.size // self.in_features, kind="Linear.forward"):
             y, cache = ops.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
         self._push((cache, macs))
         return y
@@ -65,7 +65,7 @@ class Linear(Module):
     def backward(self, dy):
         """dy: (..., out) -> dx (..., in)."""
         cache, macs = self._pop()
-        with blas_threads(macs):
+        with blas_threads(macs, work=dy.size // self.out_features, kind="Linear.backward"):
             dx, dw, db = ops.linear_backward(dy, cache)
         self.weight.accumulate(dw)
         if self.bias is not None:

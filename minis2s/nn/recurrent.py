@@ -98,7 +98,7 @@ class RNNBase(Module):
                 w = [p.data for p in self.layer_params(layer, d)]
                 x_d = inp if d == 0 else ops.reverse_time(inp, rev)  # reverse: each row within its length
                 steps = dispatch.recurrent_steps(self.cell, x_d)  # the reference or a fused kernel's
-                with blas_threads(macs):
+                with blas_threads(macs, work=T * B, kind=f"{type(self).__name__}.forward l{k}"):
                     out, s_n, cache = ops.recurrent_forward(self.cell, x_d, tuple(s[k] for s in state), *w,
                                                             lengths=lengths, steps=steps)
                 for f, s in zip(finals, s_n):
@@ -133,7 +133,8 @@ class RNNBase(Module):
                 if direction == 1 and d_dir is not None:
                     d_dir = ops.reverse_time(d_dir, rev)  # into the order the reverse pass ran in
                 ds_n = tuple(None if s is None else s[k] for s in dstate_n)
-                with blas_threads(macs):
+                rows = cache.x.shape[0] * cache.x.shape[1]  # T·B
+                with blas_threads(macs, work=rows, kind=f"{type(self).__name__}.backward l{k}"):
                     dx_dir, ds0_layers[k], grads = ops.recurrent_backward(d_dir, ds_n, cache)
                 if direction == 1:
                     dx_dir = ops.reverse_time(dx_dir, rev)
