@@ -116,47 +116,75 @@ class ThreadChoice:
 
     ``seconds[n]`` is the running mean (exponential, weight ``SMOOTHING`` on the newest) of the
     wall time per unit of work on n threads; a trial of the slower count replaces its figure
-    (trials are rare, and the load may have changed since the last). Each count is tried ``TRIALS`` times first, in
-    turn (a count's first call is not counted: it may hold compilation or a cold cache); then
-    the faster runs, and the slower one is tried again after ``EXPLORE_EVERY`` × (how many times
-    slower it was) calls, at most ``MAX_INTERVAL``: a trial of a count twice as slow comes every
-    64 calls, of one 16 times as slow every 512, so trials cost at most ~3% of the time."""
+    (trials are rare, and the load may have changed since the last).
 
-    TRIALS, SMOOTHING, EXPLORE_EVERY, MAX_INTERVAL = 3, 0.3, 32, 512
+    The first call runs on one thread and is not counted (it may hold compilation or cold
+    caches). Then ``allowed`` is tried at once — or, when the machine was ``busy`` as the choice
+    was made, after ``EXPLORE_EVERY`` calls, since beside a busy core a call on all threads can
+    cost several times one thread's (measured: 5.6x for G2P training) — and one thread; counts
+    within ``CLOSE`` of each other are tried in turn until each has ``TRIALS`` calls. Then the
+    faster runs, and the slower is tried again after ``EXPLORE_EVERY`` × (how many times slower
+    it was) calls, at most ``MAX_INTERVAL``: a count twice as slow every 64 calls, one 16 times
+    as slow every 512, so trials cost at most ~3% of the time."""
 
-    def __init__(self, allowed: int):
+    TRIALS, CLOSE, SMOOTHING, EXPLORE_EVERY, MAX_INTERVAL = 3, 1.5, 0.3, 32, 512
+
+    def __init__(self, allowed: int, busy: bool = False):
         self.counts = (1, allowed)
+        self.busy = busy
         self.seconds: dict[int, float] = {}
-        self.samples = dict.fromkeys(self.counts, 0)
+        self.samples = dict.fromkeys(self.counts, 0)  # counted calls of each
+        self.calls = 0
         self.since_trial = 0
 
     def next_count(self) -> int:
-        fewest = min(self.counts, key=lambda n: self.samples[n])
-        if self.samples[fewest] <= self.TRIALS:  # <=: the first call is not counted
-            return fewest
+        one, allowed = self.counts
+        if self.calls == 0:
+            return one  # the uncounted first call
+        if allowed not in self.seconds:
+            return one if self.busy and self.since_trial < self.EXPLORE_EVERY else allowed
+        if one not in self.seconds:
+            return one
         best, other = sorted(self.counts, key=lambda n: self.seconds[n])
         ratio = self.seconds[other] / max(self.seconds[best], 1e-12)
+        if ratio < self.CLOSE and min(self.samples.values()) < self.TRIALS:
+            return min(self.counts, key=lambda n: self.samples[n])  # close: more trials, in turn
         if self.since_trial >= min(self.MAX_INTERVAL, self.EXPLORE_EVERY * ratio):
             return other
         return best
 
     def record(self, n: int, seconds_per_work: float) -> None:
-        best = min(self.seconds, key=self.seconds.get) if len(self.seconds) == len(self.counts) else None
-        self.since_trial = 0 if (best is not None and n != best) else self.since_trial + 1
+        self.calls += 1
+        if self.calls == 1:
+            return  # the first call: compilation, cold caches
+        best = self.best()
+        trial = n not in self.seconds or (best is not None and n != best)
+        self.since_trial = 0 if trial else self.since_trial + 1
         self.samples[n] += 1
-        if self.samples[n] == 1:
-            return  # a count's first call: compilation, cold caches
         old = self.seconds.get(n)
-        if old is None or (best is not None and n != best):  # a trial: rare, so its news replaces the old
+        if old is None or trial:  # a trial: rare, so its news replaces the old
             self.seconds[n] = seconds_per_work
         else:
             self.seconds[n] = old + self.SMOOTHING * (seconds_per_work - old)
 
     def best(self):
-        """The count it would run now outside a trial (None before the trials are done)."""
+        """The count it would run now outside a trial (None before both were tried)."""
         if len(self.seconds) < len(self.counts):
             return None
         return min(self.counts, key=lambda n: self.seconds[n])
+
+
+def machine_busy() -> bool:
+    """Whether other work holds about a core already: the 1-minute load average at least the
+    number of cores this process may use minus one half (a prior only: ThreadChoice measures)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        return os.getloadavg()[0] >= cores - 0.5
+    except OSError:  # pragma: no cover
+        return False
 
 
 _choices: dict = {}  # (kind, size class, allowed) -> ThreadChoice
@@ -167,7 +195,7 @@ def choice_for(kind: str, macs: int, allowed: int) -> ThreadChoice:
     multiply-adds (one size class per power of two) when ``allowed`` threads are allowed."""
     key = (kind, int(math.log2(max(macs, 1))), allowed)
     if key not in _choices:
-        _choices[key] = ThreadChoice(allowed)
+        _choices[key] = ThreadChoice(allowed, busy=machine_busy())
     return _choices[key]
 
 
