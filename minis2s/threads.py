@@ -222,10 +222,10 @@ def blas_threads(macs: int, work: float = 1.0, kind: str = "op"):
     t0 = time.perf_counter()
     try:
         yield
+        if measured is not None:  # a call that raised is not a timing
+            measured.record(measured_count, (time.perf_counter() - t0) / max(float(work), 1.0))
     finally:
         _depth[0] -= 1
-        if measured is not None:
-            measured.record(measured_count, (time.perf_counter() - t0) / max(float(work), 1.0))
         for lib, current in changed:
             lib.set_num_threads(current)
 
