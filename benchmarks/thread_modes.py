@@ -38,12 +38,12 @@ SETTINGS = {
     "size": {"MINIS2S_BLAS_THREADS": "size"},
     "one thread": {"OPENBLAS_NUM_THREADS": "1"},
 }
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-               "MINIS2S_BLAS_THREADS")
 
 
 def run_once(args: list[str], extra_env: dict) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    from minis2s.threads import ENV_VARS, MODE_VAR
+
+    env = {k: v for k, v in os.environ.items() if k not in (*ENV_VARS, MODE_VAR)}
     env.update(extra_env)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
     with tempfile.TemporaryDirectory() as tmp:

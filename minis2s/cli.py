@@ -245,11 +245,11 @@ def cmd_g2p_transfer(args, parser):
 
     if os.path.exists(args.out):
         raise ValueError(f"--out {args.out}: the file exists (a transfer set is never replaced: choose another name)")
+    if args.words < 1:
+        raise ValueError(f"--words must be >= 1, got {args.words}")
     g2p = G2P(args.model)  # before the word lists are read: a bad --model fails at once
     if g2p.stress:
         raise ValueError("--model: a transfer set is unstressed CMUdict phonemes; this model has stress digits")
-    if args.words < 1:
-        raise ValueError(f"--words must be >= 1, got {args.words}")
     words = sample_like(english_words(exclude=load_cmudict()), load_split("train"), args.words, seed=args.seed)
     t0 = time.perf_counter()
     pairs, dropped = transfer_set(g2p, words, beam=args.beam)

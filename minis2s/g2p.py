@@ -129,7 +129,7 @@ class G2PTask(Seq2SeqTask):
         super().__init__(pairs, word_pairs(dev) or None, model=model_cfg, data=data, name="g2p",
                          tokens={"src": LETTERS, "trg": phonemes}, eval_batch=eval_batch)
         self.src_vocab, self.trg_vocab = self.src.vocab, self.trg.vocab
-        if self.train_unknown:
+        if self.transfer is not None and self.train_unknown:
             raise ValueError(f"transfer: {self.train_unknown} symbols are outside the G2P letters and phonemes"
                              f"{' (with stress digits)' if stress else ''}")
 

@@ -212,12 +212,10 @@ def blas_threads(macs: int, work: float = 1.0, kind: str = "op"):
             want = chosen_threads(int(macs), current)
             if want is not None and want > 1 and _mode[0] == "auto" and len(libs) == 1:
                 measured = choice_for(kind, int(macs), want)
-                want = measured.next_count()
+                want = measured_count = measured.next_count()
             if want is not None and want != current:
                 lib.set_num_threads(want)
                 changed.append((lib, current))
-            if measured is not None:
-                measured_count = want
     _depth[0] += 1
     t0 = time.perf_counter()
     try:
