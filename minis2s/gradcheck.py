@@ -31,26 +31,28 @@ class GradcheckResult:
                 f"{self.worst_index} ({per})")
 
 
-def rel_error(analytic, numeric) -> float:
+def rel_error(analytic, numeric, floor: float = 0.0) -> float:
     """The one comparison the tests use: max abs difference / the larger tensor's max abs.
 
-    (The module docstring's "relative error" and every bound in minis2s/tolerances.py.)"""
+    (The module docstring's "relative error" and every bound in minis2s/tolerances.py.)
+    ``floor``: the least scale divided by, for a tensor compared against the scale of others
+    (tolerances.TORCH_F64_GRADIENT_FLOOR says when)."""
     a = np.asarray(analytic, dtype=np.float64)
     n = np.asarray(numeric, dtype=np.float64)
     if a.shape != n.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {n.shape}")
-    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(n), initial=0.0))
+    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(n), initial=0.0), floor)
     diff = np.max(np.abs(a - n), initial=0.0)
     return 0.0 if diff == 0.0 else float(diff / max(scale, 1e-300))
 
 
-def check_close(name, ours, ref, tol) -> float:
-    """``rel_error(ours, ref) <= tol``, or an AssertionError saying what differs, where and by
-    how much; returns the error."""
+def check_close(name, ours, ref, tol, floor: float = 0.0) -> float:
+    """``rel_error(ours, ref, floor) <= tol``, or an AssertionError saying what differs, where and
+    by how much; returns the error."""
     ours = np.asarray(ours, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != reference {ref.shape}"
-    err = rel_error(ours, ref)
+    err = rel_error(ours, ref, floor)
     if err > tol:
         k = np.unravel_index(np.argmax(np.abs(ours - ref)), ours.shape)
         raise AssertionError(f"{name}: relative error {err:.3e} > {tol:.0e}; worst at {k}: "

@@ -21,6 +21,7 @@ from minis2s.tolerances import GRADCHECK as GRADCHECK_TOL  # noqa: F401  (the re
 from minis2s.tolerances import SAME_SUMS_F64  # noqa: F401
 from minis2s.tolerances import TORCH_F32 as F32_TOL  # noqa: F401
 from minis2s.tolerances import TORCH_F64 as F64_TOL  # noqa: F401
+from minis2s.tolerances import TORCH_F64_GRADIENT_FLOOR  # noqa: F401
 
 # tests/cudasim needs the simulator switched on before numba is imported: a plain `pytest tests`
 # leaves it to tests/test_cudasim_process.py, which runs it in a child process with
