@@ -516,6 +516,24 @@ def test_cross_entropy_refuses_bad_targets(targets, exc, msg):
     assert not loss._tape
 
 
+@pytest.mark.parametrize("value,exc,msg", [
+    (1.5, ValueError, r"label_smoothing must be in \[0, 1\], got 1.5"),
+    (-0.1, ValueError, r"label_smoothing must be in \[0, 1\], got -0.1"),
+    ("0.1", TypeError, r"label_smoothing must be a real number, got str"),
+])
+def test_cross_entropy_refuses_a_bad_label_smoothing(value, exc, msg):
+    with pytest.raises(exc, match=msg):
+        CrossEntropyLoss(label_smoothing=value)
+
+
+def test_g2p_train_refuses_a_bad_label_smoothing(tmp_path, capsys):
+    from minis2s.cli import main
+
+    assert main(["g2p", "train", "--out", str(tmp_path / "run"), "--label-smoothing", "2"]) != 0
+    assert "label_smoothing must be <= 1.0, got 2.0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_cross_entropy_refuses_all_targets_ignored_with_custom_ignore_index():
     with pytest.raises(ValueError, match=r"every target equals ignore_index"):
         CrossEntropyLoss(ignore_index=0)(np.zeros((3, 5)), np.array([0, 0, 0]))

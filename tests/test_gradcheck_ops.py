@@ -148,13 +148,16 @@ def test_dropout_backward_with_a_replayed_mask_matches_finite_differences(rng):
 
 
 @pytest.mark.parametrize("ignore_index", [-100, 0])
-def test_cross_entropy_backward_skips_ignored_targets(rng, ignore_index):
+@pytest.mark.parametrize("smoothing,soft_weight", [(0.0, 0.0), (0.2, 0.0), (0.2, 0.4)])
+def test_cross_entropy_backward_skips_ignored_targets(rng, ignore_index, smoothing, soft_weight):
+    """Plain, label-smoothed, and label-smoothed mixed with soft targets (distillation)."""
     logits = 2.0 * randn(rng, 6, 4)
     targets = np.array([1, ignore_index, 3, 2, ignore_index, 0 if ignore_index != 0 else 1])
+    soft = rng.dirichlet(np.ones(4), size=6) if soft_weight else None
     state = {}
 
     def forward():
-        loss, state["cache"] = ops.cross_entropy_forward(logits, targets, ignore_index)
+        loss, state["cache"] = ops.cross_entropy_forward(logits, targets, ignore_index, soft, soft_weight, smoothing)
         return np.asarray(loss)
 
     def backward(dloss):

@@ -189,15 +189,18 @@ def test_dropout_scales_kept_values_like_torch_and_is_identity_in_eval(rng, dtyp
 
 @dtype_names
 @pytest.mark.parametrize("ignore_index", [-100, 0])
-def test_cross_entropy_loss_and_logit_gradient_match_torch_with_ignore_index(rng, dtype, ignore_index):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.35])
+def test_cross_entropy_loss_and_logit_gradient_match_torch_with_ignore_index(rng, dtype, ignore_index, smoothing):
+    """Loss and logit gradient as F.cross_entropy's, label smoothing included (torch spreads ε
+    over all V classes, the ignored class too, and skips ignored rows: so do we)."""
     nd, _, tol = DTYPES[dtype]
     logits = (3.0 * rng.standard_normal((7, 5))).astype(nd)
     targets = np.array([1, ignore_index, 4, 2, ignore_index, 3, 1])
-    ce = CrossEntropyLoss(ignore_index=ignore_index)
+    ce = CrossEntropyLoss(ignore_index=ignore_index, label_smoothing=smoothing)
     loss = ce(logits, targets)
     dlogits = ce.backward(0.7)
     tl = tt(logits, True)
-    tloss = F.cross_entropy(tl, tt(targets), ignore_index=ignore_index)
+    tloss = F.cross_entropy(tl, tt(targets), ignore_index=ignore_index, label_smoothing=smoothing)
     (0.7 * tloss).backward()
     logp = ops.log_softmax(logits)
     check_all({"loss": loss, "dlogits": dlogits, "log_softmax": logp},

@@ -101,14 +101,16 @@ class Dropout(Module):
 
 
 class CrossEntropyLoss(Module):
-    """Mean softmax cross-entropy over the targets that are not ``ignore_index``; with ``soft``
-    rows given to ``forward``, against q = (1 - soft_weight) onehot(target) + soft_weight soft
+    """Mean softmax cross-entropy over the targets that are not ``ignore_index``; with
+    ``label_smoothing`` ε, against (1 - ε) onehot(target) + ε / V (PyTorch's); with ``soft``
+    rows given to ``forward``, against q = (1 - soft_weight) · that + soft_weight · soft
     (token-level distillation: ``soft`` is a teacher's next-token distribution)."""
 
-    def __init__(self, ignore_index: int = -100, *, soft_weight: float = 1.0):
+    def __init__(self, ignore_index: int = -100, *, soft_weight: float = 1.0, label_smoothing: float = 0.0):
         super().__init__()
         self.ignore_index = int(ignore_index)
         self.soft_weight = check_probability("soft_weight", soft_weight)
+        self.label_smoothing = check_probability("label_smoothing", label_smoothing)
 
     def forward(self, logits, targets, soft=None):
         """logits: (N, V) float, targets: (N,) int, soft: (N, V) float rows or None -> scalar loss."""
@@ -123,7 +125,8 @@ class CrossEntropyLoss(Module):
         V = logits.shape[1]
         if valid.any() and (targets[valid].min() < 0 or targets[valid].max() >= V):
             raise ValueError(f"targets must be in [0, {V}) or equal ignore_index={self.ignore_index}")
-        loss, cache = ops.cross_entropy_forward(logits, targets, self.ignore_index, soft, self.soft_weight)
+        loss, cache = ops.cross_entropy_forward(logits, targets, self.ignore_index, soft, self.soft_weight,
+                                                self.label_smoothing)
         self._push(cache)
         return float(loss)
 
@@ -131,4 +134,5 @@ class CrossEntropyLoss(Module):
         return ops.cross_entropy_backward(dloss, self._pop())
 
     def extra_repr(self):
-        return f"ignore_index={self.ignore_index}, soft_weight={self.soft_weight}"
+        return (f"ignore_index={self.ignore_index}, soft_weight={self.soft_weight}, "
+                f"label_smoothing={self.label_smoothing}")

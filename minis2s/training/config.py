@@ -41,6 +41,9 @@ class TrainConfig:
     keep_epochs: int = setting(0, "keep the model of each of the last N epochs in RUN/epochs/ (for averaging)",
                                low=0, resume=True)
     target: float | None = setting(None, "stop once the dev metric reaches this (None: never)", resume=True)
+    label_smoothing: float = setting(0.0, "ε: each reference token's target is (1-ε)·onehot + ε/V "
+                                     "(PyTorch's label smoothing; 0: the plain cross-entropy)", low=0.0,
+                                     high=1.0)
     distill_from: str | None = setting(None, "token-level distillation from these teachers: a model folder, "
                                        "several joined by commas (an ensemble: the mean of their "
                                        "distributions), or a shipped model's name under g2p (None: no teacher)",

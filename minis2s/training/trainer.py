@@ -99,7 +99,8 @@ class Trainer:
         if not self.comm.is_root:
             self.log, self.progress = _silent, False
         broadcast_parameters(self.comm, list(model.parameters()))  # every rank starts from rank 0's weights
-        self.loss_fn = CrossEntropyLoss(ignore_index=task.pad_id, soft_weight=config.distill_weight)
+        self.loss_fn = CrossEntropyLoss(ignore_index=task.pad_id, soft_weight=config.distill_weight,
+                                        label_smoothing=config.label_smoothing)
         _check_teachers(config, teachers)
         self.teachers = teachers
         self.tf_rng = np.random.default_rng([config.seed, 1])  # teacher-forcing coin flips
