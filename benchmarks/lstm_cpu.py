@@ -177,6 +177,11 @@ SETTLE_S = 0.3
 # (32, 16, 128, 2) measured 4.7 ms one run and 13.9 ms another). So each timed run follows one
 # untimed run of the same implementation: it is timed warm, as in a training loop.
 WARM_RUNS = 1
+# minis2s's BLAS thread choice (minis2s/threads.py) times its first calls on 1 thread and on all
+# before it settles: a training loop runs thousands of calls, so the benchmark times the settled
+# choice, warming each implementation up until every choice has settled (at most this many calls:
+# measured, 4 to 7 at the B = 64 shapes).
+MAX_SETTLE_RUNS = 24
 
 
 def time_interleaved(runners: dict, repeats: int, settle: float = SETTLE_S, warm_runs: int = WARM_RUNS):
@@ -184,9 +189,15 @@ def time_interleaved(runners: dict, repeats: int, settle: float = SETTLE_S, warm
     repeat; before each timed run ``settle`` seconds of idle cores, then ``warm_runs`` untimed
     runs of the same implementation. Returns name -> {"forward", "backward", "total"} medians in
     seconds."""
+    from minis2s import threads
+
     names = list(runners)
     for name in names:  # warm-up: Numba compilation, torch's first-call setup, page faults
         runners[name]()
+        for _ in range(MAX_SETTLE_RUNS):  # and minis2s's thread choices' first trials
+            if all(c["settled"] for c in threads.choices()):
+                break
+            runners[name]()
     samples = {name: [] for name in names}
     for r in range(repeats):
         for k in range(len(names)):
@@ -283,11 +294,13 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=pr
             "validation_rel_error": errors,
         })
         log(format_row(rows[-1]))
+    from minis2s import threads
     from minis2s.kernels import lstm_cpu
 
     return {
         "benchmark": "lstm_cpu", "repeats": repeats, "statistic": "median", "settle_s": SETTLE_S,
-        "warm_runs": WARM_RUNS,
+        "warm_runs": WARM_RUNS, "max_settle_runs": MAX_SETTLE_RUNS,
+        "thread_choices": threads.choices(),  # minis2s's measured BLAS thread choices at the end
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "clock": "cpu" if clock is CLOCKS["cpu"] else "wall", "threads": THREADS, "torch_threads": TORCH_THREADS,

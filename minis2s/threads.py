@@ -125,7 +125,11 @@ class ThreadChoice:
     within ``CLOSE`` of each other are tried in turn until each has ``TRIALS`` calls. Then the
     faster runs, and the slower is tried again after ``EXPLORE_EVERY`` × (how many times slower
     it was) calls, at most ``MAX_INTERVAL``: a count twice as slow every 64 calls, one 16 times
-    as slow every 512, so trials cost at most ~3% of the time."""
+    as slow every 512, so trials cost at most ~3% of the time. One slow trial does not banish a
+    count for that long: the interval grows from ``EXPLORE_EVERY`` by doubling with each trial
+    that confirms the count slower, up to that bound (measured: one 2-thread trial of an LSTM
+    forward right after an idle pause took 9x the 1-thread time, and kept the 2x faster count
+    away for 288 calls)."""
 
     TRIALS, CLOSE, SMOOTHING, EXPLORE_EVERY, MAX_INTERVAL = 3, 1.5, 0.3, 32, 512
 
@@ -136,6 +140,7 @@ class ThreadChoice:
         self.samples = dict.fromkeys(self.counts, 0)  # counted calls of each
         self.calls = 0
         self.since_trial = 0
+        self.confirmed = 0  # trials in a row that found the slower count slower still
 
     def next_count(self) -> int:
         one, allowed = self.counts
@@ -149,7 +154,7 @@ class ThreadChoice:
         ratio = self.seconds[other] / max(self.seconds[best], 1e-12)
         if ratio < self.CLOSE and min(self.samples.values()) < self.TRIALS:
             return min(self.counts, key=lambda n: self.samples[n])  # close: more trials, in turn
-        if self.since_trial >= min(self.MAX_INTERVAL, self.EXPLORE_EVERY * ratio):
+        if self.since_trial >= min(self.MAX_INTERVAL, self.EXPLORE_EVERY * min(ratio, 2.0 ** self.confirmed)):
             return other
         return best
 
@@ -166,12 +171,24 @@ class ThreadChoice:
             self.seconds[n] = seconds_per_work
         else:
             self.seconds[n] = old + self.SMOOTHING * (seconds_per_work - old)
+        if trial and best is not None:
+            self.confirmed = self.confirmed + 1 if self.best() == best else 0
 
     def best(self):
         """The count it would run now outside a trial (None before both were tried)."""
         if len(self.seconds) < len(self.counts):
             return None
         return min(self.counts, key=lambda n: self.seconds[n])
+
+    def settled(self) -> bool:
+        """Whether the first trials are over: both counts timed, and, where they were close,
+        each ``TRIALS`` times (from here on only the rare re-trials run the slower count)."""
+        best = self.best()
+        if best is None:
+            return False
+        other = self.counts[1] if best == self.counts[0] else self.counts[0]
+        close = self.seconds[other] / max(self.seconds[best], 1e-12) < self.CLOSE
+        return not close or min(self.samples.values()) >= self.TRIALS
 
 
 def machine_busy() -> bool:
@@ -197,6 +214,15 @@ def choice_for(kind: str, macs: int, allowed: int) -> ThreadChoice:
     if key not in _choices:
         _choices[key] = ThreadChoice(allowed, busy=machine_busy())
     return _choices[key]
+
+
+def choices() -> list[dict]:
+    """What the measured choices stand at, one dict per (kind, size class, allowed): the kind,
+    log2 of its GEMM's multiply-adds, the counts, their seconds per unit of work, calls so far,
+    whether the first trials are over, and the count it runs now (benchmarks record these)."""
+    return [{"kind": kind, "log2_macs": size, "allowed": allowed, "seconds_per_work": dict(c.seconds),
+             "calls": c.calls, "settled": c.settled(), "best": c.best()}
+            for (kind, size, allowed), c in _choices.items()]
 
 
 @contextlib.contextmanager

@@ -179,10 +179,23 @@ def test_thread_choice_tries_both_then_runs_the_faster_and_tries_the_slower_rare
     assert ran[:3] == [1, 2, 1] and choice.best() == 1, "4x apart: one trial each is enough"
     trials = [i for i, n in enumerate(ran) if n == 2 and i >= 8]
     gaps = np.diff(trials)
-    # 4x slower: a trial every EXPLORE_EVERY * 4 calls (+1: the trial itself)
-    assert len(trials) > 10 and np.all(gaps == threads.ThreadChoice.EXPLORE_EVERY * 4 + 1), gaps
+    # 4x slower: the interval doubles from EXPLORE_EVERY with each confirming trial, up to
+    # EXPLORE_EVERY * 4 calls (+1: the trial itself)
+    every = threads.ThreadChoice.EXPLORE_EVERY
+    assert trials[0] == every + 3 and gaps[0] == 2 * every + 1, (trials[:2], gaps[:1])
+    assert len(trials) > 10 and np.all(gaps[1:] == every * 4 + 1), gaps
     cost = sum({1: 1.0, 2: 4.0}[n] for n in ran[8:]) / (len(ran) - 8)
     assert cost < 1.03, "trials of the slower count cost at most ~3%"
+
+
+def test_one_slow_trial_does_not_banish_the_faster_count():
+    """2 threads take half the time, but their first trial hits an idle pool's wake-up (9x): one
+    thread runs next, 2 threads are tried again after EXPLORE_EVERY calls, not 9 x that, and win."""
+    every = threads.ThreadChoice.EXPLORE_EVERY
+    choice = threads.ThreadChoice(2)
+    ran = run_choice(choice, lambda n, i: 9.0 if (n, i) == (2, 1) else {1: 1.0, 2: 0.5}[n], 200)
+    assert ran[:3] == [1, 2, 1] and ran[3:every + 3] == [1] * every
+    assert ran[every + 3] == 2 and choice.best() == 2 and ran[every + 3:].count(2) >= 160
 
 
 def test_thread_choice_tries_counts_within_close_in_turn():
@@ -209,7 +222,9 @@ def test_thread_choice_caps_the_interval_and_ignores_each_counts_first_call():
     ran = run_choice(choice, lambda n, i: 1000.0 if i == 0 else {1: 1.0, 2: 100.0}[n], 3000)
     assert choice.best() == 1 and choice.seconds[1] == 1.0
     trials = [i for i, n in enumerate(ran) if n == 2 and i >= 8]
-    assert np.all(np.diff(trials) == threads.ThreadChoice.MAX_INTERVAL + 1)
+    gaps = np.diff(trials)  # doubling from EXPLORE_EVERY (65, 129, 257), then the cap
+    assert np.all(gaps[:3] == threads.ThreadChoice.EXPLORE_EVERY * np.array([2, 4, 8]) + 1), gaps
+    assert len(gaps) > 3 and np.all(gaps[3:] == threads.ThreadChoice.MAX_INTERVAL + 1), gaps
 
 
 def test_thread_choice_follows_a_change_of_load():
