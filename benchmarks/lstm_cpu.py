@@ -99,8 +99,13 @@ def minis2s_step(problem, fast: bool):
     return t1 - t0, t2 - t1, dx
 
 
-def torch_step(problem):
-    """One forward + backward of torch.nn.LSTM (dx too, as minis2s computes it) -> seconds."""
+def torch_step(problem, onednn=True):
+    """One forward + backward of torch.nn.LSTM (dx too, as minis2s computes it) -> seconds.
+
+    By default torch runs a float32 CPU LSTM as oneDNN's whole-sequence RNN primitive
+    (``aten::mkldnn_rnn_layer`` and its backward, seen in torch.profiler at all three shapes);
+    ``onednn=False`` turns oneDNN off, and torch runs its own ATen loop instead: one input GEMM,
+    then a GEMM (MKL) and a fused pointwise op per step, the algorithm minis2s runs."""
     import torch
 
     m = problem["torch"]
@@ -108,12 +113,52 @@ def torch_step(problem):
     dout = torch.from_numpy(problem["dout"])
     for p in m.parameters():
         p.grad = None
-    t0 = clock()
-    out, _ = m(x)
-    t1 = clock()
-    out.backward(dout)
-    t2 = clock()
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        t0 = clock()
+        out, _ = m(x)
+        t1 = clock()
+        out.backward(dout)
+        t2 = clock()
     return t1 - t0, t2 - t1, x.grad
+
+
+def gemms_alone(problem, threads: int):
+    """The GEMMs one forward + backward of the fast path runs, with the same shapes, operand
+    layouts and NumPy calls (minis2s/ops/recurrent.py), and nothing between them, on ``threads``
+    BLAS threads -> (forward s, backward s, None). What no pointwise kernel, time loop or thread
+    choice can go below while it builds on these GEMMs: the benchmark's "GEMM floor"."""
+    from threadpoolctl import threadpool_limits
+
+    key = "gemm_arrays"
+    if key not in problem:
+        T, B, H, layers = problem["shape"]
+        rng = np.random.default_rng(1)
+        f32 = np.float32
+        problem[key] = {
+            "x": rng.standard_normal((T * B, H)).astype(f32), "w_ih": rng.standard_normal((4 * H, H)).astype(f32),
+            "w_hh_t": np.ascontiguousarray(rng.standard_normal((4 * H, H)).astype(f32).T),
+            "w_hh": rng.standard_normal((4 * H, H)).astype(f32), "h": rng.standard_normal((T + 1, B, H)).astype(f32),
+            "xg": np.empty((T * B, 4 * H), f32), "hg": np.empty((B, 4 * H), f32), "dh": np.empty((B, H), f32),
+            "dg": rng.standard_normal((T, B, 4 * H)).astype(f32), "layers": layers, "T": T,
+        }
+    a = problem[key]
+    T, x, dg = a["T"], a["x"], a["dg"]
+    dg2 = dg.reshape(-1, dg.shape[2])
+    with threadpool_limits(threads, user_api="blas"):
+        t0 = clock()
+        for _ in range(a["layers"]):
+            np.matmul(x, a["w_ih"].T, out=a["xg"])  # the input GEMM
+            for t in range(T):
+                np.matmul(a["h"][t], a["w_hh_t"], out=a["hg"])  # a step GEMM
+        t1 = clock()
+        for _ in range(a["layers"]):
+            for t in range(T - 1, -1, -1):
+                np.matmul(dg[t], a["w_hh"], out=a["dh"])  # a backward step GEMM
+            dg2.T @ x  # dW_ih
+            dg2.T @ a["h"][:T].reshape(-1, a["h"].shape[2])  # dW_hh
+            dg2 @ a["w_ih"]  # dx
+        t2 = clock()
+    return t1 - t0, t2 - t1, None
 
 
 _SGEMM_ARRAYS: dict = {}
@@ -147,18 +192,22 @@ def validate(problem):
     import torch
 
     tm = problem["torch"]
-    for p in tm.parameters():
-        p.grad = None
-    x = torch.from_numpy(problem["x"]).requires_grad_(True)
-    out, _ = tm(x)
-    out.backward(torch.from_numpy(problem["dout"]))
-    results["torch"] = {"out": out.detach().numpy(), "dx": x.grad.numpy(),
-                        **{k: p.grad.numpy() for k, p in tm.named_parameters()}}
+    for name, onednn in (("torch", True), ("torch without oneDNN", False)):
+        for p in tm.parameters():
+            p.grad = None
+        x = torch.from_numpy(problem["x"]).requires_grad_(True)
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            out, _ = tm(x)
+            out.backward(torch.from_numpy(problem["dout"]))
+        results[name] = {"out": out.detach().numpy(), "dx": x.grad.numpy().copy(),
+                         **{k: p.grad.numpy().copy() for k, p in tm.named_parameters()}}
     ref = results["reference"]
-    return {name: max(rel_error(results[name][k], ref[k]) for k in ref) for name in ("fast", "torch")}
+    return {name: max(rel_error(results[name][k], ref[k]) for k in ref)
+            for name in ("fast", "torch", "torch without oneDNN")}
 
 
-MAX_ERROR = {"fast": 1e-5, "torch": 1e-4}  # float32, relative to the reference (README's bounds)
+# float32, relative to the reference (README's bounds)
+MAX_ERROR = {"fast": 1e-5, "torch": 1e-4, "torch without oneDNN": 1e-4}
 
 
 def check_validation(name, err, bound):
@@ -268,7 +317,10 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=pr
             "reference": lambda p=problem: minis2s_step(p, fast=False),
             "fast": lambda p=problem: minis2s_step(p, fast=True),
             "torch": lambda p=problem: torch_step(p),
+            "torch without oneDNN": lambda p=problem: torch_step(p, onednn=False),
             "sgemm": sgemm_step,
+            "GEMMs alone, 1 thread": lambda p=problem: gemms_alone(p, 1),
+            f"GEMMs alone, {THREADS} threads": lambda p=problem: gemms_alone(p, THREADS),
         }
         if versions:
             runners.update(version_runners(problem, log))
@@ -282,6 +334,10 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=pr
             "T": T, "B": B, "H": H, "I": H, "layers": layers, "dtype": "float32", "busy": busy,
             "ms": {name: {k: 1e3 * v for k, v in t.items()} for name, t in times.items() if name != "sgemm"},
             "fast_over_torch": fast / torch_s,
+            "fast_over_torch_without_onednn": fast / times["torch without oneDNN"]["total"],
+            # the least fast/torch any time loop around these GEMM calls can reach: the fast
+            # path's GEMMs alone, on the better of 1 and all threads, everything else free
+            "gemm_floor_over_torch": min(t["total"] for k, t in times.items() if k.startswith("GEMMs alone")) / torch_s,
             # the least fast/torch any implementation built on this sgemm can reach: every FLOP of
             # the LSTM's GEMMs at the measured peak, the pointwise work free
             "fast_over_torch_at_sgemm_peak": (fwd_flops + bwd_flops) / (sgemm * 1e9) / torch_s,
@@ -327,7 +383,8 @@ def format_row(row):
          f"{ms['reference']['forward']:.1f}/{ms['fast']['forward']:.1f}/{ms['torch']['forward']:.1f}")
     torch_ms = ms["torch"]["total"]
     extra = [f"{k} {v['total']:.1f} ms {v['total'] / torch_ms:.2f} {100 * row['share_of_sgemm'][k]:.0f}%"
-             for k, v in ms.items() if k.startswith("fast v")]
+             for k, v in ms.items() if k.startswith(("fast v", "GEMMs alone")) or k == "torch without oneDNN"]
+    extra.append(f"GEMM floor/torch {row['gemm_floor_over_torch']:.2f}")
     return s + ("   [" + ", ".join(extra) + "]" if extra else "")
 
 
