@@ -122,6 +122,18 @@ def torch_step(problem, onednn=True):
     return t1 - t0, t2 - t1, x.grad
 
 
+def with_blas_threads(n, fn, *args, **kwargs):
+    """fn(*args) with minis2s's thread mode set to n (its measured choice bypassed), restored after."""
+    from minis2s import threads
+
+    old = threads.get_blas_threads()
+    threads.set_blas_threads(n)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        threads.set_blas_threads(old)
+
+
 def gemms_alone(problem, threads: int):
     """The GEMMs one forward + backward of the fast path runs, with the same shapes, operand
     layouts and NumPy calls (minis2s/ops/recurrent.py), and nothing between them, on ``threads``
@@ -159,6 +171,68 @@ def gemms_alone(problem, threads: int):
             dg2 @ a["w_ih"]  # dx
         t2 = clock()
     return t1 - t0, t2 - t1, None
+
+
+_POINTWISE_LOOPS: list = []
+
+
+def _pointwise_loops():
+    """(forward, backward): every step's fused kernel of the fast path's default version, in a
+    compiled loop over t, and nothing else (no GEMM, no interpreter between steps)."""
+    if not _POINTWISE_LOOPS:
+        from numba import njit
+        from numba.extending import register_jitable
+
+        from minis2s.kernels import lstm_cpu
+
+        steps = lstm_cpu.VERSIONS[lstm_cpu.DEFAULT_VERSION]
+        fwd, bwd = register_jitable(steps.forward_step.py_func), register_jitable(steps.backward_step.py_func)
+
+        @njit(nogil=True, error_model="numpy")
+        def forward_all(hg, hs, xg, out, lengths, bias, cs, tanh_c):
+            for t in range(xg.shape[0]):
+                fwd(t, hg, hs, xg, out, lengths, bias, cs, tanh_c)
+
+        @njit(nogil=True, error_model="numpy")
+        def backward_all(dh, dc, dh_n, dout, da, lengths, hs, gates, cs, tanh_c):
+            for t in range(da.shape[0] - 1, -1, -1):
+                bwd(t, dh, dc, dh_n, dout, True, da, da, lengths, hs, gates, cs, tanh_c)
+
+        _POINTWISE_LOOPS.extend([forward_all, backward_all])
+    return _POINTWISE_LOOPS
+
+
+def pointwise_alone(problem):
+    """The fused pointwise kernels one forward + backward of the fast path runs (every step of
+    every layer, one thread), without the GEMMs -> (forward s, backward s, None). The kernels'
+    inputs are random gate pre-activations: the same work per element as in the LSTM."""
+    key = "pointwise_arrays"
+    if key not in problem:
+        T, B, H, layers = problem["shape"]
+        rng = np.random.default_rng(2)
+        f32 = np.float32
+        problem[key] = {
+            "hg": rng.standard_normal((B, 4 * H)).astype(f32), "hs": rng.standard_normal((T + 1, B, H)).astype(f32),
+            "xg0": rng.standard_normal((T, B, 4 * H)).astype(f32), "xg": np.empty((T, B, 4 * H), f32),
+            "out": np.empty((T, B, H), f32), "lengths": np.full(B, T, np.int64), "bias": rng.standard_normal(4 * H).astype(f32),
+            "cs": rng.standard_normal((T + 1, B, H)).astype(f32), "tanh_c": np.empty((T, B, H), f32),
+            "dh": rng.standard_normal((B, H)).astype(f32), "dc": np.empty((B, H), f32),
+            "dout": rng.standard_normal((T, B, H)).astype(f32), "da": np.empty((T, B, 4 * H), f32), "layers": layers,
+        }
+    a = problem[key]
+    forward_all, backward_all = _pointwise_loops()
+    fwd = bwd = 0.0
+    for _ in range(a["layers"]):
+        a["xg"][...] = a["xg0"]  # the kernel overwrites its gates in place: the same inputs every time
+        t0 = clock()
+        forward_all(a["hg"], a["hs"], a["xg"], a["out"], a["lengths"], a["bias"], a["cs"], a["tanh_c"])
+        t1 = clock()
+        a["dc"][...] = 0.5
+        t2 = clock()
+        backward_all(a["dh"], a["dc"], a["dh"], a["dout"], a["da"], a["lengths"], a["hs"], a["xg"], a["cs"], a["tanh_c"])
+        t3 = clock()
+        fwd, bwd = fwd + (t1 - t0), bwd + (t3 - t2)
+    return fwd, bwd, None
 
 
 _SGEMM_ARRAYS: dict = {}
@@ -321,6 +395,8 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=pr
             "sgemm": sgemm_step,
             "GEMMs alone, 1 thread": lambda p=problem: gemms_alone(p, 1),
             f"GEMMs alone, {THREADS} threads": lambda p=problem: gemms_alone(p, THREADS),
+            "pointwise alone": lambda p=problem: pointwise_alone(p),
+            f"fast, {THREADS} threads": lambda p=problem: with_blas_threads(THREADS, minis2s_step, p, fast=True),
         }
         if versions:
             runners.update(version_runners(problem, log))
@@ -338,6 +414,13 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=pr
             # the least fast/torch any time loop around these GEMM calls can reach: the fast
             # path's GEMMs alone, on the better of 1 and all threads, everything else free
             "gemm_floor_over_torch": min(t["total"] for k, t in times.items() if k.startswith("GEMMs alone")) / torch_s,
+            # ... and with the pointwise work too, split perfectly over the cores, either with
+            # each GEMM on all threads, or with every GEMM and kernel on one thread and the work
+            # spread over the cores (layers or directions in flight at once: a wavefront): the
+            # least any schedule of these GEMMs and kernels on this machine's cores can reach
+            "schedule_floor_over_torch": min(
+                times[f"GEMMs alone, {THREADS} threads"]["total"] + times["pointwise alone"]["total"] / THREADS,
+                (times["GEMMs alone, 1 thread"]["total"] + times["pointwise alone"]["total"]) / THREADS) / torch_s,
             # the least fast/torch any implementation built on this sgemm can reach: every FLOP of
             # the LSTM's GEMMs at the measured peak, the pointwise work free
             "fast_over_torch_at_sgemm_peak": (fwd_flops + bwd_flops) / (sgemm * 1e9) / torch_s,
@@ -382,9 +465,12 @@ def format_row(row):
          f"{100 * row['fast_share_of_sgemm']:5.0f}% {100 * row['share_of_sgemm']['torch']:6.0f}%   "
          f"{ms['reference']['forward']:.1f}/{ms['fast']['forward']:.1f}/{ms['torch']['forward']:.1f}")
     torch_ms = ms["torch"]["total"]
-    extra = [f"{k} {v['total']:.1f} ms {v['total'] / torch_ms:.2f} {100 * row['share_of_sgemm'][k]:.0f}%"
-             for k, v in ms.items() if k.startswith(("fast v", "GEMMs alone")) or k == "torch without oneDNN"]
-    extra.append(f"GEMM floor/torch {row['gemm_floor_over_torch']:.2f}")
+    extra = [f"{k} {v['total']:.1f} ms {v['total'] / torch_ms:.2f}"
+             + ("" if k.startswith("pointwise") else f" {100 * row['share_of_sgemm'][k]:.0f}%")
+             for k, v in ms.items()
+             if k.startswith(("fast v", "fast, ", "GEMMs alone", "pointwise")) or k == "torch without oneDNN"]
+    extra.append(f"GEMM floor/torch {row['gemm_floor_over_torch']:.2f}, "
+                 f"with the pointwise work {row['schedule_floor_over_torch']:.2f}")
     return s + ("   [" + ", ".join(extra) + "]" if extra else "")
 
 
