@@ -34,6 +34,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+# minis2s's BLAS thread choice (minis2s/threads.py) settles after its first few trials; a
+# training run has thousands of steps, so the rounds time the settled choice (warm-up steps until
+# every choice has settled, at most this many)
+MAX_SETTLE_STEPS = 24
+
+
 def minis2s_runner(args, task, batches, version=None):
     """One training step of minis2s (fast path unless --reference; kernel ``version``, None for
     the default) -> step(batch)."""
@@ -100,7 +106,9 @@ def validate(args, task, batch, versions):
         print(f"validated the fast path ({name}) against the reference: {err:.1e}")
 
 
-def torch_runner(args, task, batches):
+def torch_runner(args, task, batches, onednn=True):
+    """The seed model in PyTorch; ``onednn=False``: its LSTMs on torch's own ATen loop instead of
+    oneDNN's RNN primitive (torch's default for float32 on the CPU)."""
     import torch
 
     from tests.torch_seed import make_seed_model
@@ -115,13 +123,14 @@ def torch_runner(args, task, batches):
 
     def step(b):
         src, trg = torch.from_numpy(b.src), torch.from_numpy(b.trg)
-        opt.zero_grad()
-        out = model(src, trg, args.teacher_forcing)  # the skeleton's loop: random.random() coin flips
-        V = out.shape[-1]
-        loss = loss_fn(out[1:].reshape(-1, V), trg[1:].reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            opt.zero_grad()
+            out = model(src, trg, args.teacher_forcing)  # the skeleton's loop: random.random() coin flips
+            V = out.shape[-1]
+            loss = loss_fn(out[1:].reshape(-1, V), trg[1:].reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
         return float(loss)
 
     return step
@@ -182,8 +191,15 @@ def main(argv=None):
     runners = {"minis2s": minis2s_runner(args, task, batches)}
     runners.update({f"minis2s v{v}": minis2s_runner(args, task, batches, v) for v in versions})
     runners["torch (seed model)"] = torch_runner(args, task, batches)
+    runners["torch without oneDNN"] = torch_runner(args, task, batches, onednn=False)
+    from minis2s import threads
+
     for step in runners.values():  # warm-up: JIT compilation, allocator
         step(batches[0])
+        for b in batches[1:MAX_SETTLE_STEPS]:  # and minis2s's thread choices' first trials
+            if all(c["settled"] for c in threads.choices()):
+                break
+            step(b)
     times = {k: [] for k in runners}
     flops = training_flops(batches, task.model_config, task.src_vocab, task.trg_vocab)
     with busy_core(args.busy):
@@ -215,7 +231,7 @@ def main(argv=None):
         json.dump({"args": vars(args), "words_per_s": rates, "seconds": times, "machine": platform.platform(),
                    "gemm_flops": flops, "sgemm_gflops": peak, "words_per_s_at_sgemm_peak": bound,
                    "share_of_sgemm": {k: r / bound for k, r in rates.items()},
-                   "fast_kernel_version": lstm_cpu.DEFAULT_VERSION,
+                   "fast_kernel_version": lstm_cpu.DEFAULT_VERSION, "thread_choices": threads.choices(),
                    "loadavg": os.getloadavg(), "blas_kernel": blas_kernel()}, f, indent=1)
     print(f"wrote {out}")
 
