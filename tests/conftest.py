@@ -63,9 +63,11 @@ def source_mask(lengths, S):
 
 
 def make_attention_seq2seq(kind, input_feeding, *, src_vocab=5, trg_vocab=4, He=2, H=4, E=3, L=2,
-                           dropout=0.0):
-    """A float64 AttentionSeq2Seq: bidirectional encoder (2·He keys), attention ``kind``."""
-    enc = AttentionEncoder(src_vocab, He, E, L, dropout=dropout, dtype=np.float64)
+                           dropout=0.0, seed=0):
+    """A float64 AttentionSeq2Seq: bidirectional encoder (2·He keys), attention ``kind``; its
+    weights drawn from ``seed`` alone, so that a hypothesis example replays the same model."""
+    rng = np.random.default_rng(seed)
+    enc = AttentionEncoder(src_vocab, He, E, L, dropout=dropout, dtype=np.float64, rng=rng)
     dec = AttentionDecoder(trg_vocab, H, E, L, 2 * He, attention=kind, input_feeding=input_feeding,
-                           dropout=dropout, dtype=np.float64)
-    return AttentionSeq2Seq(enc, dec)
+                           dropout=dropout, dtype=np.float64, rng=rng)
+    return AttentionSeq2Seq(enc, dec, rng=rng)

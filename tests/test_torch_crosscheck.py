@@ -418,8 +418,9 @@ def make_pair(shape, cell, nd, td):
     """Our Seq2Seq (NumPy dtype ``nd``) and the torch twin (``td``) with the same weights,
     loaded in either direction."""
     args = (shape["H"], shape["E"], shape["L"])
-    ours = Seq2Seq(Encoder(shape["src_vocab"], *args, cell=cell, dtype=nd),
-                   Decoder(shape["trg_vocab"], *args, cell=cell, dtype=nd))
+    rng = np.random.default_rng(shape["seed"])  # the example's own weights: a replay draws the same
+    ours = Seq2Seq(Encoder(shape["src_vocab"], *args, cell=cell, dtype=nd, rng=rng),
+                   Decoder(shape["trg_vocab"], *args, cell=cell, dtype=nd, rng=rng))
     torch.manual_seed(shape["seed"] % 2**31)
     ref = make_seed_model(shape["src_vocab"], shape["trg_vocab"], *args, cell=cell, dtype=td)
     assert list(ours.state_dict()) == list(ref.state_dict()), "state-dict keys must match the torch twin's"
@@ -638,7 +639,8 @@ def test_attention_seq2seq_matches_its_torch_twin_float64(ratio, shape):
     sh = shape
     rng = np.random.default_rng(sh["seed"])
     ours = make_attention_seq2seq(sh["kind"], sh["input_feeding"], src_vocab=sh["src_vocab"],
-                                  trg_vocab=sh["trg_vocab"], He=sh["He"], H=sh["H"], E=sh["E"], L=sh["L"])
+                                  trg_vocab=sh["trg_vocab"], He=sh["He"], H=sh["H"], E=sh["E"], L=sh["L"],
+                                  seed=sh["seed"])
     torch.manual_seed(sh["seed"] % 2**31)
     ref = TorchAttentionSeq2Seq(sh["src_vocab"], sh["trg_vocab"], sh["He"], sh["H"], sh["E"], sh["L"],
                                 sh["kind"], sh["input_feeding"]).double()
