@@ -6,6 +6,7 @@ round, so all see the same load), ``--rounds`` times:
 
     default      minis2s's "auto": small GEMMs on one thread, large ones on the count measured faster
     size         MINIS2S_BLAS_THREADS=size: small GEMMs on one thread, large ones on every thread
+    all threads  MINIS2S_BLAS_THREADS=<cores>: every op on every thread, whatever its size
     one thread   OPENBLAS_NUM_THREADS=1 (minis2s leaves the count alone)
 
 Prints the median wall time of each and the median over rounds of each round's ratio to one
@@ -36,6 +37,7 @@ COMMANDS = {  # name -> minis2s arguments (a fresh --out is added to each run)
 SETTINGS = {
     "default": {},
     "size": {"MINIS2S_BLAS_THREADS": "size"},
+    "all threads": {"MINIS2S_BLAS_THREADS": str(os.cpu_count() or 1)},  # every op on every core, whatever its size
     "one thread": {"OPENBLAS_NUM_THREADS": "1"},
 }
 
