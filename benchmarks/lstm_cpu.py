@@ -134,6 +134,13 @@ def with_blas_threads(n, fn, *args, **kwargs):
         threads.set_blas_threads(old)
 
 
+def problem_arrays(problem, key, make):
+    """problem[key], made once by make(rng, T, B, H, layers) from the problem's shape."""
+    if key not in problem:
+        problem[key] = make(np.random.default_rng(1), *problem["shape"])
+    return problem[key]
+
+
 def gemms_in_parallel(problem, parts: int = THREADS):
     """The fast path's GEMMs alone for ``parts`` slices of the batch (B / parts rows each), every
     slice in its own Python thread with one BLAS thread, all at once -> (forward s, backward s,
@@ -165,19 +172,16 @@ def gemms_alone(problem, threads: int | None):
     choice can go below while it builds on these GEMMs: the benchmark's "GEMM floor"."""
     from threadpoolctl import threadpool_limits
 
-    key = "gemm_arrays"
-    if key not in problem:
-        T, B, H, layers = problem["shape"]
-        rng = np.random.default_rng(1)
-        f32 = np.float32
-        problem[key] = {
+    def make(rng, T, B, H, layers, f32=np.float32):
+        return {
             "x": rng.standard_normal((T * B, H)).astype(f32), "w_ih": rng.standard_normal((4 * H, H)).astype(f32),
             "w_hh_t": np.ascontiguousarray(rng.standard_normal((4 * H, H)).astype(f32).T),
             "w_hh": rng.standard_normal((4 * H, H)).astype(f32), "h": rng.standard_normal((T + 1, B, H)).astype(f32),
             "xg": np.empty((T * B, 4 * H), f32), "hg": np.empty((B, 4 * H), f32), "dh": np.empty((B, H), f32),
             "dg": rng.standard_normal((T, B, 4 * H)).astype(f32), "layers": layers, "T": T,
         }
-    a = problem[key]
+
+    a = problem_arrays(problem, "gemm_arrays", make)
     T, x, dg = a["T"], a["x"], a["dg"]
     dg2 = dg.reshape(-1, dg.shape[2])
     with threadpool_limits(threads, user_api="blas") if threads else contextlib.nullcontext():
@@ -230,12 +234,8 @@ def pointwise_alone(problem):
     """The fused pointwise kernels one forward + backward of the fast path runs (every step of
     every layer, one thread), without the GEMMs -> (forward s, backward s, None). The kernels'
     inputs are random gate pre-activations: the same work per element as in the LSTM."""
-    key = "pointwise_arrays"
-    if key not in problem:
-        T, B, H, layers = problem["shape"]
-        rng = np.random.default_rng(2)
-        f32 = np.float32
-        problem[key] = {
+    def make(rng, T, B, H, layers, f32=np.float32):
+        return {
             "hg": rng.standard_normal((B, 4 * H)).astype(f32), "hs": rng.standard_normal((T + 1, B, H)).astype(f32),
             "xg0": rng.standard_normal((T, B, 4 * H)).astype(f32), "xg": np.empty((T, B, 4 * H), f32),
             "out": np.empty((T, B, H), f32), "lengths": np.full(B, T, np.int64), "bias": rng.standard_normal(4 * H).astype(f32),
@@ -243,7 +243,8 @@ def pointwise_alone(problem):
             "dh": rng.standard_normal((B, H)).astype(f32), "dc": np.empty((B, H), f32),
             "dout": rng.standard_normal((T, B, H)).astype(f32), "da": np.empty((T, B, 4 * H), f32), "layers": layers,
         }
-    a = problem[key]
+
+    a = problem_arrays(problem, "pointwise_arrays", make)
     forward_all, backward_all = _pointwise_loops()
     fwd = bwd = 0.0
     for _ in range(a["layers"]):
