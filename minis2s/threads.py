@@ -125,11 +125,12 @@ class ThreadChoice:
     within ``CLOSE`` of each other are tried in turn until each has ``TRIALS`` calls. Then the
     faster runs, and the slower is tried again after ``EXPLORE_EVERY`` × (how many times slower
     it was) calls, at most ``MAX_INTERVAL``: a count twice as slow every 64 calls, one 16 times
-    as slow every 512, so trials cost at most ~3% of the time. One slow trial does not banish a
-    count for that long: the interval grows from ``EXPLORE_EVERY`` by doubling with each trial
-    that confirms the count slower, up to that bound (measured: one 2-thread trial of an LSTM
-    forward right after an idle pause took 9x the 1-thread time, and kept the 2x faster count
-    away for 288 calls)."""
+    as slow every 512, so trials cost at most ~3% of the time once the interval has grown. One
+    slow trial does not banish a count for that long: the interval grows from ``EXPLORE_EVERY``
+    by doubling with each trial that confirms the count slower, up to that bound (measured: one
+    2-thread trial of an LSTM forward right after an idle pause took 9x the 1-thread time, and
+    kept the 2x faster count away for 288 calls); the early, closer trials cost more (a count 16x
+    slower: 5 trials in its first ~1,000 calls, ~7%)."""
 
     TRIALS, CLOSE, SMOOTHING, EXPLORE_EVERY, MAX_INTERVAL = 3, 1.5, 0.3, 32, 512
 
