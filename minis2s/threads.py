@@ -11,7 +11,7 @@ one: G2P training ran 1.9x slower on 2 threads than on 1 while another job held 
 How: each minis2s call that runs GEMMs opens ``blas_threads(macs, work, kind)`` with the size of
 its typical GEMM in multiply-adds: a model's forward, backward and decoding calls with that of
 one step of its decoder's recurrence (B × H × G), and a layer used on its own (LSTM, GRU, RNN,
-Linear, Attention) with its own. Below ``TINY_GEMM_MACS`` the call runs on one BLAS thread.
+Linear, Attention) with its own. Below ``SMALL_GEMM_MACS`` the call runs on one BLAS thread.
 Above it, ``ThreadChoice`` measures: per kind of call and size class it keeps the mean wall time
 per unit of ``work`` (the call's tokens) on one thread and on all the caller allows, runs the
 faster, and tries the other now and then (the worse it was, the more rarely), so a change of
@@ -52,14 +52,6 @@ ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_
 # much smaller GEMMs (benchmarks/blas_threads.py); amid the rest of a training step they help less
 # and, when another process holds a core, cost far more (above this size ThreadChoice decides).
 SMALL_GEMM_MACS = 16_000_000
-# ... but that rule is the "size" mode's. The default measures from here up: which count wins
-# below 16 M depends on the machine (the reverse demo's 4.2 M-MAC step ran 3x slower on 2 threads
-# on the Skylake VM and 0.80x the one-thread time on the AMD EPYC VM, quiet; 2.7x beside a busy
-# core; an LSTM at (T, B, H, L) = (32, 16, 128, 2), 1 M MACs a step: 0.70x on 2 threads, quiet,
-# on the EPYC), and ThreadChoice finds it. Below this a GEMM is too small to share. (The test
-# suite's own models are all below it; only the shipped G2P models, decoding a few words, are
-# measured there, as they were at 16 M: 1.2 M to 173 M MACs a step.)
-TINY_GEMM_MACS = 1_000_000
 
 MODE_VAR = "MINIS2S_BLAS_THREADS"
 
@@ -82,7 +74,7 @@ _depth: list = [0]  # how many blas_threads scopes are open: only the outermost 
 
 
 def set_blas_threads(mode) -> None:
-    """"auto" (the default: one thread for tiny GEMMs, the count measured faster for larger
+    """"auto" (the default: one thread for small GEMMs, the count measured faster for large
     ones), "size" (one thread for small GEMMs, all allowed for large ones: the same counts, and
     so the same bits, whatever the load), an int n >= 1 (at most n threads in minis2s's ops), or
     None (minis2s never touches the BLAS thread count)."""
@@ -108,16 +100,13 @@ def _blas_libs() -> list:
 
 
 def chosen_threads(macs: int, allowed: int):
-    """The thread count the mode's size rule gives a GEMM of ``macs`` multiply-adds when the
-    caller allows ``allowed`` (None: leave it as it is): "size" one thread under
-    ``SMALL_GEMM_MACS``, "auto" under ``TINY_GEMM_MACS``; in "auto" mode a larger one's
-    ``allowed`` is what ``ThreadChoice`` then chooses between."""
+    """The thread count the size rule gives a GEMM of ``macs`` multiply-adds when the caller
+    allows ``allowed`` (None: leave it as it is); in "auto" mode a large one's ``allowed`` is
+    what ``ThreadChoice`` then chooses between."""
     mode = _mode[0]
     if mode is None or any(os.environ.get(v) for v in ENV_VARS):
         return None
-    if mode == "auto":
-        return 1 if macs < TINY_GEMM_MACS else allowed
-    if mode == "size":
+    if mode in ("auto", "size"):
         return 1 if macs < SMALL_GEMM_MACS else allowed
     return min(mode, allowed)
 

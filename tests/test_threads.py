@@ -56,15 +56,9 @@ def seen_by_linear(monkeypatch, rows: int, n_in: int, n_out: int) -> list:
 
 
 def test_the_rule():
-    """auto: one thread under TINY_GEMM_MACS, above it the caller's count for ThreadChoice to
-    choose from; size: one thread under SMALL_GEMM_MACS, all allowed above."""
-    tiny, measured = threads.TINY_GEMM_MACS - 1, threads.TINY_GEMM_MACS
     small, large = threads.SMALL_GEMM_MACS - 1, threads.SMALL_GEMM_MACS
-    assert threads.chosen_threads(tiny, 2) == 1 and threads.chosen_threads(measured, 2) == 2
-    assert threads.chosen_threads(small, 2) == 2 and threads.chosen_threads(large, 1) == 1  # never above the caller's
-    threads.set_blas_threads("size")
-    assert threads.chosen_threads(measured, 2) == 1 and threads.chosen_threads(small, 2) == 1
-    assert threads.chosen_threads(large, 2) == 2
+    assert threads.chosen_threads(small, 2) == 1 and threads.chosen_threads(large, 2) == 2
+    assert threads.chosen_threads(large, 1) == 1  # never above what the caller allows
     threads.set_blas_threads(3)
     assert threads.chosen_threads(small, 2) == 2 and threads.chosen_threads(small, 8) == 3
     threads.set_blas_threads(None)
@@ -152,7 +146,7 @@ def test_inside_a_model_call_the_layers_keep_the_models_choice(monkeypatch, two_
     rng = np.random.default_rng(0)
     for hidden, batch, large in ((256, 64, True), (16, 8, False)):  # 16.8 M and 8,192 MACs a step
         model = build_model(ModelConfig(hidden=hidden, layers=1, embedding=8), 12, 9)
-        assert (model.step_macs(batch) >= threads.TINY_GEMM_MACS) == large
+        assert (model.step_macs(batch) >= threads.SMALL_GEMM_MACS) == large
         per_call = []
         for _ in range(4):
             seen.clear()
