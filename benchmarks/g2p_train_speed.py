@@ -22,6 +22,7 @@ Prints a table and writes JSON to benchmarks/results/. No pass/fail on time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -32,12 +33,6 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-
-# minis2s's BLAS thread choice (minis2s/threads.py) settles after its first few trials; a
-# training run has thousands of steps, so the rounds time the settled choice (warm-up steps until
-# every choice has settled, at most this many)
-MAX_SETTLE_STEPS = 24
 
 
 def minis2s_runner(args, task, batches, version=None):
@@ -175,7 +170,7 @@ def main(argv=None):
 
     from minis2s.kernels import lstm_cpu
 
-    from benchmarks.machine import blas_kernel, busy_core
+    from benchmarks.machine import blas_kernel, busy_core, settle_thread_choices
     from minis2s.data.cmudict import load_split
     from minis2s.g2p import G2PTask
     from minis2s.models.config import ModelConfig
@@ -196,10 +191,7 @@ def main(argv=None):
 
     for step in runners.values():  # warm-up: JIT compilation, allocator
         step(batches[0])
-        for b in batches[1:MAX_SETTLE_STEPS]:  # and minis2s's thread choices' first trials
-            if all(c["settled"] for c in threads.choices()):
-                break
-            step(b)
+        settle_thread_choices(functools.partial(step, b) for b in batches[1:])  # and the thread choices' trials
     times = {k: [] for k in runners}
     flops = training_flops(batches, task.model_config, task.src_vocab, task.trg_vocab)
     with busy_core(args.busy):

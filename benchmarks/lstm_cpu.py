@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -50,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import blas_kernel, busy_core
+from benchmarks.machine import MAX_SETTLE_CALLS, blas_kernel, busy_core, settle_thread_choices
 from minis2s import dispatch
 from minis2s.gradcheck import rel_error
 from minis2s.nn import LSTM
@@ -159,10 +160,11 @@ def gemms_in_parallel(problem, parts: int = THREADS):
         t0 = clock()
         futures = [pool.submit(gemms_alone, piece, None) for piece in pieces[1:]] if pool else []
         f0, b0, _ = gemms_alone(pieces[0], None)
-        rest = [f.result() for f in futures]
-        total = max([f0 + b0] + [f + b for f, b, _ in rest])
+        for f in futures:
+            f.result()
         t1 = clock()
-    return (t1 - t0) * f0 / max(f0 + b0, 1e-12), (t1 - t0) * b0 / max(f0 + b0, 1e-12), total
+    # the wall time of all parts, split into forward and backward as the first part's
+    return (t1 - t0) * f0 / max(f0 + b0, 1e-12), (t1 - t0) * b0 / max(f0 + b0, 1e-12), None
 
 
 def gemms_alone(problem, threads: int | None):
@@ -208,10 +210,9 @@ def _pointwise_loops():
     """(forward, backward): every step's fused kernel of the fast path's default version, in a
     compiled loop over t, and nothing else (no GEMM, no interpreter between steps)."""
     if not _POINTWISE_LOOPS:
+        from minis2s.kernels import lstm_cpu
         from numba import njit
         from numba.extending import register_jitable
-
-        from minis2s.kernels import lstm_cpu
 
         steps = lstm_cpu.VERSIONS[lstm_cpu.DEFAULT_VERSION]
         fwd, bwd = register_jitable(steps.forward_step.py_func), register_jitable(steps.backward_step.py_func)
@@ -325,11 +326,6 @@ SETTLE_S = 0.3
 # (32, 16, 128, 2) measured 4.7 ms one run and 13.9 ms another). So each timed run follows one
 # untimed run of the same implementation: it is timed warm, as in a training loop.
 WARM_RUNS = 1
-# minis2s's BLAS thread choice (minis2s/threads.py) times its first calls on 1 thread and on all
-# before it settles: a training loop runs thousands of calls, so the benchmark times the settled
-# choice, warming each implementation up until every choice has settled (at most this many calls:
-# measured, 4 to 7 at the B = 64 shapes).
-MAX_SETTLE_RUNS = 24
 
 
 def time_interleaved(runners: dict, repeats: int, settle: float = SETTLE_S, warm_runs: int = WARM_RUNS):
@@ -337,15 +333,10 @@ def time_interleaved(runners: dict, repeats: int, settle: float = SETTLE_S, warm
     repeat; before each timed run ``settle`` seconds of idle cores, then ``warm_runs`` untimed
     runs of the same implementation. Returns name -> {"forward", "backward", "total"} medians in
     seconds."""
-    from minis2s import threads
-
     names = list(runners)
     for name in names:  # warm-up: Numba compilation, torch's first-call setup, page faults
         runners[name]()
-        for _ in range(MAX_SETTLE_RUNS):  # and minis2s's thread choices' first trials
-            if all(c["settled"] for c in threads.choices()):
-                break
-            runners[name]()
+        settle_thread_choices(itertools.repeat(runners[name]))  # and minis2s's thread choices' first trials
     samples = {name: [] for name in names}
     for r in range(repeats):
         for k in range(len(names)):
@@ -462,12 +453,13 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=pr
             "validation_rel_error": errors,
         })
         log(format_row(rows[-1]))
-    from minis2s import threads
     from minis2s.kernels import lstm_cpu
+
+    from minis2s import threads
 
     return {
         "benchmark": "lstm_cpu", "repeats": repeats, "statistic": "median", "settle_s": SETTLE_S,
-        "warm_runs": WARM_RUNS, "max_settle_runs": MAX_SETTLE_RUNS,
+        "warm_runs": WARM_RUNS, "max_settle_calls": MAX_SETTLE_CALLS,
         "thread_choices": threads.choices(),  # minis2s's measured BLAS thread choices at the end
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},

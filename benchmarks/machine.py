@@ -51,3 +51,20 @@ def busy_core(enabled: bool = True):
     finally:
         spinner.kill()
         spinner.wait()
+
+
+# minis2s's BLAS thread choice (minis2s/threads.py) times its first calls on 1 thread and on all
+# before it settles: a training loop runs thousands of calls, so the benchmarks time the settled
+# choice (measured: 4 to 7 calls at lstm_cpu.py's B = 64 shapes).
+MAX_SETTLE_CALLS = 24
+
+
+def settle_thread_choices(calls) -> None:
+    """Run the callables of ``calls`` in turn until every minis2s thread choice has settled, or
+    until ``MAX_SETTLE_CALLS`` have run."""
+    from minis2s import threads
+
+    for call, _ in zip(calls, range(MAX_SETTLE_CALLS)):
+        if all(c["settled"] for c in threads.choices()):
+            return
+        call()

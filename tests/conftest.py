@@ -18,10 +18,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minis2s import AttentionDecoder, AttentionEncoder, AttentionSeq2Seq, ops
 from minis2s.gradcheck import check_close, rel_error  # noqa: F401
 from minis2s.tolerances import GRADCHECK as GRADCHECK_TOL  # noqa: F401  (the reasons: that module)
-from minis2s.tolerances import SAME_SUMS_F64  # noqa: F401
+from minis2s.tolerances import (
+    SAME_SUMS_F64,  # noqa: F401
+    TORCH_F64_GRADIENT_FLOOR,  # noqa: F401
+)
 from minis2s.tolerances import TORCH_F32 as F32_TOL  # noqa: F401
 from minis2s.tolerances import TORCH_F64 as F64_TOL  # noqa: F401
-from minis2s.tolerances import TORCH_F64_GRADIENT_FLOOR  # noqa: F401
 
 # tests/cudasim needs the simulator switched on before numba is imported: a plain `pytest tests`
 # leaves it to tests/test_cudasim_process.py, which runs it in a child process with
