@@ -151,8 +151,7 @@ class ThreadChoice:
             return one if self.busy and self.since_trial < self.EXPLORE_EVERY else allowed
         if one not in self.seconds:
             return one
-        best, other = sorted(self.counts, key=lambda n: self.seconds[n])
-        ratio = self.seconds[other] / max(self.seconds[best], 1e-12)
+        best, other, ratio = self._ranked()
         if ratio < self.CLOSE and min(self.samples.values()) < self.TRIALS:
             return min(self.counts, key=lambda n: self.samples[n])  # close: more trials, in turn
         if self.since_trial >= min(self.MAX_INTERVAL, self.EXPLORE_EVERY * min(ratio, 2.0 ** self.confirmed)):
@@ -181,15 +180,17 @@ class ThreadChoice:
             return None
         return min(self.counts, key=lambda n: self.seconds[n])
 
+    def _ranked(self):
+        """(the faster count, the slower, how many times slower), both counts timed."""
+        best, other = sorted(self.counts, key=lambda n: self.seconds[n])
+        return best, other, self.seconds[other] / max(self.seconds[best], 1e-12)
+
     def settled(self) -> bool:
         """Whether the first trials are over: both counts timed, and, where they were close,
         each ``TRIALS`` times (from here on only the rare re-trials run the slower count)."""
-        best = self.best()
-        if best is None:
+        if self.best() is None:
             return False
-        other = self.counts[1] if best == self.counts[0] else self.counts[0]
-        close = self.seconds[other] / max(self.seconds[best], 1e-12) < self.CLOSE
-        return not close or min(self.samples.values()) >= self.TRIALS
+        return self._ranked()[2] >= self.CLOSE or min(self.samples.values()) >= self.TRIALS
 
 
 def machine_busy() -> bool:

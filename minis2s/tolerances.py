@@ -15,7 +15,7 @@ TORCH_F64 = 1e-9
 # ... where one parameter's gradient is a sum whose terms cancel almost exactly (a Bahdanau
 # query weight with one 2-letter source: every entry ~4e-11 while other gradients are ~0.8),
 # the sum's round-off is ~1e-16 of its terms, not of itself: 2.6e-9 of that tensor was seen
-# (an absolute 1.1e-19), and it changes with the BLAS thread count. So each gradient tensor is
+# (an absolute 1.1e-19) against torch's same sum. So each gradient tensor is
 # measured against at least this fraction of the model's largest gradient entry: a difference
 # must stay under TORCH_F64 * 1e-6 = 1e-15 of that entry, still ~10 ulp of it.
 TORCH_F64_GRADIENT_FLOOR = 1e-6
