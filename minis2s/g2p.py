@@ -34,9 +34,10 @@ PRETRAINED_MODELS = {
     "seq2seq": os.path.join(_PRETRAINED_ROOT, "g2p"),  # the seq2seq architecture (LSTM encoder-decoder)
     "attention": os.path.join(_PRETRAINED_ROOT, "g2p-attention"),
     "stress": os.path.join(_PRETRAINED_ROOT, "g2p-stress"),  # seq2seq, phonemes with stress digits
+    "smoothed": os.path.join(_PRETRAINED_ROOT, "g2p-smoothed"),  # seq2seq trained with label smoothing 0.1
 }
 # Shipped ensembles, by name: their members (shipped models) decode as one.
-PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "attention")}
+PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "smoothed", "attention")}
 DEFAULT_MODEL = "ensemble"  # the lowest dev WER of the shipped choices
 
 
