@@ -10,10 +10,12 @@ nothing (no implementation on NumPy's BLAS can beat it).
 
     python benchmarks/g2p_train_speed.py [--hidden 384 --layers 2 --embedding 128]
                                          [--teacher-forcing 1.0] [--steps 20] [--rounds 3]
-                                         [--versions] [--busy]
+                                         [--versions] [--busy] [--keep-freed-memory]
 
 ``--versions``: one minis2s row per kernels/lstm_cpu.py version (the fast path's default set to
 it). ``--busy``: another process spins on one core while the rounds and the sgemm are timed.
+``--keep-freed-memory``: glibc's malloc set as the ``minis2s`` command sets it for its own process
+(minis2s/allocator.py); process-wide, so torch's rows run with it too.
 Before timing, the fast path's first training step (loss and every gradient, each version) is
 validated against the NumPy reference path on the same model.
 
@@ -166,7 +168,13 @@ def main(argv=None):
     p.add_argument("--reference", action="store_true", help="minis2s on the NumPy reference, not the fast path")
     p.add_argument("--versions", action="store_true", help="one minis2s row per kernels/lstm_cpu.py version")
     p.add_argument("--busy", action="store_true", help="keep one core busy with another process while timing")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="glibc's malloc as the minis2s command sets it (minis2s/allocator.py), for every row")
     args = p.parse_args(argv)
+    if args.keep_freed_memory:
+        from minis2s.allocator import keep_freed_memory
+
+        print(f"keep_freed_memory: {keep_freed_memory()}")
 
     from minis2s.kernels import lstm_cpu
 
@@ -210,7 +218,8 @@ def main(argv=None):
     print(f"G2P training, H={args.hidden} L={args.layers} E={args.embedding} batch={args.batch_size} "
           f"teacher forcing {args.teacher_forcing}, {args.steps} steps x {args.rounds} rounds, load {os.getloadavg()[0]:.1f}, "
           f"OpenBLAS {blas_kernel()} kernels, fast path version {lstm_cpu.DEFAULT_VERSION}"
-          + (", one core kept busy by another process" if args.busy else ""))
+          + (", one core kept busy by another process" if args.busy else "")
+          + (", freed memory kept (minis2s/allocator.py)" if args.keep_freed_memory else ""))
     print(f"{'implementation':<22}{'words/s':>10}{'x torch':>10}{'% peak':>8}")
     for k, r in rates.items():  # % peak: the GEMM FLOPs per second over the sgemm peak
         print(f"{k:<22}{r:>10.0f}{r / torch_rate:>10.2f}{100 * r / bound:>7.0f}%")
