@@ -156,6 +156,8 @@ def sgemm_gflops(n=2048, repeats=5):
 
 
 def main(argv=None):
+    from benchmarks.machine import KEEP_FREED_MEMORY_HELP, keep_freed_memory
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", type=int, default=384)
     p.add_argument("--layers", type=int, default=2)
@@ -168,13 +170,9 @@ def main(argv=None):
     p.add_argument("--reference", action="store_true", help="minis2s on the NumPy reference, not the fast path")
     p.add_argument("--versions", action="store_true", help="one minis2s row per kernels/lstm_cpu.py version")
     p.add_argument("--busy", action="store_true", help="keep one core busy with another process while timing")
-    p.add_argument("--keep-freed-memory", action="store_true",
-                   help="glibc's malloc as the minis2s command sets it (minis2s/allocator.py), for every row")
+    p.add_argument("--keep-freed-memory", action="store_true", help=KEEP_FREED_MEMORY_HELP)
     args = p.parse_args(argv)
-    if args.keep_freed_memory:
-        from minis2s.allocator import keep_freed_memory
-
-        print(f"keep_freed_memory: {keep_freed_memory()}")
+    keep_freed_memory(args.keep_freed_memory)
 
     from minis2s.kernels import lstm_cpu
 

@@ -4,6 +4,7 @@
     python benchmarks/lstm_cpu.py --repeats 3 --configs 32,64,256,1
     python benchmarks/lstm_cpu.py --versions      # also every kernels/lstm_cpu.py version
     python benchmarks/lstm_cpu.py --busy          # with one core kept busy by another process
+    python benchmarks/lstm_cpu.py --keep-freed-memory   # glibc's malloc as the minis2s command sets it
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu   # one core, CPU time
 
@@ -51,7 +52,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import MAX_SETTLE_CALLS, blas_kernel, busy_core, settle_thread_choices
+from benchmarks.machine import (
+    KEEP_FREED_MEMORY_HELP,
+    MAX_SETTLE_CALLS,
+    blas_kernel,
+    busy_core,
+    keep_freed_memory,
+    settle_thread_choices,
+)
 from minis2s import dispatch
 from minis2s.gradcheck import rel_error
 from minis2s.nn import LSTM
@@ -525,7 +533,9 @@ def main(argv=None):
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
                     help="cpu: process CPU time, only meaningful with OPENBLAS_NUM_THREADS=1")
     ap.add_argument("--out", type=Path, help="JSON file (default: a new one in benchmarks/results/)")
+    ap.add_argument("--keep-freed-memory", action="store_true", help=KEEP_FREED_MEMORY_HELP)
     args = ap.parse_args(argv)
+    kept = keep_freed_memory(args.keep_freed_memory)
     if args.clock == "cpu" and THREADS != 1:
         sys.exit("--clock cpu needs one thread: OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu")
     global clock, TORCH_THREADS
@@ -538,7 +548,8 @@ def main(argv=None):
           + (", one core kept busy by another process while timing" if args.busy else ""))
     print(HEADER)
     result = run_benchmark(configs, args.repeats, args.versions, args.busy, log=print)
-    busy = "_busy" if args.busy else ""
+    result["keep_freed_memory"] = kept
+    busy = ("_busy" if args.busy else "") + ("_kept" if kept == "set" else "")
     out = args.out or RESULTS / f"lstm_cpu_{time.strftime('%Y%m%d-%H%M%S')}_{THREADS}t_{args.clock}{busy}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -68,3 +68,19 @@ def settle_thread_choices(calls) -> None:
         if all(c["settled"] for c in threads.choices()):
             return
         call()
+
+
+KEEP_FREED_MEMORY_HELP = ("glibc's malloc as the minis2s command sets it for its own process (minis2s/allocator.py): "
+                          "process-wide, so every row, torch's too, runs with it")
+
+
+def keep_freed_memory(enabled: bool) -> str | None:
+    """``--keep-freed-memory``: minis2s.allocator.keep_freed_memory() for this process (what it
+    did, printed), or None when not asked."""
+    if not enabled:
+        return None
+    from minis2s.allocator import keep_freed_memory as keep
+
+    done = keep()
+    print(f"keep freed memory: {done}")
+    return done
