@@ -14,7 +14,7 @@ nothing (no implementation on NumPy's BLAS can beat it).
 
 ``--versions``: one minis2s row per kernels/lstm_cpu.py version (the fast path's default set to
 it). ``--busy``: another process spins on one core while the rounds and the sgemm are timed.
-``--keep-freed-memory``: glibc's malloc set as the ``minis2s`` command sets it for its own process
+``--keep-freed-memory``: glibc's malloc told to keep freed memory
 (minis2s/allocator.py); process-wide, so torch's rows run with it too.
 Before timing, the fast path's first training step (loss and every gradient, each version) is
 validated against the NumPy reference path on the same model.

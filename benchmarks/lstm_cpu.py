@@ -4,7 +4,7 @@
     python benchmarks/lstm_cpu.py --repeats 3 --configs 32,64,256,1
     python benchmarks/lstm_cpu.py --versions      # also every kernels/lstm_cpu.py version
     python benchmarks/lstm_cpu.py --busy          # with one core kept busy by another process
-    python benchmarks/lstm_cpu.py --keep-freed-memory   # glibc's malloc as the minis2s command sets it
+    python benchmarks/lstm_cpu.py --keep-freed-memory   # glibc's malloc told to keep freed memory
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/lstm_cpu.py --clock cpu   # one core, CPU time
 

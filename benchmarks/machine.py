@@ -70,7 +70,7 @@ def settle_thread_choices(calls) -> None:
         call()
 
 
-KEEP_FREED_MEMORY_HELP = ("glibc's malloc as the minis2s command sets it for its own process (minis2s/allocator.py): "
+KEEP_FREED_MEMORY_HELP = ("glibc's malloc told to keep freed memory (minis2s/allocator.py's keep_freed_memory): "
                           "process-wide, so every row, torch's too, runs with it")
 
 

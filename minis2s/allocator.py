@@ -4,17 +4,23 @@ Why: a training step allocates and frees the same large arrays every time (the r
 gate caches (T, B, 4H), the gradients, the optimizer's temporaries: tens of MB). glibc serves a
 block of ≥ 128 KiB from the heap only once its dynamic mmap threshold has grown past it, and it
 gives the top of the heap back to the OS whenever more than twice that threshold lies free there.
-So each step faults the same memory in again, page by page, zeroed by the kernel: measured on the
-G2P model (benchmarks/NOTES.md) ~9,000 page faults a step, 35 ms of a 380 ms step on one thread.
-With the two thresholds set (``keep_freed_memory()``) the same step faults ~70 pages.
+So a step can fault the same memory in again, page by page, zeroed by the kernel: measured on the
+G2P model, between ~1,400 and ~10,700 page faults a step from one process to the next; with the
+two thresholds set (``keep_freed_memory()``) ~70.
+
+Not on by default: measured, it is no clear win. On one thread a G2P step ran 360 -> 334 and 391 ->
+354 ms; on two, 253 -> 206 ms in one pair of processes but 219 -> 233 in another, and in
+benchmarks/g2p_train_speed.py (set after torch and the data were loaded) minis2s ran 647 words/s
+without it and 535 with it (figures and commands: benchmarks/NOTES.md). The benchmarks'
+``--keep-freed-memory`` sets it for a whole run, to measure it further.
 
 The setting is process-wide and cannot be undone (an explicit ``mallopt`` ends glibc's dynamic
-threshold for good), so the library never sets it by itself: the ``minis2s`` command does, for
-its own process; a program that imports minis2s calls ``keep_freed_memory()`` if it wants it.
-The user's choice wins: nothing is changed when glibc's malloc is tuned through the environment
-(``MALLOC_*_`` variables, ``GLIBC_TUNABLES`` with ``glibc.malloc``), another allocator is
-preloaded (``LD_PRELOAD``), or ``MINIS2S_KEEP_FREED_MEMORY=0``. The cost: up to ``trim_threshold``
-bytes of freed memory stay with the process instead of going back to the OS.
+threshold for good), so the library never sets it by itself; a program calls
+``keep_freed_memory()`` if it wants it. The user's own choice wins: nothing is changed when
+glibc's malloc is tuned through the environment (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``
+with ``glibc.malloc``), another allocator is preloaded (``LD_PRELOAD``), or
+``MINIS2S_KEEP_FREED_MEMORY=0``. The cost: up to ``trim_threshold`` bytes of freed memory stay
+with the process instead of going back to the OS.
 """
 from __future__ import annotations
 
