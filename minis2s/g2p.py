@@ -35,9 +35,11 @@ PRETRAINED_MODELS = {
     "attention": os.path.join(_PRETRAINED_ROOT, "g2p-attention"),
     "stress": os.path.join(_PRETRAINED_ROOT, "g2p-stress"),  # seq2seq, phonemes with stress digits
     "smoothed": os.path.join(_PRETRAINED_ROOT, "g2p-smoothed"),  # seq2seq trained with label smoothing 0.1
+    # seq2seq distilled (token level) from seq2seq + smoothed + attention, with label smoothing 0.1
+    "distilled": os.path.join(_PRETRAINED_ROOT, "g2p-distilled"),
 }
 # Shipped ensembles, by name: their members (shipped models) decode as one.
-PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "smoothed", "attention")}
+PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "smoothed", "attention", "distilled")}
 DEFAULT_MODEL = "ensemble"  # the lowest dev WER of the shipped choices
 
 

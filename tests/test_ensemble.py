@@ -83,7 +83,7 @@ def test_where_the_shipped_members_agree_the_ensemble_agrees():
     from minis2s.g2p import G2P
 
     ens = G2P("ensemble")
-    assert len(ens.members) == 3 and ens.cfg is None
+    assert len(ens.members) == 4 and ens.cfg is None
     words = list(load_split("dev"))[::20]  # 293 words
     outs = [m(words) for m in ens.members]
     together = ens(words)
@@ -121,13 +121,13 @@ def test_bad_ensembles_are_refused(make, exc, msg):
 def test_an_ensemble_is_not_one_model_folder(tmp_path):
     from minis2s.g2p import G2P, resolve_model
 
-    with pytest.raises(ValueError, match="ensemble of 3 models"):
+    with pytest.raises(ValueError, match="ensemble of 4 models"):
         resolve_model("ensemble")
     with pytest.raises(ValueError, match="list of models is empty"):
         G2P([])
     with pytest.raises(TypeError, match="model must be a folder"):
         G2P(3)
-    assert_clean_error(minis2s("g2p", "export", "--model", "ensemble", "--out", "x", cwd=tmp_path), "ensemble of 3")
+    assert_clean_error(minis2s("g2p", "export", "--model", "ensemble", "--out", "x", cwd=tmp_path), "ensemble of 4")
     assert not (tmp_path / "x").exists()
 
 
@@ -153,4 +153,4 @@ def test_the_command_line_decodes_with_an_ensemble(tmp_path):
     words = ["thoughtfulness", "phonetics", "zyzzyva", "cat"]
     p = minis2s("g2p", "predict", *words, "--model", "seq2seq", "--model", "attention", "--beam", "3", cwd=tmp_path)
     assert_ok(p)
-    assert parse_lines(p.stdout) == list(zip(words, G2P("ensemble")(words, beam=3)))
+    assert parse_lines(p.stdout) == list(zip(words, G2P(["seq2seq", "attention"])(words, beam=3)))
