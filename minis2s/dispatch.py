@@ -10,6 +10,10 @@ the cache it gets back names them, so backward always runs the implementation fo
     GPU kernels   kernels/lstm_cuda_c.py: the fused CUDA C steps for CuPy arrays (LSTM; untested on
                   a device so far: no GPU was lent)
 
+The optimizer asks ``optimizer_kernels(*arrays)`` the same way: kernels/optim_cpu.py (Adam's
+update and the gradient norm, one pass each) for C-contiguous float32/float64 NumPy arrays,
+else None and minis2s/optim.py's NumPy code runs (bit for bit the same update).
+
 One switch with one meaning: when it is off, every layer runs the reference, on the CPU and on
 the GPU. It is on unless the environment variable ``MINIS2S_FASTPATH=0`` or
 ``minis2s.dispatch.set_enabled(False)`` turns it off (``set_enabled(None)`` hands the choice back
@@ -32,17 +36,17 @@ _kernels: dict = {}  # "cpu" -> {cell name: its kernel module}, or None if they 
 
 
 def _cpu_kernels():
-    """{"lstm": minis2s.kernels.lstm_cpu, "gru": .gru_cpu}, imported on first use (they import
+    """{"lstm": minis2s.kernels.lstm_cpu, "gru": .gru_cpu, "optim": .optim_cpu}, imported on first use (they import
     Numba), or None."""
     if "cpu" not in _kernels:
         try:
-            from minis2s.kernels import gru_cpu, lstm_cpu
+            from minis2s.kernels import gru_cpu, lstm_cpu, optim_cpu
         except ImportError as e:  # no Numba (or no kernels/ next to minis2s): the reference it is
             if (e.name or "").split(".")[0] not in ("numba", "llvmlite"):
                 raise
             _kernels["cpu"] = None
-        else:
-            _kernels["cpu"] = {"lstm": lstm_cpu, "gru": gru_cpu}  # the tanh RNN has none: nothing to fuse
+        else:  # the tanh RNN has none: nothing to fuse
+            _kernels["cpu"] = {"lstm": lstm_cpu, "gru": gru_cpu, "optim": optim_cpu}
     return _kernels["cpu"]
 
 
@@ -95,3 +99,13 @@ def recurrent_steps(cell, x):
     if cell.name == "lstm" and is_gpu_array(x) and switched_on():
         return _gpu_steps()
     return cell.reference
+
+
+def optimizer_kernels(*arrays):
+    """kernels/optim_cpu.py when the fast path is on and every array is a C-contiguous float32
+    or float64 NumPy array of the first one's dtype; else None (the caller runs its NumPy code)."""
+    dt = arrays[0].dtype
+    if all(type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous for a in arrays) \
+            and dt in FLOAT_DTYPES and enabled():
+        return _cpu_kernels()["optim"]
+    return None

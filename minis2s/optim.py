@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from minis2s import dispatch
 from minis2s.backend import array_module, to_numpy
 from minis2s.nn.module import Parameter
 from minis2s.validate import check_probability
@@ -136,7 +137,6 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         for p, st in self._with_grads():
             xp = array_module(p.data)
-            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
             if not st:
                 st["step"] = 0
                 st["exp_avg"] = xp.zeros_like(p.data)
@@ -144,6 +144,12 @@ class Adam(Optimizer):
             st["step"] += 1
             t = st["step"]
             m, v = st["exp_avg"], st["exp_avg_sq"]
+            fused = dispatch.optimizer_kernels(p.data, p.grad, m, v)
+            if fused is not None:  # the same update in one pass (kernels/optim_cpu.py), bit for bit
+                fused.adam_update(p.data, p.grad, m, v, lr=self.lr, betas=self.betas, eps=self.eps,
+                                  weight_decay=self.weight_decay, step=t)
+                continue
+            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
             m *= b1
             m += (1 - b1) * g
             v *= b2
@@ -164,11 +170,15 @@ def clip_grad_norm_(params, max_norm: float, norm_type: float = 2.0) -> float:
     if not grads:
         return 0.0
     xp = array_module(grads[0])
+    fused = dispatch.optimizer_kernels(*grads) if norm_type == 2 else None
     if norm_type == math.inf:
         total = max(float(xp.abs(g).max()) for g in grads)
+    elif fused is not None:  # one read of each gradient, no temporaries (kernels/optim_cpu.py)
+        total = math.sqrt(sum(fused.sum_of_squares(g) for g in grads))
     else:
         total = float(sum(float((xp.abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type))
     coef = min(max_norm / (total + 1e-6), 1.0)
-    for g in grads:
-        g *= coef
+    if coef < 1.0:  # × 1.0 would change nothing (torch multiplies anyway)
+        for g in grads:
+            g *= coef
     return total
