@@ -19,6 +19,14 @@ Accuracy against ``np.tanh`` (tests/test_kernels_cpu.py checks it): ≤ 2 ulp in
 float32 over the whole real line; NaN in, NaN out.
 
 Called from Python (not from Numba), ``tanh`` and ``sigmoid`` are NumPy's, so they work on arrays.
+
+``tanh_rational`` and ``sigmoid_rational`` (kernels/lstm_cpu.py's version 4) trade accuracy for
+speed in float32 only: Eigen's rational approximation (``generic_fast_tanh_float``, a degree
+13/6 odd/even pair in x, clamped at |x| = 7.905, x itself below 4e-4): no exp, one division,
+about half the time of the float32 tanh above inside a kernel (benchmarks/NOTES.md). Its error
+is at most 7 ulp (measured 6.6, near |x| = 5.8 where tanh is 1 - 2e-5; at most 4.4 ulp for
+|x| ≤ 3; mean 0.9): below 5e-7 absolute everywhere, under the float32 kernels' 1e-5 tolerance
+by a factor of 20. In float64 they are ``tanh`` and ``sigmoid`` above (no cheap float64 twin).
 """
 from __future__ import annotations
 
@@ -84,6 +92,39 @@ def _tanh_float32(x):
     return x if math.isnan(x) else t
 
 
+def tanh_rational(x):
+    """tanh; inside ``@njit`` code, Eigen's rational approximation for float32 (≤ 7 ulp), the
+    accurate ``tanh`` for float64."""
+    return np.tanh(x)
+
+
+def sigmoid_rational(x):
+    """σ(x) = ½(1 + tanh(x/2)); inside ``@njit`` code, built on ``tanh_rational``."""
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+# Eigen's generic_fast_tanh_float (Eigen/src/Core/MathFunctionsImpl.h): odd numerator, even denominator
+_A = tuple(F32(a) for a in (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+                            -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))  # α1, α3, ..., α13
+_B = tuple(F32(b) for b in (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04,
+                            1.19825839466702e-06))  # β0, β2, β4, β6
+_CLAMP = F32(7.90531110763549805)  # where the rational reaches 1.0f
+_LINEAR = F32(4e-4)  # below: tanh(x) = x in float32
+
+
+def _tanh_rational_float32(x):
+    z = min(max(x, -_CLAMP), _CLAMP)
+    s = z * z
+    p = ((((((_A[6] * s + _A[5]) * s + _A[4]) * s + _A[3]) * s + _A[2]) * s + _A[1]) * s + _A[0]) * z
+    q = ((_B[3] * s + _B[2]) * s + _B[1]) * s + _B[0]
+    t = x if abs(x) < _LINEAR else p / q
+    return x if math.isnan(x) else t
+
+
+def _sigmoid_rational_float32(x):
+    return F32(0.5) * (tanh_rational(F32(0.5) * x) + F32(1.0))
+
+
 def _sigmoid_float64(x):
     return 0.5 * (tanh(0.5 * x) + 1.0)
 
@@ -110,4 +151,22 @@ def _sigmoid_overload(x):
         return _sigmoid_float64
     if x == types.float32:
         return _sigmoid_float32
+    return None
+
+
+@overload(tanh_rational, jit_options=_JIT)
+def _tanh_rational_overload(x):
+    if x == types.float64:
+        return _tanh_float64
+    if x == types.float32:
+        return _tanh_rational_float32
+    return None
+
+
+@overload(sigmoid_rational, jit_options=_JIT)
+def _sigmoid_rational_overload(x):
+    if x == types.float64:
+        return _sigmoid_float64
+    if x == types.float32:
+        return _sigmoid_rational_float32
     return None

@@ -23,6 +23,10 @@ Versions (llm.c style; ``VERSIONS`` maps number -> ``ops.Steps``; the tests chec
        kernels/blas_cpu.py's direct cblas GEMM): a sequence is one Numba call, no interpreter
        between steps. Only where that cblas is found (``blas_cpu.AVAILABLE``); its threads are
        whatever the caller's ``minis2s.threads.blas_threads`` scope set on that same library.
+    4  version 2's loops and backward kernel, the forward kernel on kernels/activations_cpu.py's
+       ``tanh_rational`` / ``sigmoid_rational``: in float32 Eigen's rational tanh (≤ 7 ulp against
+       version 2's ≤ 2; no exp), which halves the forward kernel's time at (B, H) = (128, 384);
+       float64 is version 2's math exactly.
 
 The default is version 2: version 3 measured no faster (benchmarks/NOTES.md, issue 15): the
 time is in the small step GEMMs, not between them. The loops inside the kernels are written for
@@ -34,7 +38,7 @@ from __future__ import annotations
 import math
 
 from minis2s.kernels import blas_cpu
-from minis2s.kernels.activations_cpu import sigmoid, tanh
+from minis2s.kernels.activations_cpu import sigmoid, sigmoid_rational, tanh, tanh_rational
 from numba import njit
 from numba.extending import register_jitable
 
@@ -141,6 +145,7 @@ _BACKWARD_STEP = njit(**JIT)(_make_backward_kernel())  # no transcendentals: one
 _FORWARD_STEP = {
     1: njit(**JIT)(named(_make_forward_kernel(math.tanh, _sigmoid_libm), "lstm_forward_step_v1")),
     2: njit(**JIT)(named(_make_forward_kernel(tanh, sigmoid), "lstm_forward_step_v2")),
+    4: njit(**JIT)(named(_make_forward_kernel(tanh_rational, sigmoid_rational), "lstm_forward_step_v4")),
 }
 
 
