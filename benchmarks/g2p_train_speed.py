@@ -133,6 +133,42 @@ def torch_runner(args, task, batches, onednn=True):
     return step
 
 
+def gemms_runner(task, threads: int):
+    """The GEMMs alone of one minis2s training step on ``threads`` BLAS threads -> step(batch):
+    every LSTM layer's (benchmarks/lstm_cpu.py's ``layer_gemms``: encoder over T_src steps,
+    decoder over T_trg - 1, the first layer of each on the embeddings) and the output
+    projection's three, with the batch's shapes and nothing between them. Its words/s is the
+    GEMM floor: what no kernel, time loop or optimizer work can beat while it builds on NumPy's
+    BLAS with these GEMMs."""
+    from threadpoolctl import threadpool_limits
+
+    from benchmarks.lstm_cpu import layer_gemm_arrays, layer_gemms
+
+    cfg, V = task.model_config, len(task.trg_vocab)
+    H, E, L = cfg.hidden, cfg.embedding, cfg.layers
+    arrays, rng = {}, np.random.default_rng(1)
+
+    def get(key, make):
+        if key not in arrays:
+            arrays[key] = make()
+        return arrays[key]
+
+    def step(b):
+        (T_src, B), T_dec = b.src.shape, b.trg.shape[0] - 1
+        w = get(("proj",), lambda: rng.standard_normal((V, H)).astype(np.float32))
+        with threadpool_limits(threads, user_api="blas"):
+            for T in (T_src, T_dec):
+                for layer in range(L):
+                    I = E if layer == 0 else H
+                    layer_gemms(get((T, B, I), lambda T=T, I=I: layer_gemm_arrays(rng, T, B, I, H)))
+            h, dy = get(("out", T_dec, B), lambda: (rng.standard_normal((T_dec * B, H)).astype(np.float32),
+                                                      rng.standard_normal((T_dec * B, V)).astype(np.float32)))
+            h @ w.T  # logits
+            dy.T @ h  # dW
+            dy @ w  # dh
+    return step
+
+
 def training_flops(batches, cfg, src_vocab, trg_vocab):
     """GEMM FLOPs of training on ``batches`` (padding included, as computed): per LSTM layer
     forward 2·T·B·4H·(I+H), the output projection 2·T·B·H·V, backward twice the forward; the
@@ -193,6 +229,8 @@ def main(argv=None):
     runners.update({f"minis2s v{v}": minis2s_runner(args, task, batches, v) for v in versions})
     runners["torch (seed model)"] = torch_runner(args, task, batches)
     runners["torch without oneDNN"] = torch_runner(args, task, batches, onednn=False)
+    for n in sorted({1, args.threads}):
+        runners[f"GEMMs alone, {n} thr"] = gemms_runner(task, n)
     from minis2s import threads
 
     for step in runners.values():  # warm-up: JIT compilation, allocator
@@ -221,6 +259,9 @@ def main(argv=None):
     print(f"{'implementation':<22}{'words/s':>10}{'x torch':>10}{'% peak':>8}")
     for k, r in rates.items():  # % peak: the GEMM FLOPs per second over the sgemm peak
         print(f"{k:<22}{r:>10.0f}{r / torch_rate:>10.2f}{100 * r / bound:>7.0f}%")
+    floor = max(r for k, r in rates.items() if k.startswith("GEMMs alone"))
+    print(f"{'GEMM floor':<22}{floor:>10.0f}{floor / torch_rate:>10.2f}{100 * floor / bound:>7.0f}%   "
+          f"(the better GEMMs-alone row: minis2s's GEMMs with nothing between them)")
     print(f"{'bound':<22}{bound:>10.0f}{bound / torch_rate:>10.2f}{100:>7.0f}%   "
           f"(every GEMM FLOP at NumPy's sgemm peak, {peak:.0f} GFLOP/s; nothing else costs time; "
           f"{flops / n_words / 1e9:.3f} GFLOP per word)")
@@ -229,6 +270,7 @@ def main(argv=None):
     with open(out, "w") as f:
         json.dump({"args": vars(args), "words_per_s": rates, "seconds": times, "machine": platform.platform(),
                    "gemm_flops": flops, "sgemm_gflops": peak, "words_per_s_at_sgemm_peak": bound,
+                   "gemm_floor_words_per_s": floor,
                    "share_of_sgemm": {k: r / bound for k, r in rates.items()},
                    "fast_kernel_version": lstm_cpu.DEFAULT_VERSION, "thread_choices": threads.choices(),
                    "loadavg": os.getloadavg(), "blas_kernel": blas_kernel()}, f, indent=1)

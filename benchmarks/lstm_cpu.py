@@ -175,40 +175,49 @@ def gemms_in_parallel(problem, parts: int = THREADS):
     return (t1 - t0) * f0 / max(f0 + b0, 1e-12), (t1 - t0) * b0 / max(f0 + b0, 1e-12), None
 
 
-def gemms_alone(problem, threads: int | None):
-    """The GEMMs one forward + backward of the fast path runs, with the same shapes, operand
-    layouts and NumPy calls (minis2s/ops/recurrent.py), and nothing between them, on ``threads``
-    BLAS threads -> (forward s, backward s, None). What no pointwise kernel, time loop or thread
-    choice can go below while it builds on these GEMMs: the benchmark's "GEMM floor"."""
-    from threadpoolctl import threadpool_limits
+def layer_gemm_arrays(rng, T, B, I, H, f32=np.float32):
+    """The operands of one LSTM layer's GEMMs (``layer_gemms``) for T steps of B rows, input I, hidden H."""
+    return {
+        "x": rng.standard_normal((T * B, I)).astype(f32), "w_ih": rng.standard_normal((4 * H, I)).astype(f32),
+        "w_hh_t": np.ascontiguousarray(rng.standard_normal((4 * H, H)).astype(f32).T),
+        "w_hh": rng.standard_normal((4 * H, H)).astype(f32), "h": rng.standard_normal((T + 1, B, H)).astype(f32),
+        "xg": np.empty((T * B, 4 * H), f32), "hg": np.empty((B, 4 * H), f32), "dh": np.empty((B, H), f32),
+        "dg": rng.standard_normal((T, B, 4 * H)).astype(f32), "T": T,
+    }
 
-    def make(rng, T, B, H, layers, f32=np.float32):
-        return {
-            "x": rng.standard_normal((T * B, H)).astype(f32), "w_ih": rng.standard_normal((4 * H, H)).astype(f32),
-            "w_hh_t": np.ascontiguousarray(rng.standard_normal((4 * H, H)).astype(f32).T),
-            "w_hh": rng.standard_normal((4 * H, H)).astype(f32), "h": rng.standard_normal((T + 1, B, H)).astype(f32),
-            "xg": np.empty((T * B, 4 * H), f32), "hg": np.empty((B, 4 * H), f32), "dh": np.empty((B, H), f32),
-            "dg": rng.standard_normal((T, B, 4 * H)).astype(f32), "layers": layers, "T": T,
-        }
 
-    a = problem_arrays(problem, "gemm_arrays", make)
+def layer_gemms(a) -> tuple[float, float]:
+    """The GEMMs of one layer's forward + backward on the fast path, with the same shapes, operand
+    layouts and NumPy calls (minis2s/ops/recurrent.py) and nothing between them, on the arrays of
+    ``layer_gemm_arrays`` -> (forward s, backward s)."""
     T, x, dg = a["T"], a["x"], a["dg"]
     dg2 = dg.reshape(-1, dg.shape[2])
+    t0 = clock()
+    np.matmul(x, a["w_ih"].T, out=a["xg"])  # the input GEMM
+    for t in range(T):
+        np.matmul(a["h"][t], a["w_hh_t"], out=a["hg"])  # a step GEMM
+    t1 = clock()
+    for t in range(T - 1, -1, -1):
+        np.matmul(dg[t], a["w_hh"], out=a["dh"])  # a backward step GEMM
+    dg2.T @ x  # dW_ih
+    dg2.T @ a["h"][:T].reshape(-1, a["h"].shape[2])  # dW_hh
+    dg2 @ a["w_ih"]  # dx
+    return t1 - t0, clock() - t1
+
+
+def gemms_alone(problem, threads: int | None):
+    """The GEMMs one forward + backward of the fast path runs (``layer_gemms`` for each layer), on
+    ``threads`` BLAS threads -> (forward s, backward s, None). What no pointwise kernel, time loop
+    or thread choice can go below while it builds on these GEMMs: the benchmark's "GEMM floor"."""
+    from threadpoolctl import threadpool_limits
+
+    def make(rng, T, B, H, layers):
+        return [layer_gemm_arrays(rng, T, B, H, H)] * layers  # the same operands for every layer
+
+    arrays = problem_arrays(problem, "gemm_arrays", make)
     with threadpool_limits(threads, user_api="blas") if threads else contextlib.nullcontext():
-        t0 = clock()
-        for _ in range(a["layers"]):
-            np.matmul(x, a["w_ih"].T, out=a["xg"])  # the input GEMM
-            for t in range(T):
-                np.matmul(a["h"][t], a["w_hh_t"], out=a["hg"])  # a step GEMM
-        t1 = clock()
-        for _ in range(a["layers"]):
-            for t in range(T - 1, -1, -1):
-                np.matmul(dg[t], a["w_hh"], out=a["dh"])  # a backward step GEMM
-            dg2.T @ x  # dW_ih
-            dg2.T @ a["h"][:T].reshape(-1, a["h"].shape[2])  # dW_hh
-            dg2 @ a["w_ih"]  # dx
-        t2 = clock()
-    return t1 - t0, t2 - t1, None
+        times = [layer_gemms(a) for a in arrays]
+    return sum(f for f, _ in times), sum(b for _, b in times), None
 
 
 _POINTWISE_LOOPS: list = []
