@@ -28,8 +28,10 @@ Versions (llm.c style; ``VERSIONS`` maps number -> ``ops.Steps``; the tests chec
        version 2's ≤ 2; no exp), which halves the forward kernel's time at (B, H) = (128, 384);
        float64 is version 2's math exactly.
 
-The default is version 2: version 3 measured no faster (benchmarks/NOTES.md, issue 15): the
-time is in the small step GEMMs, not between them. The loops inside the kernels are written for
+The default is version 4, the fastest measured (benchmarks/NOTES.md, issue 15, 2026-12-03: G2P
+training 849 words/s against version 2's 816; (T, B, H, L) = (32, 64, 512, 1) 116.9 ms against
+128.2; elsewhere within noise). Version 3 measured no faster than 2: the time is in the small
+step GEMMs, not between them. The loops inside the kernels are written for
 LLVM's vectoriser: zero-based ranges over views, few arrays written per loop (it gives up when it
 cannot check them all for overlap).
 """
@@ -170,7 +172,7 @@ def versions(cell, forward_steps, backward_step):
 
 
 VERSIONS = versions("lstm", _FORWARD_STEP, _BACKWARD_STEP)
-DEFAULT_VERSION = 2  # version 3 is no faster (see the docstring); 2 runs wherever Numba does
+DEFAULT_VERSION = 4  # the fastest measured (see the docstring); like 2, it runs wherever Numba does
 
 
 if __name__ == "__main__":  # python -m minis2s.kernels.lstm_cpu: every version against the reference
