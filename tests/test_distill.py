@@ -130,6 +130,29 @@ def test_teacher_targets_are_the_ensemble_mean_along_the_reference(teachers):
             check_close(f"column {col} step {t}", soft[t, col], np.exp(logp[0]), 1e-6)
 
 
+@pytest.mark.parametrize("temperature", [2.0, 0.5])
+def test_teacher_targets_at_a_temperature_are_the_mean_of_each_teachers_tempered_softmax(teachers, temperature):
+    # softmax(z / T) = p^(1/T) / Σ p^(1/T) for p = softmax(z): each teacher's own targets at T = 1,
+    # raised and renormalised, then averaged. 1e-5: the targets are stored in float32 (ε 6e-8),
+    # and p^(1/T) at T = 0.5 squares that rounding.
+    student = dates_task()
+    tempered = TeacherTargets(teachers, student, temperature=temperature)
+    alone = [TeacherTargets([t], student).probs.astype(np.float64) for t in teachers]  # (N, V) each
+    raised = [p ** (1 / temperature) for p in alone]
+    expected = sum(r / r.sum(axis=1, keepdims=True) for r in raised) / len(raised)
+    check_close(f"targets at T = {temperature}", tempered.probs, expected, 1e-5)
+    plain = TeacherTargets(teachers, student)
+    entropy = {k: tt._sharpness(student)["entropy"] for k, tt in (("plain", plain), ("tempered", tempered))}
+    assert (entropy["tempered"] > entropy["plain"]) == (temperature > 1), entropy
+
+
+@pytest.mark.parametrize("temperature, exc", [(0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),
+                                              (float("inf"), ValueError), (True, TypeError), ("2", TypeError)])
+def test_teacher_targets_refuse_a_bad_temperature(teachers, temperature, exc):
+    with pytest.raises(exc, match=r"^temperature must be"):
+        TeacherTargets(teachers, dates_task(), temperature=temperature)
+
+
 def test_teacher_targets_follow_a_batch_through_take(teachers):
     student = dates_task()
     targets = TeacherTargets(teachers, student, batch_size=32)
@@ -188,14 +211,22 @@ def test_g2p_train_distills_from_the_shipped_ensemble_and_resumes(tmp_path):
     teachers = f"distilling from {len(PRETRAINED_ENSEMBLES['ensemble'])} teacher(s)"  # every member teaches
     p = minis2s("g2p", "train", "--train-limit", "120", "--hidden", "16", "--layers", "1", "--embedding", "8",
                 "--epochs", "1", "--batch-size", "32", "--distill-from", "ensemble", "--distill-weight", "0.3",
-                "--max-steps", "2", "--out", "run", "--quiet", cwd=tmp_path)
+                "--distill-temperature", "2", "--max-steps", "2", "--out", "run", "--quiet", cwd=tmp_path)
     assert_ok(p)
     assert teachers in p.stderr and "mean teacher probability of the reference" in p.stderr
     train = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert train["distill_from"] == "ensemble" and train["distill_weight"] == 0.3
+    assert train["distill_temperature"] == 2.0 and "at temperature 2" in p.stderr
     p = minis2s("g2p", "train", "--resume", "--out", "run", "--quiet", cwd=tmp_path)  # recomputed, not saved
     assert_ok(p)
     assert teachers in p.stderr and "best dev WER" in p.stdout
+
+
+def test_g2p_train_refuses_a_bad_temperature_in_one_line(tmp_path):
+    p = minis2s("g2p", "train", "--train-limit", "50", "--distill-from", "seq2seq", "--distill-temperature", "0",
+                "--out", "run", "--quiet", cwd=tmp_path)
+    assert_clean_error(p, "distill_temperature", last_line_only=True)
+    assert not (tmp_path / "run").exists()
 
 
 def test_g2p_train_refuses_a_teacher_of_another_vocabulary_in_one_line(tmp_path):

@@ -50,6 +50,10 @@ class TrainConfig:
                                        resume=True)
     distill_weight: float = setting(0.5, "(distill_from) λ: the targets are (1-λ)·reference + λ·the teachers' "
                                     "distribution", low=0.0, high=1.0, resume=True)
+    distill_temperature: float = setting(1.0, "(distill_from) T: each teacher's distribution is taken as "
+                                         "softmax(logits / T) before the mean (T > 1: softer, more of its mass "
+                                         "on the other tokens; 1: as it is)", low=0.0, low_open=True,
+                                         resume=True)
     max_steps: int | None = setting(None, "stop after this many steps in all (a checkpoint and RUN/last "
                                     "are written); not saved with the run", low=1)
     time_limit: float | None = setting(None, "stop after this many minutes of this invocation (a checkpoint "

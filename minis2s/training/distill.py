@@ -5,7 +5,9 @@ Sun et al. 2019 (arXiv 1904.03446): the student is trained on
     q_t = (1 - λ) onehot(y_t) + λ p_teacher(· | y_<t, x),   p_teacher = (1/M) Σ_m p_m
 
 where p_m is teacher m's softmax under teacher forcing along the *reference* prefix y_<t (the
-arithmetic mean, as minis2s/models/ensemble.py decodes). Sequence-level distillation (train on
+arithmetic mean, as minis2s/models/ensemble.py decodes), optionally at a temperature T:
+p_m = softmax(z_m / T) for teacher m's logits z_m (Hinton et al. 2015; T = 1 by default: a
+teacher's distribution as it decodes; T > 1 spreads more of its mass over the other tokens). Sequence-level distillation (train on
 the teachers' decoded outputs) teaches little when the teachers reproduce the training
 references; their distributions still say which other tokens were plausible.
 
@@ -18,6 +20,8 @@ id by id. Legend: P pairs, N scored tokens in all (each target token and <eos>),
 """
 from __future__ import annotations
 
+import math
+import numbers
 import os
 
 import numpy as np
@@ -60,7 +64,12 @@ class TeacherTargets:
     rows are ``probs[offsets[i]:offsets[i + 1]]``, one per position of trg[1:] that is not
     padding."""
 
-    def __init__(self, teachers, task, *, batch_size: int = 256, log=None, map_batches=None):
+    def __init__(self, teachers, task, *, batch_size: int = 256, log=None, map_batches=None,
+                 temperature: float = 1.0):
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+            raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         if isinstance(teachers, (str, os.PathLike)) or not hasattr(teachers, "__iter__"):
             teachers = [teachers]
         loaded = [load_teacher(t) for t in teachers]
@@ -70,7 +79,7 @@ class TeacherTargets:
             if translator.trg.vocab != task.trg.vocab:
                 raise ValueError(f"teacher {name}: its target vocabulary ({len(translator.trg.vocab)} symbols) is "
                                  f"not the student's ({len(task.trg.vocab)}): its distributions cannot be targets")
-        self.names, self.pad_id = [name for _, name in loaded], task.pad_id
+        self.names, self.pad_id, self.temperature = [name for _, name in loaded], task.pad_id, float(temperature)
         lengths = np.array([len(t) + 1 for t in task.train_trg], dtype=np.int64)  # (P,) targets and <eos>
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])  # (P + 1,)
         self.lengths = lengths
@@ -79,11 +88,13 @@ class TeacherTargets:
         for translator, _ in loaded:  # one teacher at a time: each reads the sources its own way
             batches = make_batches(translator.encode_sources(sources), task.train_trg, batch_size)
             run = map_batches or (lambda fn, items: [fn(b) for b in items])
-            for batch, p in zip(batches, run(_teacher_probs(translator.model, task.pad_id), batches)):
+            for batch, p in zip(batches, run(_teacher_probs(translator.model, task.pad_id, temperature), batches)):
                 self.probs[self.rows(batch)] += p / len(loaded)  # the arithmetic mean of the members
         self.sharpness = self._sharpness(task)
         if log is not None:
-            log(f"distilling from {len(loaded)} teacher(s) ({', '.join(self.names)}) on {len(lengths):,} training "
+            log(f"distilling from {len(loaded)} teacher(s) ({', '.join(self.names)})"
+                + (f" at temperature {self.temperature:g}" if self.temperature != 1 else "")
+                + f" on {len(lengths):,} training "
                 f"pairs, {len(self.probs):,} tokens: mean teacher probability of the reference token "
                 f"{self.sharpness['p_reference']:.4f}, mean entropy {self.sharpness['entropy']:.4f} nats, "
                 f"argmax = reference {100 * self.sharpness['argmax_is_reference']:.2f}%")
@@ -114,14 +125,16 @@ class TeacherTargets:
                 "argmax_is_reference": float((p.argmax(axis=1) == refs).mean())}
 
 
-def _teacher_probs(model, pad_id: int):
-    """batch -> the teacher's softmax at the batch's scored positions, (n, V) float32, in the
-    order of ``TeacherTargets.rows``: a teacher-forced forward along the reference, no tape."""
+def _teacher_probs(model, pad_id: int, temperature: float = 1.0):
+    """batch -> the teacher's softmax (of its logits / ``temperature``) at the batch's scored
+    positions, (n, V) float32, in the order of ``TeacherTargets.rows``: a teacher-forced forward
+    along the reference, no tape."""
     def probs(batch):
         with no_grad():
             out = model(batch.src, batch.trg, 1.0, src_lengths=batch.src_lengths,
                         generator=np.random.default_rng(0))  # (T, B, V); full forcing draws nothing that matters
-        p = np.exp(to_numpy(log_softmax(out[1:], axis=2)).astype(np.float64))  # (T-1, B, V)
+        logits = out[1:] if temperature == 1 else out[1:] / temperature  # (T-1, B, V)
+        p = np.exp(to_numpy(log_softmax(logits, axis=2)).astype(np.float64))
         keep = batch.trg[1:] != pad_id  # (T-1, B)
         return p.transpose(1, 0, 2)[keep.T].astype(np.float32)  # (n, V), column by column
     return probs

@@ -505,8 +505,10 @@ def _teacher_targets(task, config: TrainConfig, teachers, comm, log) -> TeacherT
     """The teachers' targets for ``task`` (``teachers`` None: distill_from's folders); several
     ranks share the teacher forwards."""
     targets = TeacherTargets(teacher_folders(config.distill_from) if teachers is None else teachers, task, log=log,
-                             map_batches=comm.map_batches if comm.size > 1 else None)
-    log(f"distillation: targets (1 - {config.distill_weight:g})·reference + {config.distill_weight:g}·teachers")
+                             map_batches=comm.map_batches if comm.size > 1 else None,
+                             temperature=config.distill_temperature)
+    log(f"distillation: targets (1 - {config.distill_weight:g})·reference + {config.distill_weight:g}·teachers"
+        + (f" at temperature {config.distill_temperature:g}" if config.distill_temperature != 1 else ""))
     return targets
 
 
