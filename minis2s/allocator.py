@@ -8,11 +8,15 @@ So a step can fault the same memory in again, page by page, zeroed by the kernel
 G2P model, between ~1,400 and ~10,700 page faults a step from one process to the next; with the
 two thresholds set (``keep_freed_memory()``) ~70.
 
-Not on by default: measured, it is no clear win. On one thread a G2P step ran 360 -> 334 and 391 ->
-354 ms; on two, 253 -> 206 ms in one pair of processes but 219 -> 233 in another, and in
-benchmarks/g2p_train_speed.py (set after torch and the data were loaded) minis2s ran 647 words/s
-without it and 535 with it (figures and commands: benchmarks/NOTES.md). The benchmarks'
-``--keep-freed-memory`` sets it for a whole run, to measure it further.
+The ``minis2s`` command sets it when it starts (minis2s/cli.py; the library itself never does).
+Measured on the 2-core Intel Xeon, the whole command `g2p train --train-limit 5000 --max-steps
+40`, five pairs in turn (benchmarks/NOTES.md, issue 15, 2026-12-03): with it against
+``MINIS2S_KEEP_FREED_MEMORY=0``, wall time 0.94 (0.92-0.97) with the BLAS threads pinned at 2,
+0.96 (0.96-0.97) on one thread, system time 1.56 -> 0.67 s; page faults a G2P step 12,200 ->
+44. With the measured thread choice the wall ratio varied from pair to pair (0.93-1.17, CPU time
+0.87): the choice itself differs from run to run. An earlier session on an AMD EPYC found it
+mixed (figures in the notes). benchmarks/g2p_train_speed.py cannot show the effect: torch's
+allocations in the same process raise glibc's dynamic thresholds for minis2s's arrays too.
 
 The setting is process-wide and cannot be undone (an explicit ``mallopt`` ends glibc's dynamic
 threshold for good), so the library never sets it by itself; a program calls

@@ -30,6 +30,7 @@ import os
 import sys
 import time
 
+from minis2s.allocator import keep_freed_memory
 from minis2s.checkpoint import CheckpointError
 from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_ENSEMBLES, PRETRAINED_MODELS
 from minis2s.metrics import METRICS
@@ -630,6 +631,8 @@ def _subparser_of(parser, args):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the process is the command's own (not a caller's main(argv)): keep freed memory
+        keep_freed_memory()
     try:
         with one_voice(world(), same_on_every_rank=(TrainingInterrupted, TrainingDiverged, ValueError, TypeError,
                                                     KeyError)):  # under mpiexec: rank 0 speaks

@@ -81,3 +81,20 @@ def test_the_users_own_setting_wins(monkeypatch, name, value, why):
 def test_bad_thresholds_are_refused(kw, msg):
     with pytest.raises(ValueError, match=msg):
         keep_freed_memory(**kw)
+
+
+def test_the_minis2s_command_keeps_freed_memory_and_a_callers_main_does_not():
+    # The command owns its process, so it sets the allocator (minis2s/cli.py); main(argv) called
+    # by another program must not change that program's malloc.
+    child = r"""
+import sys
+from minis2s import cli
+calls = []
+cli.keep_freed_memory = lambda: calls.append(1) or "set"
+sys.argv = ["minis2s", "g2p", "predict", "--model", "seq2seq", "cat"]
+assert cli.main() == 0 and calls == [1], calls
+assert cli.main(["g2p", "predict", "--model", "seq2seq", "dog"]) == 0 and calls == [1], calls
+print("ok")
+"""
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr
