@@ -37,9 +37,11 @@ PRETRAINED_MODELS = {
     "smoothed": os.path.join(_PRETRAINED_ROOT, "g2p-smoothed"),  # seq2seq trained with label smoothing 0.1
     # seq2seq distilled (token level) from seq2seq + smoothed + attention, with label smoothing 0.1
     "distilled": os.path.join(_PRETRAINED_ROOT, "g2p-distilled"),
+    # smoothed's recipe with another seed (2): a member that errs differently
+    "smoothed-seed2": os.path.join(_PRETRAINED_ROOT, "g2p-smoothed-seed2"),
 }
 # Shipped ensembles, by name: their members (shipped models) decode as one.
-PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "smoothed", "attention", "distilled")}
+PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "smoothed", "attention", "smoothed-seed2")}
 DEFAULT_MODEL = "ensemble"  # the lowest dev WER of the shipped choices
 
 
