@@ -136,37 +136,19 @@ def _sigmoid_float32(x):
 _JIT = {"error_model": "numpy", "fastmath": False}
 
 
-@overload(tanh, jit_options=_JIT)
-def _tanh_overload(x):
-    if x == types.float64:
-        return _tanh_float64
-    if x == types.float32:
-        return _tanh_float32
-    return None
+def _by_dtype(fn, float64_impl, float32_impl):
+    """Inside ``@njit`` code, ``fn(x)`` of a float64 / float32 scalar compiles to the given
+    implementation (other types: no overload, so Numba reports the call as unsupported)."""
+    @overload(fn, jit_options=_JIT)
+    def _choose(x):
+        if x == types.float64:
+            return float64_impl
+        if x == types.float32:
+            return float32_impl
+        return None
 
 
-@overload(sigmoid, jit_options=_JIT)
-def _sigmoid_overload(x):
-    if x == types.float64:
-        return _sigmoid_float64
-    if x == types.float32:
-        return _sigmoid_float32
-    return None
-
-
-@overload(tanh_rational, jit_options=_JIT)
-def _tanh_rational_overload(x):
-    if x == types.float64:
-        return _tanh_float64
-    if x == types.float32:
-        return _tanh_rational_float32
-    return None
-
-
-@overload(sigmoid_rational, jit_options=_JIT)
-def _sigmoid_rational_overload(x):
-    if x == types.float64:
-        return _sigmoid_float64
-    if x == types.float32:
-        return _sigmoid_rational_float32
-    return None
+_by_dtype(tanh, _tanh_float64, _tanh_float32)
+_by_dtype(sigmoid, _sigmoid_float64, _sigmoid_float32)
+_by_dtype(tanh_rational, _tanh_float64, _tanh_rational_float32)
+_by_dtype(sigmoid_rational, _sigmoid_float64, _sigmoid_rational_float32)
