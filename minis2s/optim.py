@@ -13,16 +13,7 @@ import numpy as np
 from minis2s import dispatch
 from minis2s.backend import array_module, to_numpy
 from minis2s.nn.module import Parameter
-from minis2s.validate import check_probability
-
-
-def check_positive_real(name: str, x) -> float:
-    """A finite real number > 0 (bools refused: ``lr=True`` is a bug, not 1.0)."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    if not (x > 0 and math.isfinite(x)):
-        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
-    return float(x)
+from minis2s.validate import check_positive_real, check_probability
 
 
 def check_weight_decay(weight_decay) -> float:

@@ -89,6 +89,15 @@ def check_positive_int(name: str, n) -> int:
     return int(n)
 
 
+def check_positive_real(name: str, x) -> float:
+    """A finite real number > 0 (bools refused: ``lr=True`` is a bug, not 1.0)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    if not (x > 0 and math.isfinite(x)):
+        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
+    return float(x)
+
+
 def check_nonnegative_float(name: str, x) -> float:
     """A finite real number >= 0 (a bool is refused: True is not a weight)."""
     if isinstance(x, bool) or not isinstance(x, numbers.Real):

@@ -20,8 +20,6 @@ id by id. Legend: P pairs, N scored tokens in all (each target token and <eos>),
 """
 from __future__ import annotations
 
-import math
-import numbers
 import os
 
 import numpy as np
@@ -31,6 +29,7 @@ from minis2s.backend import to_numpy
 from minis2s.data import make_batches
 from minis2s.nn import no_grad
 from minis2s.ops import log_softmax
+from minis2s.validate import check_positive_real
 
 
 def teacher_folders(distill_from: str) -> list[str]:
@@ -66,10 +65,7 @@ class TeacherTargets:
 
     def __init__(self, teachers, task, *, batch_size: int = 256, log=None, map_batches=None,
                  temperature: float = 1.0):
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-            raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        temperature = check_positive_real("temperature", temperature)
         if isinstance(teachers, (str, os.PathLike)) or not hasattr(teachers, "__iter__"):
             teachers = [teachers]
         loaded = [load_teacher(t) for t in teachers]
@@ -79,7 +75,7 @@ class TeacherTargets:
             if translator.trg.vocab != task.trg.vocab:
                 raise ValueError(f"teacher {name}: its target vocabulary ({len(translator.trg.vocab)} symbols) is "
                                  f"not the student's ({len(task.trg.vocab)}): its distributions cannot be targets")
-        self.names, self.pad_id, self.temperature = [name for _, name in loaded], task.pad_id, float(temperature)
+        self.names, self.pad_id, self.temperature = [name for _, name in loaded], task.pad_id, temperature
         lengths = np.array([len(t) + 1 for t in task.train_trg], dtype=np.int64)  # (P,) targets and <eos>
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])  # (P + 1,)
         self.lengths = lengths
