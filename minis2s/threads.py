@@ -71,10 +71,6 @@ _mode: list = [_mode_from_env()]  # "auto", "size", an int >= 1, or None
 _libs: list = []  # [threadpoolctl LibController of each BLAS NumPy loaded], filled on first use
 _found: list = [False]
 _depth: list = [0]  # how many blas_threads scopes are open: only the outermost one acts
-_scope_count: list = [None]  # the BLAS thread count the outermost open scope chose (None: none chose)
-# A recurrence splits into slices of at least this many rows (each slice's step GEMM has as many):
-# at (T, B, H) = (32, 16, 128) two slices of 8 measured 25% faster than one call on 2 BLAS threads.
-MIN_SLICE_ROWS = 8
 
 
 def set_blas_threads(mode) -> None:
@@ -236,10 +232,9 @@ def blas_threads(macs: int, work: float = 1.0, kind: str = "op"):
     """Within this block NumPy's BLAS runs on the threads ``chosen_threads`` gives, or for a
     large GEMM on those ``ThreadChoice`` measures faster for ``kind`` (unless an enclosing scope
     has chosen already). ``work``: the block's amount of work (its tokens) the time is divided by."""
-    changed, measured, outermost = [], None, _depth[0] == 0
-    if outermost:
+    changed, measured = [], None
+    if _depth[0] == 0:
         libs = _blas_libs()
-        _scope_count[0] = None
         for lib in libs:
             current = lib.num_threads
             want = chosen_threads(int(macs), current)
@@ -249,8 +244,6 @@ def blas_threads(macs: int, work: float = 1.0, kind: str = "op"):
             if want is not None and want != current:
                 lib.set_num_threads(want)
                 changed.append((lib, current))
-            if want is not None and len(libs) == 1:
-                _scope_count[0] = want
     _depth[0] += 1
     t0 = time.perf_counter()
     try:
@@ -259,65 +252,8 @@ def blas_threads(macs: int, work: float = 1.0, kind: str = "op"):
             measured.record(measured_count, (time.perf_counter() - t0) / max(float(work), 1.0))
     finally:
         _depth[0] -= 1
-        if outermost:
-            _scope_count[0] = None
         for lib, current in changed:
             lib.set_num_threads(current)
-
-
-def split_count(rows: int) -> int:
-    """How many slices a recurrence over ``rows`` batch rows runs as (1: one call), each slice
-    on a thread of its own with one BLAS thread (``ops.recurrent_forward_split``): the thread
-    count the outermost ``blas_threads`` scope chose, at most one slice per ``MIN_SLICE_ROWS``
-    rows. 1 outside a scope, and wherever minis2s leaves BLAS alone (a thread variable in the
-    environment, ``set_blas_threads(None)``, several BLAS libraries loaded): the caller's count
-    then stands for BLAS's own threads, not for minis2s's. So "2 threads" means two cores used
-    either way; the measured choice (``ThreadChoice``) times the split as the all-threads count."""
-    n = _scope_count[0]
-    if n is None or n < 2:
-        return 1
-    return max(1, min(n, rows // MIN_SLICE_ROWS))
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """One BLAS thread within the block (the slices of a split recurrence run their GEMMs side
-    by side, one each), restored to the enclosing scope's count afterwards."""
-    changed = []
-    for lib in _blas_libs():
-        current = lib.num_threads
-        if current != 1:
-            lib.set_num_threads(1)
-            changed.append((lib, current))
-    try:
-        yield
-    finally:
-        for lib, current in changed:
-            lib.set_num_threads(current)
-
-
-_pool: list = []  # [(ThreadPoolExecutor, its workers)], made on first use
-
-
-def run_parallel(fn, items) -> list:
-    """[fn(item) for item in items], all at the same time on a pool's threads, the caller waiting
-    (``fn`` must release the GIL for this to gain: NumPy's GEMMs and the nogil Numba kernels
-    do). Not the first in the calling thread: measured slower (a split G2P layer 46 ms against
-    40, benchmarks/NOTES.md), the woken worker sharing the caller's core for a while. Waits for
-    every one before returning or raising the first error."""
-    items = list(items)
-    if len(items) < 2:
-        return [fn(item) for item in items]
-    if not _pool or _pool[0][1] < len(items):
-        from concurrent.futures import ThreadPoolExecutor
-
-        if _pool:
-            _pool.pop()[0].shutdown(wait=False)
-        _pool.append((ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="minis2s-slice"), len(items)))
-    futures = [_pool[0][0].submit(fn, item) for item in items]
-    for f in futures:  # none may still be writing when this returns or raises
-        f.exception()
-    return [f.result() for f in futures]
 
 
 def recurrent_step_macs(rnn, batch: int) -> int:

@@ -16,16 +16,13 @@ minis2s/dispatch.py picks: the reference, or a fused kernel's (same numbers).
 """
 from __future__ import annotations
 
-import contextlib
 import math
-
-import numpy
 
 from minis2s import dispatch, ops
 from minis2s.backend import array_module
 from minis2s.nn.module import Module, Parameter, default_dtype, init_uniform
 from minis2s.random import default_rng
-from minis2s.threads import blas_threads, one_blas_thread, recurrent_step_macs, run_parallel, split_count
+from minis2s.threads import blas_threads, recurrent_step_macs
 from minis2s.validate import check_float_array, check_lengths, check_positive_int, check_probability
 
 
@@ -73,14 +70,6 @@ class RNNBase(Module):
             check_float_array(name, s, ndim=3, dtype=dtype, shape=(L, B, H))
         return tuple(state)
 
-    def _slices(self, B: int, steps) -> int:
-        """How many batch slices this layer's recurrence runs as (``threads.split_count``): only
-        NumPy arrays through a compiled fast path (the reference is the plain one-call math) and
-        never under minis2s.trace, which reads one RecurrentCache per layer."""
-        if self._trace is not None or self.xp is not numpy or steps is self.cell.reference:
-            return 1
-        return split_count(B)
-
     def forward_states(self, x, state=None, lengths=None, generator=None):
         """The forward of every cell type with the state as one tuple: (h, c) for the LSTM, (h,)
         for the GRU and the RNN (``self.cell.n_states`` entries), or None for zeros.
@@ -110,15 +99,8 @@ class RNNBase(Module):
                 x_d = inp if d == 0 else ops.reverse_time(inp, rev)  # reverse: each row within its length
                 steps = dispatch.recurrent_steps(self.cell, x_d)  # the reference or a fused kernel's
                 with blas_threads(macs, work=T * B, kind=f"{type(self).__name__}.forward l{k}"):
-                    slices = self._slices(B, steps)
-                    if slices > 1:  # the batch's rows as independent recurrences, side by side
-                        with one_blas_thread():
-                            out, s_n, cache = ops.recurrent_forward_split(
-                                self.cell, x_d, tuple(s[k] for s in state), *w, lengths=lengths, steps=steps,
-                                slices=slices, run=run_parallel)
-                    else:
-                        out, s_n, cache = ops.recurrent_forward(self.cell, x_d, tuple(s[k] for s in state), *w,
-                                                                lengths=lengths, steps=steps)
+                    out, s_n, cache = ops.recurrent_forward(self.cell, x_d, tuple(s[k] for s in state), *w,
+                                                            lengths=lengths, steps=steps)
                 for f, s in zip(finals, s_n):
                     f[k] = s
                 if self._trace is not None:  # minis2s.trace: reads the cache just made
@@ -151,15 +133,9 @@ class RNNBase(Module):
                 if direction == 1 and d_dir is not None:
                     d_dir = ops.reverse_time(d_dir, rev)  # into the order the reverse pass ran in
                 ds_n = tuple(None if s is None else s[k] for s in dstate_n)
-                T, B = cache.time_batch
-                with blas_threads(macs, work=T * B, kind=f"{type(self).__name__}.backward l{k}"):
-                    if isinstance(cache, ops.SplitCache):  # its slices side by side where allowed now
-                        parallel = split_count(B) > 1
-                        with one_blas_thread() if parallel else contextlib.nullcontext():
-                            dx_dir, ds0_layers[k], grads = ops.recurrent_backward(
-                                d_dir, ds_n, cache, run_parallel if parallel else map)
-                    else:
-                        dx_dir, ds0_layers[k], grads = ops.recurrent_backward(d_dir, ds_n, cache)
+                rows = cache.x.shape[0] * cache.x.shape[1]  # T·B
+                with blas_threads(macs, work=rows, kind=f"{type(self).__name__}.backward l{k}"):
+                    dx_dir, ds0_layers[k], grads = ops.recurrent_backward(d_dir, ds_n, cache)
                 if direction == 1:
                     dx_dir = ops.reverse_time(dx_dir, rev)
                 if self._trace is not None:

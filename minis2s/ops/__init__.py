@@ -34,11 +34,9 @@ from minis2s.ops.lstm import (
 from minis2s.ops.recurrent import (
     CellType,
     RecurrentCache,
-    SplitCache,
     Steps,
     recurrent_backward,
     recurrent_forward,
-    recurrent_forward_split,
     reverse_time,
     reverse_time_index,
     weight_gradients,

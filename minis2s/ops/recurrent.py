@@ -136,11 +136,6 @@ class RecurrentCache(NamedTuple):
     saved: tuple  # the cell's own arrays (LSTM: cs (T+1, B, H), tanh_c (T, B, H); GRU: hg_n (T, B, H))
     lengths: object  # (B,) int64: every row T when there is no padding
 
-    @property
-    def time_batch(self) -> tuple:
-        """(T, B) of the sequence it ran."""
-        return self.x.shape[0], self.x.shape[1]
-
 
 def live_rows(t, lengths):
     """(B, 1) bool: the rows whose sequence has a step t; (B, 1) bool: those for which t is the last."""
@@ -187,14 +182,11 @@ def recurrent_forward(cell: CellType, x, state0, w_ih, w_hh, b_ih, b_hh, lengths
     return out, state_n, RecurrentCache(cell, steps, x, w_ih, w_hh, hs, xg, saved, lens)
 
 
-def recurrent_backward(dout, dstate_n, cache, run=map):
+def recurrent_backward(dout, dstate_n, cache: RecurrentCache):
     """dout: (T, B, H) or None (outputs unused); dstate_n: tuple of (B, H) or None entries.
 
     Returns dx (T, B, I), dstate0 (tuple of (B, H)), and (dw_ih, dw_hh, db_ih, db_hh).
-    A SplitCache (``recurrent_forward_split``) runs its slices through ``run`` (default: in turn).
     """
-    if isinstance(cache, SplitCache):
-        return _split_backward(dout, dstate_n, cache, run)
     cell, steps, x, w_ih, w_hh, hs, gates, saved, lens = cache
     xp = array_module(hs)
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
@@ -214,76 +206,6 @@ def recurrent_backward(dout, dstate_n, cache, run=map):
         dstate0[0][empty] = dh_n[empty]
     dx, dweights = weight_gradients(x, hs, w_ih, dxg, dhg)
     return dx, dstate0, dweights
-
-
-class SplitCache(NamedTuple):
-    """What ``recurrent_forward_split`` keeps: each slice's rows and its own RecurrentCache."""
-
-    bounds: tuple  # ((lo, hi), ...): the batch rows of each slice, in order
-    caches: tuple  # their RecurrentCache, in the same order
-
-    @property
-    def time_batch(self) -> tuple:
-        """(T, B) of the whole sequence it ran."""
-        return self.caches[0].x.shape[0], self.bounds[-1][1]
-
-
-def batch_slices(B: int, n: int) -> tuple:
-    """((lo, hi), ...): B rows in n slices as even as they go (the first B mod n one row longer)."""
-    q, r = divmod(B, n)
-    starts = [k * q + min(k, r) for k in range(n + 1)]
-    return tuple(zip(starts[:-1], starts[1:]))
-
-
-def recurrent_forward_split(cell: CellType, x, state0, w_ih, w_hh, b_ih, b_hh, lengths=None,
-                            steps: Steps | None = None, *, slices: int, run):
-    """``recurrent_forward`` as ``slices`` independent recurrences over slices of the batch.
-
-    Why: the rows of a batch never meet in a recurrence (every step's GEMM and pointwise pass
-    are row by row), so a slice of rows is a recurrence of its own. Run on their own threads,
-    each with one BLAS thread, the slices keep both cores busy through the whole time loop,
-    the pointwise kernels included, with no BLAS thread pool to wake and join at every step
-    (measured: benchmarks/NOTES.md, issue 15). ``run(fn, items)`` -> [fn(item) ...] in order
-    (minis2s.threads.run_parallel; the builtin map runs them in turn).
-
-    out and state_n are the slices' joined along the batch: the same math row for row as one
-    call (equal in the tests, up to the BLAS's blocking of a GEMM by its row count); the cache
-    is a SplitCache, whose ``recurrent_backward`` sums the slices' weight gradients (a sum over
-    rows in another order: the last bits may differ, as another BLAS thread count's do)."""
-    xp = array_module(x)
-    T, B, _ = x.shape
-    bounds = batch_slices(B, slices)
-    lens = lengths_array(lengths, T, B, xp)
-
-    def one(rows):
-        lo, hi = rows
-        return recurrent_forward(cell, x[:, lo:hi], tuple(s[lo:hi] for s in state0), w_ih, w_hh, b_ih, b_hh,
-                                 lens[lo:hi], steps)
-
-    parts = list(run(one, bounds))
-    out = xp.concatenate([p[0] for p in parts], axis=1)  # (T, B, H)
-    state_n = tuple(xp.concatenate([p[1][k] for p in parts], axis=0) for k in range(len(state0)))
-    return out, state_n, SplitCache(bounds, tuple(p[2] for p in parts))
-
-
-def _split_backward(dout, dstate_n, cache: SplitCache, run):
-    """``recurrent_backward`` of a SplitCache: each slice's backward (``run`` as in
-    recurrent_forward_split), dx and dstate0 joined, the weight gradients summed."""
-    xp = array_module(cache.caches[0].hs)
-
-    def one(k):
-        lo, hi = cache.bounds[k]
-        d = None if dout is None else dout[:, lo:hi]
-        return recurrent_backward(d, tuple(None if s is None else s[lo:hi] for s in dstate_n), cache.caches[k])
-
-    parts = list(run(one, range(len(cache.caches))))
-    dx = xp.concatenate([p[0] for p in parts], axis=1)  # (T, B, I)
-    dstate0 = tuple(xp.concatenate([p[1][k] for p in parts], axis=0) for k in range(len(parts[0][1])))
-    dweights = list(parts[0][2])
-    for p in parts[1:]:
-        for acc, g in zip(dweights, p[2]):
-            acc += g  # each slice's gradients are its own new arrays
-    return dx, dstate0, tuple(dweights)
 
 
 def weight_gradients(x, hs, w_ih, dxg, dhg):
