@@ -4,7 +4,7 @@ Installed as ``minis2s.kernels`` (the folder stays at the top of the repository)
 one way: kernels import minis2s.ops and minis2s.backend (the reference and the array module),
 nothing in minis2s.ops imports kernels; minis2s/dispatch.py picks an implementation per layer.
 
-    lstm_cpu.py            the LSTM's fused Numba steps for the CPU (versions 1, 2, 3)
+    lstm_cpu.py            the LSTM's fused Numba steps for the CPU (versions 1-4)
     gru_cpu.py             the GRU's, the same recipe
     activations_cpu.py     tanh and sigmoid that Numba vectorises (no libm calls)
     blas_cpu.py            a direct cblas GEMM callable from Numba (version 3's time loops)
@@ -17,4 +17,11 @@ nothing in minis2s.ops imports kernels; minis2s/dispatch.py picks an implementat
     lstm_numba_cuda.py     the same pointwise kernels in Numba CUDA (CuPy arrays, or the simulator)
     cuda_host.py           test tooling: nvcc builds, the CUDA C host twins, resource usage
     harness.py             checks any implementation against the float64 reference
+    numba_cache.py         Numba's on-disk cache stamped by this whole folder (an edit anywhere recompiles)
 """
+from minis2s.kernels import numba_cache as _numba_cache
+
+try:  # before any kernel module compiles: their cache must see edits to the files they inline
+    _numba_cache.install()
+except ImportError:  # pragma: no cover - no numba: minis2s runs on the NumPy reference
+    pass

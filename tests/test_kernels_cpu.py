@@ -347,3 +347,65 @@ def test_each_kernel_file_validates_itself_when_run(kernel_modules):
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2 * len(kernel_modules["gru"].VERSIONS), r.stdout
     assert all("max relative error" in line for line in lines)
+
+
+# ---- Numba's on-disk cache sees edits to any kernel file ----------------------------------------------
+
+def test_every_cached_kernel_is_stamped_by_the_whole_kernels_folder(lstm_cpu, gru_cpu):
+    """Each compiled kernel's cache locator is kernels/numba_cache.py's: its stamp is the hash of
+    every .py file in kernels/, not of the one file that defines the kernel."""
+    from minis2s.kernels import numba_cache
+
+    steps = [*lstm_cpu.VERSIONS.values(), *gru_cpu.VERSIONS.values()]
+    fns = {f for s in steps for f in (s.forward_step, s.backward_step, s.forward_loop, s.backward_loop)}
+    dispatchers = [f for f in fns if hasattr(f, "_cache")]  # the Python loops of versions 1, 2, 4 are not compiled
+    assert len(dispatchers) >= len(lstm_cpu._FORWARD_STEP) + 1 + 2, dispatchers  # + backward + v3 loops
+    for d in dispatchers:
+        locator = d._cache._impl.locator
+        assert isinstance(locator, numba_cache._FolderStamped), (d, type(locator))
+        assert locator.get_source_stamp() == numba_cache.folder_stamp()
+
+
+def test_folder_stamp_follows_every_python_file_and_only_those(tmp_path, lstm_cpu):
+    from minis2s.kernels.numba_cache import folder_stamp
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    first = folder_stamp(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("not code\n")
+    assert folder_stamp(str(tmp_path)) == first
+    (tmp_path / "b.py").write_text("y = 3\n")  # same size, other content
+    second = folder_stamp(str(tmp_path))
+    assert second != first
+    (tmp_path / "c.py").write_text("")
+    assert folder_stamp(str(tmp_path)) not in (first, second)
+
+
+def test_a_cached_kernel_recompiles_when_a_file_it_inlines_changes(tmp_path, lstm_cpu):
+    """The bug this guards against, end to end: kern.py's cached function inlines dep.py's; dep.py
+    changes; a fresh process must run the new dep.py. With Numba's own stamp (kern.py's hash alone)
+    the stale cached result comes back, which the first half checks, so this test can fail."""
+    (tmp_path / "dep.py").write_text("from numba.extending import register_jitable\n"
+                                     "@register_jitable\ndef g(x):\n    return x + 1.0\n")
+    (tmp_path / "kern.py").write_text("from numba import njit\nfrom dep import g\n"
+                                      "@njit(cache=True)\ndef f(x):\n    return g(x) * 2.0\n")
+
+    def run(stamped):
+        setup = (f"from minis2s.kernels import numba_cache\nnumba_cache.install({str(tmp_path)!r})\n"
+                 if stamped else "")
+        code = f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n{setup}import kern\nprint(kern.f(1.0))\n"
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           check=False)
+        assert r.returncode == 0, r.stderr
+        return float(r.stdout.strip().splitlines()[-1])
+
+    def edit_dep(new):
+        (tmp_path / "dep.py").write_text((tmp_path / "dep.py").read_text().replace(new[0], new[1]))
+
+    for stamped in (False, True):
+        for p in tmp_path.glob("__pycache__/*.nb*"):
+            p.unlink()
+        assert run(stamped) == (1.0 + 1.0) * 2.0
+        edit_dep(("x + 1.0", "x + 5.0"))
+        assert run(stamped) == ((1.0 + 5.0) * 2.0 if stamped else (1.0 + 1.0) * 2.0)  # Numba's own: stale
+        edit_dep(("x + 5.0", "x + 1.0"))
