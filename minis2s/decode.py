@@ -36,7 +36,7 @@ def greedy_decode(model, src, src_lengths=None, *, max_len: int, sos_id: int, eo
 
 
 def _until_eos(ids, eos_id):
-    ids = list(int(i) for i in ids)
+    ids = [int(i) for i in ids]
     return ids[: ids.index(eos_id)] if eos_id in ids else ids
 
 

@@ -5,6 +5,17 @@ from minis2s.nn.module import Module, Parameter, is_grad_enabled, no_grad
 from minis2s.nn.recurrent import GRU, LSTM, RNN, RNNBase
 
 __all__ = [
-    "Attention", "CrossEntropyLoss", "Dropout", "Embedding", "GRU", "LSTM", "Linear", "Module", "Parameter",
-    "RNN", "RNNBase", "is_grad_enabled", "no_grad",
+    "GRU",
+    "LSTM",
+    "RNN",
+    "Attention",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Embedding",
+    "Linear",
+    "Module",
+    "Parameter",
+    "RNNBase",
+    "is_grad_enabled",
+    "no_grad",
 ]

@@ -162,7 +162,7 @@ class Module:
         return self
 
     # ---- state dicts -------------------------------------------------------------------------
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Parameter name -> a NumPy copy of its values (PyTorch's keys)."""
         return OrderedDict((k, to_numpy(p.data).copy()) for k, p in self.named_parameters())
 
