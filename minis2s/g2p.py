@@ -35,13 +35,16 @@ PRETRAINED_MODELS = {
     "attention": os.path.join(_PRETRAINED_ROOT, "g2p-attention"),
     "stress": os.path.join(_PRETRAINED_ROOT, "g2p-stress"),  # seq2seq, phonemes with stress digits
     "smoothed": os.path.join(_PRETRAINED_ROOT, "g2p-smoothed"),  # seq2seq trained with label smoothing 0.1
-    # seq2seq distilled (token level) from seq2seq + smoothed + attention, with label smoothing 0.1
+    # seq2seq distilled (token level) from seq2seq + attention at temperature 2, label smoothing 0.1
     "distilled": os.path.join(_PRETRAINED_ROOT, "g2p-distilled"),
+    # the first distilled model: from seq2seq + smoothed + attention at temperature 1, seed 1
+    "distilled-ls": os.path.join(_PRETRAINED_ROOT, "g2p-distilled-ls"),
     # smoothed's recipe with another seed (2): a member that errs differently
     "smoothed-seed2": os.path.join(_PRETRAINED_ROOT, "g2p-smoothed-seed2"),
 }
 # Shipped ensembles, by name: their members (shipped models) decode as one.
-PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "smoothed", "attention", "smoothed-seed2")}
+PRETRAINED_ENSEMBLES = {"ensemble": ("seq2seq", "smoothed", "attention", "smoothed-seed2", "distilled-ls",
+                                     "distilled")}
 DEFAULT_MODEL = "ensemble"  # the lowest dev WER of the shipped choices
 
 

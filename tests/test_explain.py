@@ -36,7 +36,7 @@ def test_the_explanation_is_the_models_own_greedy_choice(explained):
     for step, alts in enumerate(ex.top(5)):
         assert len(alts) == 5 and alts[0][0] == ex.outputs[step]
         assert [p for _, p in alts] == sorted((p for _, p in alts), reverse=True)
-    assert len(ex.members) == (4 if name == "ensemble" else 1)  # seq2seq, smoothed, attention, smoothed-seed2
+    assert len(ex.members) == (6 if name == "ensemble" else 1)  # the six of PRETRAINED_ENSEMBLES["ensemble"]
     np.testing.assert_allclose(ex.probs, np.mean([m.probs for m in ex.members], axis=0), atol=1e-12)
 
 
