@@ -26,9 +26,14 @@ if not os.path.isdir(FOLDERS[1]):  # installed: kernels/ is minis2s/kernels, bes
     FOLDERS = (FOLDERS[0], os.path.join(os.path.dirname(FOLDERS[0]), "ops"))
 
 
+def _folder_tuple(folders) -> tuple:
+    """A folder or several -> a tuple of absolute paths."""
+    return tuple(os.path.abspath(f) for f in ((folders,) if isinstance(folders, str) else folders))
+
+
 def folder_stamp(folders=FOLDERS) -> str:
-    """sha256 over the paths and contents of every ``.py`` file in ``folders`` (a path or a tuple)."""
-    folders = (folders,) if isinstance(folders, str) else tuple(folders)
+    """sha256 over the names and contents of every ``.py`` file in ``folders`` (a path or a tuple)."""
+    folders = _folder_tuple(folders)
     files = [os.path.join(d, n) for d in folders for n in sorted(os.listdir(d)) if n.endswith(".py")]
     return _hash_files(tuple((f, os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files))
 
@@ -66,7 +71,7 @@ def locators(folders=FOLDERS) -> list:
     then the user-wide cache when that is not writable (an installed, read-only package)."""
     from numba.core import caching
 
-    folders = tuple(os.path.abspath(f) for f in ((folders,) if isinstance(folders, str) else folders))
+    folders = _folder_tuple(folders)
     bases = [getattr(caching, name, None) or getattr(caching, "_" + name)  # Numba < 0.60: _Name
              for name in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")]
     return [type(f"FolderStamped{base.__name__.lstrip('_')}", (_FolderStamped, base), {"folders": folders})
@@ -78,7 +83,7 @@ _installed: dict = {}  # folders -> their locators, once installed
 
 def install(folders=FOLDERS) -> None:
     """Put ``folders``' locators first in Numba's list (once per process and folders)."""
-    key = tuple(os.path.abspath(f) for f in ((folders,) if isinstance(folders, str) else folders))
+    key = _folder_tuple(folders)
     if key in _installed:
         return
     from numba.core import caching
