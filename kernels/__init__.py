@@ -17,7 +17,7 @@ nothing in minis2s.ops imports kernels; minis2s/dispatch.py picks an implementat
     lstm_numba_cuda.py     the same pointwise kernels in Numba CUDA (CuPy arrays, or the simulator)
     cuda_host.py           test tooling: nvcc builds, the CUDA C host twins, resource usage
     harness.py             checks any implementation against the float64 reference
-    numba_cache.py         Numba's on-disk cache stamped by this whole folder (an edit anywhere recompiles)
+    numba_cache.py         Numba's on-disk cache stamped by this folder and minis2s/ops (an edit there recompiles)
 """
 from minis2s.kernels import numba_cache as _numba_cache
 

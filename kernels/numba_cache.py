@@ -18,12 +18,11 @@ import functools
 import hashlib
 import os
 
+from minis2s import ops
+
 # kernels/ and minis2s/ops/: version 3's compiled time loops are ops/recurrent.py's ``time_loops``
 # around this folder's kernels, so their cache must follow both folders
-FOLDERS = (os.path.dirname(os.path.abspath(__file__)),
-           os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "minis2s", "ops"))
-if not os.path.isdir(FOLDERS[1]):  # installed: kernels/ is minis2s/kernels, beside minis2s/ops
-    FOLDERS = (FOLDERS[0], os.path.join(os.path.dirname(FOLDERS[0]), "ops"))
+FOLDERS = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(ops.__file__)))
 
 
 def _folder_tuple(folders) -> tuple:
