@@ -242,24 +242,31 @@ def cmd_g2p_transfer(args, parser):
     from minis2s.data import write_pairs
     from minis2s.data.cmudict import load_cmudict, load_split
     from minis2s.data.wordlists import english_words, sample_like
-    from minis2s.g2p import G2P, transfer_set
+    from minis2s.g2p import G2P, agreed, transfer_set
 
     if os.path.exists(args.out):
         raise ValueError(f"--out {args.out}: the file exists (a transfer set is never replaced: choose another name)")
     if args.words < 1:
         raise ValueError(f"--words must be >= 1, got {args.words}")
     g2p = G2P(args.model)  # before the word lists are read: a bad --model fails at once
-    if g2p.stress:
-        raise ValueError("--model: a transfer set is unstressed CMUdict phonemes; this model has stress digits")
+    judges = [G2P(name) for name in args.agree or ()]
+    for flag, model in [("--model", g2p)] + [("--agree", j) for j in judges]:
+        if model.stress:
+            raise ValueError(f"{flag}: a transfer set is unstressed CMUdict phonemes; this model has stress digits")
     words = sample_like(english_words(exclude=load_cmudict()), load_split("train"), args.words, seed=args.seed)
     t0 = time.perf_counter()
     pairs, dropped = transfer_set(g2p, words, beam=args.beam)
+    labelled = len(pairs)
     dt = time.perf_counter() - t0
+    if judges:
+        pairs = agreed(pairs, judges)
     write_pairs(args.out, pairs)
     teacher = ' + '.join(args.model) if args.model else f'the default model ({DEFAULT_MODEL})'
-    _stderr(f"{len(pairs):,} words labelled by {teacher} "
-            f"({'greedy' if args.beam == 1 else f'beam {args.beam}'}, {len(pairs) / dt:.0f} words/s); "
-            f"{dropped} with no phonemes left out; written to {args.out}")
+    _stderr(f"{labelled:,} words labelled by {teacher} "
+            f"({'greedy' if args.beam == 1 else f'beam {args.beam}'}, {labelled / dt:.0f} words/s); "
+            f"{dropped} with no phonemes left out"
+            + (f"; {len(pairs):,} kept that {' and '.join(args.agree)} pronounce the same" if judges else "")
+            + f"; written to {args.out}")
     return 0
 
 
@@ -566,6 +573,9 @@ def build_parser():
                     help="how many words (drawn with the lengths of CMUdict's training words)")
     gk.add_argument("--seed", type=int, default=0, help="which words are drawn")
     gk.add_argument("--beam", type=int, default=1, help="the teacher's beam (1: greedy)")
+    gk.add_argument("--agree", action="append", default=None, metavar="MODEL",
+                    help="keep only the words this model (greedy) pronounces as the teacher does; "
+                         "repeat it for several: a confidence filter on the teacher's labels")
     gk.add_argument("--out", required=True, help="the TSV file to write (word<TAB>phonemes); never replaced")
     gk.set_defaults(handler=cmd_g2p_transfer)
 

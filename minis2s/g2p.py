@@ -263,6 +263,19 @@ def transfer_set(g2p: G2P, words, *, beam: int = 1, batch_size: int = 512) -> tu
     return pairs, len(words) - len(pairs)
 
 
+def agreed(pairs, models, *, batch_size: int = 512) -> list[tuple[str, str]]:
+    """The (word, "PH O N") ``pairs`` that every one of ``models`` (G2P) pronounces the same
+    way, greedy: agreement as a confidence filter on a teacher's labels (Sun et al. 2019 keep
+    the unlabelled words their teachers agree on). Its labels are the teacher's, so a word the
+    filter keeps teaches no member's idiosyncrasy; the words it drops are the doubtful ones."""
+    pairs = list(pairs)
+    keep = [True] * len(pairs)
+    for m in models:
+        guesses = [r[0][0] for r in m.predict([w for w, _ in pairs], batch_size=batch_size)] if pairs else []
+        keep = [k and " ".join(g) == p for k, g, (_, p) in zip(keep, guesses, pairs)]
+    return [pair for pair, k in zip(pairs, keep) if k]
+
+
 def _load(folder):
     """A G2P model folder -> (model, meta), through the one loader of model folders."""
     translator = load_model(folder)

@@ -10,7 +10,7 @@ from test_cli import assert_clean_error, assert_ok, minis2s
 from minis2s.data import read_pairs, write_pairs
 from minis2s.data.cmudict import load_cmudict, load_split
 from minis2s.data.wordlists import english_words, sample_like
-from minis2s.g2p import G2P, G2PTask, transfer_set
+from minis2s.g2p import G2P, G2PTask, agreed, transfer_set
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,21 @@ def test_a_transfer_set_is_the_teachers_pronunciations():
     assert pairs == [(w, " ".join(p)) for w, p in zip(words, g2p(words))]
 
 
+def test_agreed_keeps_the_pairs_every_judge_pronounces_as_labelled():
+    s2s, att = G2P("seq2seq"), G2P("attention")
+    words = ["blorfing", "quaxel", "zintrope", "phthisick", "xyloquent", "aeolopht", "cwmtrax", "tsktsking"]
+    a, b = s2s(words), att(words)
+    assert a != b, "the two models must differ somewhere on these words for the filter to be tested"
+    pairs = [(w, " ".join(p)) for w, p in zip(words, a)]
+    assert agreed(pairs, [s2s]) == pairs, "a judge always agrees with its own labels"
+    both = agreed(pairs, [s2s, att])
+    assert both == [(w, " ".join(p)) for w, p, q in zip(words, a, b) if p == q]
+    assert agreed(pairs, [att, s2s]) == both, "the judges' order does not matter"
+    assert agreed(pairs, []) == pairs and agreed([], [att]) == []
+    wrong = [(w, "AH") for w in words]
+    assert agreed(wrong, [s2s]) == [], "a label no judge gives is dropped"
+
+
 def test_the_task_trains_on_the_references_then_the_transfer_pairs(tmp_path):
     path = tmp_path / "t.tsv"
     write_pairs(path, [("blorfing", "B L AO R F IH NG"), ("quaxel", "K W AE K S AH L")])
@@ -100,6 +115,13 @@ def test_g2p_transfer_writes_a_set_that_g2p_train_uses_and_resumes_from(tmp_path
     assert "words labelled by seq2seq (greedy" in p.stderr, p.stderr
     p = minis2s("g2p", "transfer", "--words", "60", "--out", "t.tsv", cwd=tmp_path)
     assert_clean_error(p, "--out t.tsv: the file exists")
+    p = minis2s("g2p", "transfer", "--model", "seq2seq", "--agree", "attention", "--words", "60",
+                "--out", "agreed.tsv", cwd=tmp_path)
+    assert_ok(p)
+    kept = read_pairs(tmp_path / "agreed.tsv")
+    assert list(kept) == agreed(list(pairs), [G2P("attention")]), "the same words drawn, then filtered"
+    assert 0 < len(kept) < len(pairs), "seq2seq and attention agree on most unknown words, not all"
+    assert f"; {len(kept):,} kept that attention pronounce the same" in p.stderr, p.stderr
 
     args = ("--train-limit", "100", "--hidden", "8", "--layers", "1", "--embedding", "4", "--epochs", "1",
             "--batch-size", "32", "--max-steps", "2", "--quiet")
@@ -125,6 +147,8 @@ def test_g2p_train_refuses_a_missing_transfer_file_before_making_the_run(tmp_pat
 def test_g2p_transfer_refuses_a_stress_teacher_and_a_bad_count(tmp_path):
     assert_clean_error(minis2s("g2p", "transfer", "--model", "stress", "--out", "t.tsv", cwd=tmp_path),
                        "--model", "stress digits")
+    assert_clean_error(minis2s("g2p", "transfer", "--agree", "stress", "--out", "t.tsv", cwd=tmp_path),
+                       "--agree", "stress digits")
     assert_clean_error(minis2s("g2p", "transfer", "--words", "0", "--out", "t.tsv", cwd=tmp_path),
                        "--words must be >= 1, got 0")
     assert not (tmp_path / "t.tsv").exists()
