@@ -8,7 +8,7 @@
 The steps, each a function below, in reading order:
 1. ``tokenize``: the text split into numbers, words and punctuation, each token as written.
 2. Each word is looked up in CMUdict (case ignored, accents folded: ``fold``), whole, then by
-   rule: a hyphenated word part by part, a contraction or possessive as its stem plus a suffix
+   rule: a hyphenated word as spelt without its hyphens, else part by part, a contraction or possessive as its stem plus a suffix
    (``'s`` -> S, Z or IH Z after the stem's last phoneme). What is in no lexicon goes to the model:
    every such word of the text in one batched call.
 3. Numbers are read out as words (``number_words``, num2words) and those words pronounced.
@@ -30,7 +30,7 @@ from minis2s.data.cmudict import distinct, load_cmudict, strip_stress
 # Where a token's phonemes came from (Token.source).
 SOURCES = {
     "lexicon": "the token is a CMUdict entry (first pronunciation; the others in alternatives)",
-    "rule": "built from CMUdict entries by a rule: a hyphenated word's parts, a stem plus 's, 'll, ...",
+    "rule": "built from CMUdict entries by a rule: a hyphenated word joined or by parts, a stem plus 's, ...",
     "model": "the model's guess, for the word or for a part of it",
     "number": "a number read out as words (num2words), the words pronounced",
     "symbol": "a symbol read as a word: & and, @ at, + plus, = equals, % percent",
@@ -113,6 +113,12 @@ def _plan_word(word: str, lex: dict | None) -> tuple[str, list]:
     if lex is not None and word in lex:
         return "lexicon", [lex[word][0]]
     if "-" in word:
+        # the word without its hyphens first ("re-opened" as "reopened", not "re" R EY + "opened"):
+        # on CMUdict's 312 hyphenated entries whose joined spelling and parts it also has, the joined
+        # word's first pronunciation is one of the entry's 284 times, the parts' 252 times
+        joined = word.replace("-", "")
+        if lex is not None and joined in lex:
+            return "rule", [lex[joined][0]]
         plans = [_plan_word(part, lex) for part in word.split("-")]
         parts = [p for _, ps in plans for p in ps]
     else:

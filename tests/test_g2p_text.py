@@ -125,6 +125,9 @@ def test_hyphenated_words(g2p):
     assert (whole.phonemes, whole.source) == (["W", "EH", "L", "N", "OW", "N"], "lexicon")
     (parts,) = g2p.text("ice-cold")  # not in CMUdict: ice, then cold
     assert (parts.phonemes, parts.source) == (first("ice", "cold"), "rule")
+    (joined,) = g2p.text("re-opened")  # not in CMUdict; "reopened" is: R IY OW..., not "re" (R EY) + "opened"
+    assert (joined.phonemes, joined.source) == (first("reopened"), "rule")
+    assert first("reopened") != first("re", "opened")
     (mixed,) = g2p.text("blue-zorbix")  # a part the lexicon lacks comes from the model
     assert (mixed.phonemes, mixed.source) == (first("blue") + g2p(["zorbix"])[0], "model")
 
