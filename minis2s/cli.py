@@ -265,7 +265,7 @@ def cmd_g2p_transfer(args, parser):
     _stderr(f"{labelled:,} words labelled by {teacher} "
             f"({'greedy' if args.beam == 1 else f'beam {args.beam}'}, {labelled / dt:.0f} words/s); "
             f"{dropped} with no phonemes left out"
-            + (f"; {len(pairs):,} kept that {' and '.join(args.agree)} pronounce the same" if judges else "")
+            + (f"; {len(pairs):,} kept (pronounced the same by {' and '.join(args.agree)})" if judges else "")
             + f"; written to {args.out}")
     return 0
 

@@ -8,9 +8,9 @@
 The steps, each a function below, in reading order:
 1. ``tokenize``: the text split into numbers, words and punctuation, each token as written.
 2. Each word is looked up in CMUdict (case ignored, accents folded: ``fold``), whole, then by
-   rule: a hyphenated word as spelt without its hyphens, else part by part, a contraction or possessive as its stem plus a suffix
-   (``'s`` -> S, Z or IH Z after the stem's last phoneme). What is in no lexicon goes to the model:
-   every such word of the text in one batched call.
+   rule: a hyphenated word as spelt without its hyphens, else part by part; a contraction or
+   possessive as its stem plus a suffix (``'s`` -> S, Z or IH Z after the stem's last phoneme).
+   What is in no lexicon goes to the model: every such word of the text in one batched call.
 3. Numbers are read out as words (``number_words``, num2words) and those words pronounced.
 
 A word with several CMUdict pronunciations (``read``, ``live``) gets the first as ``phonemes``

@@ -121,7 +121,7 @@ def test_g2p_transfer_writes_a_set_that_g2p_train_uses_and_resumes_from(tmp_path
     kept = read_pairs(tmp_path / "agreed.tsv")
     assert list(kept) == agreed(list(pairs), [G2P("attention")]), "the same words drawn, then filtered"
     assert 0 < len(kept) < len(pairs), "seq2seq and attention agree on most unknown words, not all"
-    assert f"; {len(kept):,} kept that attention pronounce the same" in p.stderr, p.stderr
+    assert f"; {len(kept):,} kept (pronounced the same by attention)" in p.stderr, p.stderr
 
     args = ("--train-limit", "100", "--hidden", "8", "--layers", "1", "--embedding", "4", "--epochs", "1",
             "--batch-size", "32", "--max-steps", "2", "--quiet")
