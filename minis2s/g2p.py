@@ -268,12 +268,13 @@ def agreed(pairs, models, *, batch_size: int = 512) -> list[tuple[str, str]]:
     way, greedy: agreement as a confidence filter on a teacher's labels (Sun et al. 2019 keep
     the unlabelled words their teachers agree on). Its labels are the teacher's, so a word the
     filter keeps teaches no member's idiosyncrasy; the words it drops are the doubtful ones."""
-    pairs = list(pairs)
-    keep = [True] * len(pairs)
-    for m in models:
-        guesses = [r[0][0] for r in m.predict([w for w, _ in pairs], batch_size=batch_size)] if pairs else []
-        keep = [k and " ".join(g) == p for k, g, (_, p) in zip(keep, guesses, pairs)]
-    return [pair for pair, k in zip(pairs, keep) if k]
+    kept = list(pairs)
+    for m in models:  # each judge decodes only what the ones before it kept
+        if not kept:
+            break
+        guesses = m.predict([w for w, _ in kept], batch_size=batch_size)
+        kept = [(w, p) for (w, p), r in zip(kept, guesses) if " ".join(r[0][0]) == p]
+    return kept
 
 
 def _load(folder):
