@@ -12,6 +12,11 @@ nothing (no implementation on NumPy's BLAS can beat it).
                                          [--teacher-forcing 1.0] [--steps 20] [--rounds 3]
                                          [--versions] [--busy] [--keep-freed-memory]
 
+The row "minis2s, rows to T" is the same training step with the batch's ``trg_lengths`` left
+out: the decoder runs every row to the batch's last step, as the torch model does, instead of
+stopping each row at its length (its step GEMMs then skip the finished rows). The GEMM FLOPs,
+% peak and the bound count the full (T, B) work: the padded steps the rows skip included.
+
 ``--versions``: one minis2s row per kernels/lstm_cpu.py version (the fast path's default set to
 it). ``--busy``: another process spins on one core while the rounds and the sgemm are timed.
 ``--keep-freed-memory``: glibc's malloc told to keep freed memory
@@ -24,6 +29,7 @@ Prints a table and writes JSON to benchmarks/results/. No pass/fail on time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -37,9 +43,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def minis2s_runner(args, task, batches, version=None):
+def minis2s_runner(args, task, batches, version=None, stop_rows=True):
     """One training step of minis2s (fast path unless --reference; kernel ``version``, None for
-    the default) -> step(batch)."""
+    the default) -> step(batch). ``stop_rows=False``: the batch without its ``trg_lengths``, so
+    the decoder runs every row to the batch's end (its step GEMMs skip no finished rows)."""
     from benchmarks.lstm_cpu import kernel_version
     from minis2s import dispatch, manual_seed
     from minis2s.nn import CrossEntropyLoss
@@ -51,6 +58,8 @@ def minis2s_runner(args, task, batches, version=None):
     opt, loss_fn, gen = Adam(model.parameters()), CrossEntropyLoss(ignore_index=0), np.random.default_rng(0)
 
     def step(b):
+        if not stop_rows:
+            b = dataclasses.replace(b, trg_lengths=None)
         dispatch.set_enabled(not args.reference)
         try:
             with kernel_version(version):
@@ -227,6 +236,7 @@ def main(argv=None):
         validate(args, task, batches[0], [None] + versions)
     runners = {"minis2s": minis2s_runner(args, task, batches)}
     runners.update({f"minis2s v{v}": minis2s_runner(args, task, batches, v) for v in versions})
+    runners["minis2s, rows to T"] = minis2s_runner(args, task, batches, stop_rows=False)
     runners["torch (seed model)"] = torch_runner(args, task, batches)
     runners["torch without oneDNN"] = torch_runner(args, task, batches, onednn=False)
     for n in sorted({1, args.threads}):

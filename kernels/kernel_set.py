@@ -73,15 +73,15 @@ def kernel_set_steps(kernels, name: str | None = None) -> Steps:
 
     per_step_forward, per_step_backward = time_loops(forward_step, backward_step)
 
-    def forward_loop(hs, w_hh_t, hg, xg, out, lengths, bias, cs, tanh_c):
+    def forward_loop(hs, w_hh_t, hg, gemm_rows, xg, out, lengths, bias, cs, tanh_c):
         xp = array_module(hs)
         whole = kernels.sequence_forward is not None and bool((lengths == hs.shape[0] - 1).all())
         if whole and kernels.sequence_forward(xg + bias, xp.ascontiguousarray(w_hh_t.T), hs, cs, xg, tanh_c):
             out[...] = hs[1:]  # one launch ran every step
             return
-        per_step_forward(hs, w_hh_t, hg, xg, out, lengths, bias, cs, tanh_c)
+        per_step_forward(hs, w_hh_t, hg, gemm_rows, xg, out, lengths, bias, cs, tanh_c)
 
-    def backward_loop(w_hh, dhg, dh, dc, dh_n, dout, has_dout, da, _dhg, lengths, hs, gates, cs, tanh_c):
+    def backward_loop(w_hh, dhg, dh, gemm_rows, dc, dh_n, dout, has_dout, da, _dhg, lengths, hs, gates, cs, tanh_c):
         xp = array_module(hs)
         T = hs.shape[0] - 1
         if kernels.sequence_backward is not None and bool((lengths == T).all()):
@@ -91,6 +91,6 @@ def kernel_set_steps(kernels, name: str | None = None) -> Steps:
                                          da, dh0, dc0):
                 dh[...], dc[...] = dh0, dc0  # what the per-step loop leaves: the gradient of the state0
                 return
-        per_step_backward(w_hh, dhg, dh, dc, dh_n, dout, has_dout, da, _dhg, lengths, hs, gates, cs, tanh_c)
+        per_step_backward(w_hh, dhg, dh, gemm_rows, dc, dh_n, dout, has_dout, da, _dhg, lengths, hs, gates, cs, tanh_c)
 
     return Steps(name or type(kernels).__name__, forward_step, backward_step, forward_loop, backward_loop)

@@ -289,8 +289,10 @@ def make_seq2seq(seed=0, dropout=0.0):
 
 
 class _Batch:
-    def __init__(self, src, src_lengths, trg):
-        self.src, self.src_lengths, self.trg = src, src_lengths, trg
+    """A batch as loss_and_grad reads it; ``trg_lengths`` None: the decoder runs every row to T."""
+
+    def __init__(self, src, src_lengths, trg, trg_lengths=None):
+        self.src, self.src_lengths, self.trg, self.trg_lengths = src, src_lengths, trg, trg_lengths
 
     @property
     def size(self):
@@ -304,35 +306,46 @@ def grads_of(model, batch, tf, seed=0):
     return loss, {k: p.grad.copy() for k, p in model.named_parameters()}
 
 
-def random_batch(rng, src_lengths, trg_lengths):
+def random_batch(rng, src_lengths, trg_lengths, with_trg_lengths=False):
     src, lens = padded_source(rng, src_lengths, garbage=False)
     seqs = [list(rng.integers(4, TV, n)) for n in trg_lengths]
-    trg, _ = pad_sequences([[Vocab.sos_id] + s + [Vocab.eos_id] for s in seqs])
-    return _Batch(src, lens, trg)
+    trg, trg_lens = pad_sequences([[Vocab.sos_id] + s + [Vocab.eos_id] for s in seqs])
+    return _Batch(src, lens, trg, trg_lens if with_trg_lengths else None)
 
 
+# "stops rows": loss_and_grad passes trg_lengths (as training does), so the decoder stops each row
+# at its length and its step GEMMs skip the finished rows (ops.gemm_row_counts); "runs all": it
+# runs every row to T and the loss alone ignores the padding
+ROWS = pytest.mark.parametrize("with_trg_lengths", [True, False], ids=["stops rows", "runs all"])
+
+
+@ROWS
 @pytest.mark.parametrize("tf", [1.0, 0.0], ids=["teacher-forced", "free-running"])
-def test_padded_targets_add_no_loss_and_no_gradient(tf):
+def test_padded_targets_add_no_loss_and_no_gradient(tf, with_trg_lengths):
     model = make_seq2seq(1).train()
     rng = np.random.default_rng(11)
-    batch = random_batch(rng, [5, 2, 4, 1], [3, 6, 1, 4])
+    batch = random_batch(rng, [5, 2, 4, 1], [3, 6, 1, 4], with_trg_lengths)
     loss, g = grads_of(model, batch, tf)
     for extra in (1, 4):  # the same batch with `extra` more <pad> rows at the end of trg
         trg = np.concatenate([batch.trg, np.full((extra, batch.size), Vocab.pad_id)], axis=0)
-        loss2, g2 = grads_of(model, _Batch(batch.src, batch.src_lengths, trg), tf)
+        loss2, g2 = grads_of(model, _Batch(batch.src, batch.src_lengths, trg, batch.trg_lengths), tf)
         assert loss2 == pytest.approx(loss, rel=1e-13, abs=0)
         for k in g:
             check_close(f"grad {k} with {extra} extra padded target steps", g2[k], g[k], SAME_SUMS_F64)
 
 
+@ROWS
+@pytest.mark.parametrize("trg_lengths", [[3, 6, 1, 4, 2], [6, 4, 3, 2, 1]], ids=["unsorted", "longest first"])
 @pytest.mark.parametrize("tf", [1.0, 0.0], ids=["teacher-forced", "free-running"])
-def test_padded_batch_equals_rows_alone(tf):
+def test_padded_batch_equals_rows_alone(tf, trg_lengths, with_trg_lengths):
     """The padded batch's loss and gradient are the token-weighted mean of each row's own,
-    computed alone with no padding at all: source and target padding contribute nothing."""
+    computed alone with no padding at all: source and target padding contribute nothing.
+    Longest first, the decoder's step GEMMs shrink as rows finish; unsorted, they cover every
+    row up to the last one still running."""
     model = make_seq2seq(2).train()
     rng = np.random.default_rng(12)
-    src_lengths, trg_lengths = [5, 2, 4, 1, 3], [3, 6, 1, 4, 2]
-    batch = random_batch(rng, src_lengths, trg_lengths)
+    src_lengths = [5, 2, 4, 1, 3]
+    batch = random_batch(rng, src_lengths, trg_lengths, with_trg_lengths)
     loss, g = grads_of(model, batch, tf)
     n_tokens = np.array(trg_lengths) + 1  # each row predicts its phonemes and <eos>
     total_loss, total_g = 0.0, {k: np.zeros_like(v) for k, v in g.items()}

@@ -210,6 +210,7 @@ SHAPES = {  # (T, B, I, H, lengths)
     "padded": (6, 5, 3, 17, [6, 2, 1, 4, 6]),
     "all padded": (5, 3, 2, 6, [3, 1, 2]),
     "empty row": (4, 3, 2, 5, [4, 0, 2]),
+    "longest first": (7, 5, 3, 9, [7, 5, 5, 2, 1]),  # the step GEMMs shrink as rows finish
 }
 LSTM_VERSIONS = [1, 2, 3, 4]  # kernels/lstm_cpu.py; 3 only where kernels/blas_cpu.py finds the cblas
 GRU_VERSIONS = [2, 3]  # kernels/gru_cpu.py (numbered as the LSTM's; the GRU never had a version 1)
@@ -287,6 +288,51 @@ def test_any_implementations_backward_takes_any_ones_cache(kernel_modules, cell,
         check_close("dx", dx, ref[0], KERNEL[np.dtype(np.float64)])
         for name, a, b in zip(("ds0",) * 2 + ("dw",) * 4, (*ds0, *dw), (*ref[1], *ref[2])):
             check_close(name, a, b, KERNEL[np.dtype(np.float64)])
+
+
+@pytest.mark.parametrize("lengths", [[7, 5, 5, 2, 1], [2, 7, 1, 5, 5], [3, 3, 0, 1, 0]],
+                         ids=["longest first", "unsorted", "empty rows last"])
+@pytest.mark.parametrize("cell,version", [("lstm", "reference"), ("gru", "reference")] + CELL_VERSIONS)
+def test_padded_rows_equal_each_row_run_alone(kernel_modules, cell, version, lengths):
+    """The truth the GEMMs' skipped rows (ops.gemm_row_counts) must keep: a padded batch gives
+    each row what that row gives alone, run for its own length with no padding at all —
+    outputs, final state, dx, dstate0, and weight gradients that sum over the rows. Float64;
+    the two computations sum in other orders (GEMMs of B rows against one), so KERNEL's bound."""
+    kind = ops.CELLS[cell]
+    steps = kind.reference if version == "reference" else version_steps(kernel_modules[cell], version)
+    rng = np.random.default_rng(15)
+    T, B, I, H = 7, len(lengths), 3, 9
+    G = kind.gates * H
+    x = rng.standard_normal((T, B, I))
+    state0 = tuple(rng.standard_normal((B, H)) for _ in range(kind.n_states))
+    w = [rng.standard_normal(s) / 3 for s in [(G, I), (G, H), (G,), (G,)]]
+    dout = rng.standard_normal((T, B, H))
+    dstate = tuple(rng.standard_normal((B, H)) for _ in range(kind.n_states))
+    out, state_n, cache = ops.recurrent_forward(kind, x, state0, *w, lengths=lengths, steps=steps)
+    dx, dstate0, dw = ops.recurrent_backward(dout, dstate, cache)
+    tol = KERNEL[np.dtype(np.float64)]
+    dw_rows = [np.zeros_like(a) for a in dw]
+    for b, n in enumerate(lengths):
+        row_state0 = tuple(s[b : b + 1] for s in state0)
+        row_dstate = tuple(d[b : b + 1] for d in dstate)
+        if n == 0:  # no step: the final state is state0, its gradient passes straight through
+            for name, a, r in zip(("state_n", "dstate0"), (state_n, dstate0), (row_state0, row_dstate)):
+                for k in range(kind.n_states):
+                    check_close(f"{name}[{k}] row {b}", a[k][b : b + 1], r[k], tol)
+            continue
+        o, sn, c = ops.recurrent_forward(kind, x[:n, b : b + 1], row_state0, *w, steps=steps)
+        rdx, rds0, rdw = ops.recurrent_backward(dout[:n, b : b + 1], row_dstate, c)
+        check_close(f"out row {b}", out[:n, b : b + 1], o, tol)
+        assert not out[n:, b].any(), f"row {b}: padded steps must emit zeros"
+        check_close(f"dx row {b}", dx[:n, b : b + 1], rdx, tol)
+        assert not dx[n:, b].any(), f"row {b}: padded steps must get no gradient"
+        for k in range(kind.n_states):
+            check_close(f"state_n[{k}] row {b}", state_n[k][b : b + 1], sn[k], tol)
+            check_close(f"dstate0[{k}] row {b}", dstate0[k][b : b + 1], rds0[k], tol)
+        for acc, a in zip(dw_rows, rdw):
+            acc += a
+    for name, a, r in zip(("dw_ih", "dw_hh", "db_ih", "db_hh"), dw, dw_rows):
+        check_close(f"{name}: the batch against the rows' sum", a, r, tol)
 
 
 @pytest.mark.parametrize("cell,version", CELL_VERSIONS)

@@ -20,12 +20,14 @@ class Batch:
     ``src`` (S, B): source ids padded with <pad> past each row's ``src_lengths`` (B,);
     ``trg`` (T, B): <sos>, the target ids, <eos>, then <pad> (None when decoding);
     ``index`` (B,): each column's position in the list the batch was cut from, so results can
-    be put back in input order (``make_batches`` sorts by length)."""
+    be put back in input order (``make_batches`` sorts by length); ``trg_lengths`` (B,): each
+    column's length in ``trg``, <sos> and <eos> included (None without ``trg``)."""
 
     src: np.ndarray  # (S, B) int64
     src_lengths: np.ndarray  # (B,) int64
     trg: np.ndarray  # (T, B) int64, trg[0] = <sos>
     index: np.ndarray  # (B,) positions of these examples in the dataset
+    trg_lengths: np.ndarray | None = None  # (B,) int64
 
     @property
     def size(self) -> int:
@@ -34,7 +36,8 @@ class Batch:
     def take(self, columns) -> Batch:
         """The batch of these columns (B',), padded as this one is (same S and T)."""
         trg = None if self.trg is None else self.trg[:, columns]
-        return Batch(self.src[:, columns], self.src_lengths[columns], trg, self.index[columns])
+        trg_lengths = None if self.trg_lengths is None else self.trg_lengths[columns]
+        return Batch(self.src[:, columns], self.src_lengths[columns], trg, self.index[columns], trg_lengths)
 
 
 def pad_sequences(seqs, pad_id: int = Vocab.pad_id):
@@ -52,7 +55,9 @@ def make_batches(src_ids, trg_ids, batch_size: int, *, rng=None, bucket_factor: 
     src_ids: list of id lists (no specials); trg_ids: list of id lists (no specials) or None.
     With ``rng`` (a numpy Generator) examples are shuffled inside length buckets of
     ``bucket_factor`` batches and the batches are shuffled; without it the order is fixed
-    (sorted by length), which evaluation uses.
+    (sorted by length), which evaluation uses. With targets, each batch's columns are sorted by
+    target length, longest first: the decoder's step GEMMs then cover only the rows still
+    running (a prefix; ops.gemm_row_counts), as with PyTorch's PackedSequence.
     """
     n = len(src_ids)
     order = np.arange(n)
@@ -72,10 +77,10 @@ def make_batches(src_ids, trg_ids, batch_size: int, *, rng=None, bucket_factor: 
         batches = [batches[i] for i in rng.permutation(len(batches))]
     out = []
     for idx in batches:
-        src, src_lengths = pad_sequences([src_ids[i] for i in idx])
+        trg = trg_lengths = None
         if trg_ids is not None:
-            trg, _ = pad_sequences([[Vocab.sos_id] + trg_ids[i] + [Vocab.eos_id] for i in idx])
-        else:
-            trg = None
-        out.append(Batch(src, src_lengths, trg, idx))
+            idx = idx[np.argsort([-len(trg_ids[i]) for i in idx], kind="stable")]  # longest target first
+            trg, trg_lengths = pad_sequences([[Vocab.sos_id] + trg_ids[i] + [Vocab.eos_id] for i in idx])
+        src, src_lengths = pad_sequences([src_ids[i] for i in idx])
+        out.append(Batch(src, src_lengths, trg, idx, trg_lengths))
     return out

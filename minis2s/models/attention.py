@@ -194,16 +194,17 @@ class AttentionSeq2Seq(Module):
 
     @model_call(batch_axis=1)
     def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None,
-                dropout_generator=None):
+                dropout_generator=None, trg_lengths=None):
         """src: (S, B), trg: (T, B) ids, trg[0] the start token -> outputs (T, B, V), outputs[0] = 0.
 
         Teacher forcing and dropout as ``Seq2Seq.forward`` (one coin per step, kept in
         ``teacher_forcing_flips``; masks from ``dropout_generator``); the attention weights go to
-        ``attention_weights`` (T, S, B).
+        ``attention_weights`` (T, S, B). ``trg_lengths`` is checked as ``Seq2Seq.forward`` checks
+        it, and changes nothing: this decoder runs step by step, every row at every step.
         """
-        src, trg, src_lengths, flips = check_forward_inputs(
+        src, trg, src_lengths, _, flips = check_forward_inputs(
             src, trg, teacher_forcing_ratio, src_lengths, generator,
-            self.encoder.embedding.num_embeddings, self.decoder.output_dim)
+            self.encoder.embedding.num_embeddings, self.decoder.output_dim, trg_lengths)
         self.clear_tape()  # a previous forward that was never backpropagated
         self.teacher_forcing_flips = flips
         xp = self.xp

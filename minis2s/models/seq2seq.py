@@ -41,12 +41,13 @@ def padded_state(state):
     return (state[0], state[1] if len(state) > 1 else None)
 
 
-def check_forward_inputs(src, trg, teacher_forcing_ratio, src_lengths, generator, src_vocab, trg_vocab):
-    """The checks of a model's ``forward(src, trg, ratio, src_lengths=, generator=)`` and its
-    teacher-forcing coins: one flip per decoder step (T-1 of them), True with probability
-    ``teacher_forcing_ratio``; the flip of step t decides step t+1's input.
+def check_forward_inputs(src, trg, teacher_forcing_ratio, src_lengths, generator, src_vocab, trg_vocab,
+                         trg_lengths=None):
+    """The checks of a model's ``forward(src, trg, ratio, src_lengths=, generator=, trg_lengths=)``
+    and its teacher-forcing coins: one flip per decoder step (T-1 of them), True with
+    probability ``teacher_forcing_ratio``; the flip of step t decides step t+1's input.
 
-    Returns src, trg, src_lengths, flips.
+    Returns src, trg, src_lengths, trg_lengths, flips.
     """
     teacher_forcing_ratio = check_probability("teacher_forcing_ratio", teacher_forcing_ratio)
     src = check_ids("src", src, src_vocab, ndim=2)
@@ -61,8 +62,12 @@ def check_forward_inputs(src, trg, teacher_forcing_ratio, src_lengths, generator
         raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
     if trg.shape[0] < 2:
         raise ValueError(f"trg must have at least 2 steps (<sos> and one target), got shape {trg.shape}")
+    if trg_lengths is not None:
+        trg_lengths = check_lengths("trg_lengths", trg_lengths, trg.shape[1], trg.shape[0])
+        if int(trg_lengths.min()) < 2:
+            raise ValueError(f"trg_lengths must be >= 2 (<sos> and one target), got {int(trg_lengths.min())}")
     flips = [bool(generator.random() < teacher_forcing_ratio) for _ in range(trg.shape[0] - 1)]
-    return src, trg, src_lengths, flips
+    return src, trg, src_lengths, trg_lengths, flips
 
 
 class Encoder(Module):
@@ -109,10 +114,11 @@ class Decoder(Module):
         self.fc_out = Linear(hidden_dim, output_dim, dtype=dtype, rng=rng)
         self.dropout = Dropout(dropout)
 
-    def forward_sequence(self, inputs, hidden, c=None, *, generator=None):
+    def forward_sequence(self, inputs, hidden, c=None, *, lengths=None, generator=None):
         """inputs: (T, B) ids, all known in advance (teacher forcing at every step);
         hidden, c: (L, B, H) (c: the LSTM's cell state, None otherwise) -> predictions (T, B, V),
-        hidden, c. ``generator``: the dropout masks.
+        hidden, c. ``generator``: the dropout masks. ``lengths`` (B,): the steps each row runs;
+        past them a row's state stays and its predictions are the output layer's bias.
 
         The same math as T calls of ``forward``, but the RNN runs the whole sequence (one input
         GEMM for every step) and the output layer is one (T·B, H) x (H, V) GEMM.
@@ -120,7 +126,7 @@ class Decoder(Module):
         inputs = check_ids("inputs", inputs, self.output_dim, ndim=2)
         embedded = self.dropout(self.embedding(inputs), generator)  # (T, B, E)
         state = None if hidden is None else (hidden, c)[: self.rnn.cell.n_states]
-        output, state = self.rnn.forward_states(embedded, state, generator=generator)
+        output, state = self.rnn.forward_states(embedded, state, lengths=lengths, generator=generator)
         predictions = self.fc_out(output)  # (T, B, V)
         return (predictions, *padded_state(state))
 
@@ -176,7 +182,7 @@ class Seq2Seq(Module):
 
     @model_call(batch_axis=1)
     def forward(self, src, trg, teacher_forcing_ratio=0.5, *, src_lengths=None, generator=None,
-                dropout_generator=None):
+                dropout_generator=None, trg_lengths=None):
         """src: (S, B), trg: (T, B) integer ids, trg[0] the start token.
 
         At step t the decoder reads ``trg[t-1]`` if the coin flip of step t-1 says "teach"
@@ -186,11 +192,18 @@ class Seq2Seq(Module):
         ``self.teacher_forcing_flips`` so the same forward can be replayed. Dropout masks come
         from ``dropout_generator`` (else each module's own, else minis2s's seeded generator).
 
+        ``trg_lengths`` (B,): each row's length in trg, <sos> and <eos> included (the rest is
+        padding). When every step is teacher-forced, the decoder then stops each row there, so
+        outputs[t, b] for t >= trg_lengths[b] are the output layer's bias, not predictions, and
+        its step GEMMs skip the finished rows (all of them once the rows are sorted longest
+        first, as ``make_batches`` sorts them). A loss that ignores padding gets the same value
+        and gradients either way; it is what training passes.
+
         Returns outputs (T, B, V) with outputs[0] all zeros.
         """
-        src, trg, src_lengths, flips = check_forward_inputs(
+        src, trg, src_lengths, trg_lengths, flips = check_forward_inputs(
             src, trg, teacher_forcing_ratio, src_lengths, generator,
-            self.encoder.embedding.num_embeddings, self.decoder.output_dim)
+            self.encoder.embedding.num_embeddings, self.decoder.output_dim, trg_lengths)
         self.clear_tape()  # a previous forward that was never backpropagated
         xp = self.xp
         T, B = trg.shape
@@ -201,7 +214,9 @@ class Seq2Seq(Module):
         if sequence_mode:
             # Every input is a known target token: run the decoder over the whole sequence at
             # once. Same numbers as the step loop below, much less Python per token.
-            outputs[1:], _, _ = self.decoder.forward_sequence(trg[:-1], hidden, c, generator=dropout_generator)
+            steps = None if trg_lengths is None else trg_lengths - 1  # row b predicts trg[1 : trg_lengths[b]]
+            outputs[1:], _, _ = self.decoder.forward_sequence(trg[:-1], hidden, c, lengths=steps,
+                                                              generator=dropout_generator)
         else:
             input = trg[0]  # (B,) <sos>
             for t in range(1, T):

@@ -52,7 +52,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from minis2s.backend import array_module
+import numpy as np
+
+from minis2s.backend import array_module, to_numpy
 
 
 def matmul_into(a, b, out):
@@ -63,23 +65,27 @@ def matmul_into(a, b, out):
 def time_loops(forward_step, backward_step, matmul=matmul_into):
     """(forward_loop, backward_loop): the time loops around one implementation's steps.
 
-        forward_loop(hs, w_hh_t, hg, *args)     every t: hg = hs[t] W_hhᵀ; forward_step(t, hg, hs, *args)
-        backward_loop(w_hh, dhg, dh, *args)     every t from the last: backward_step(t, dh, *args);
-                                                dh = dhg[t] W_hh (dh_{t-1} through the GEMM)
+        forward_loop(hs, w_hh_t, hg, gemm_rows, *args)   every t, n = gemm_rows[t]: hg[:n] = hs[t, :n] W_hhᵀ;
+                                                         forward_step(t, hg, hs, *args)
+        backward_loop(w_hh, dhg, dh, gemm_rows, *args)   every t from the last: backward_step(t, dh, *args);
+                                                         dh[:n] = dhg[t, :n] W_hh (dh_{t-1} through the GEMM)
 
-    Run by Python, each step is one GEMM call and one step call. kernels/lstm_cpu.py compiles
-    the same two loops whole with Numba (``matmul`` a direct cblas call: kernels/blas_cpu.py),
-    so a sequence is one call."""
+    ``gemm_rows`` (T,) from ``gemm_row_counts``: the GEMMs skip the rows after the last one with a step t
+    (their hg and dh rows are left as they were: no step reads them). Run by Python, each step is
+    one GEMM call and one step call. kernels/lstm_cpu.py compiles the same two loops whole with
+    Numba (``matmul`` a direct cblas call: kernels/blas_cpu.py), so a sequence is one call."""
 
-    def forward_loop(hs, w_hh_t, hg, *args):
+    def forward_loop(hs, w_hh_t, hg, gemm_rows, *args):
         for t in range(hs.shape[0] - 1):
-            matmul(hs[t], w_hh_t, hg)
+            n = gemm_rows[t]
+            matmul(hs[t, :n], w_hh_t, hg[:n])
             forward_step(t, hg, hs, *args)
 
-    def backward_loop(w_hh, dhg, dh, *args):
+    def backward_loop(w_hh, dhg, dh, gemm_rows, *args):
         for t in range(dhg.shape[0] - 1, -1, -1):
             backward_step(t, dh, *args)
-            matmul(dhg[t], w_hh, dh)
+            n = gemm_rows[t]
+            matmul(dhg[t, :n], w_hh, dh[:n])
 
     return forward_loop, backward_loop
 
@@ -142,6 +148,19 @@ def live_rows(t, lengths):
     return (t < lengths)[:, None], (t == lengths - 1)[:, None]
 
 
+def gemm_row_counts(lengths, T, B):
+    """(T,) int64 on the host: rows[t] = 1 + the last row that has a step t (0 when none has).
+
+    Why: rows past it are padded at step t, so the step's GEMM need not cover them. With the
+    rows sorted by length, longest first (make_batches sorts a batch's columns by target length,
+    the decoder's), rows[t] is the number of rows still running: a decoder's GEMMs then shrink
+    as its rows finish, as PyTorch's PackedSequence does. Without padding: all B every step."""
+    if lengths is None:
+        return np.full(T, B, dtype=np.int64)
+    running = np.arange(T)[:, None] < to_numpy(lengths)[None, :]  # (T, B)
+    return np.where(running, np.arange(1, B + 1), 0).max(axis=1, initial=0).astype(np.int64)
+
+
 def lengths_array(lengths, T, B, xp):
     """(B,) int64 lengths where the steps run (on the GPU for CuPy): all T without padding."""
     if lengths is None:
@@ -175,9 +194,12 @@ def recurrent_forward(cell: CellType, x, state0, w_ih, w_hh, b_ih, b_hh, lengths
     hs[0] = state0[0]
     saved = cell.saved(state0, T, B, H, dt, xp)
     out = xp.empty((T, B, H), dtype=dt)
-    hg = xp.empty((B, G), dtype=dt)  # (B, G): h_{t-1} W_hhᵀ, reused by every step
+    # (B, G): h_{t-1} W_hhᵀ, reused by every step; zeros, not empty: the rows a step's GEMM skips
+    # (gemm_row_counts) keep what they held, and a reference step computes on them before discarding
+    hg = xp.zeros((B, G), dtype=dt)
     lens = lengths_array(lengths, T, B, xp)
-    steps.forward_loop(hs, recurrent_weight_t(w_hh, T, xp), hg, xg, out, lens, *cell.biases(b_ih, b_hh), *saved)
+    steps.forward_loop(hs, recurrent_weight_t(w_hh, T, xp), hg, gemm_row_counts(lengths, T, B), xg, out, lens,
+                       *cell.biases(b_ih, b_hh), *saved)
     state_n = (hs[T].copy(),) + tuple(s[T].copy() for s in saved[: cell.n_states - 1])
     return out, state_n, RecurrentCache(cell, steps, x, w_ih, w_hh, hs, xg, saved, lens)
 
@@ -199,7 +221,8 @@ def recurrent_backward(dout, dstate_n, cache: RecurrentCache):
     dh = xp.zeros((B, H), dtype=dt)  # (B, H): dhg_{t+1} W_hh, reused by every step
     dxg = xp.empty((T, B, G), dtype=dt)
     dhg = xp.empty((T, B, G), dtype=dt) if cell.separate_dhg else dxg
-    steps.backward_loop(w_hh, dhg, dh, dcarry, dh_n, dout, has_dout, dxg, dhg, lens, hs, gates, *saved)
+    steps.backward_loop(w_hh, dhg, dh, gemm_row_counts(lens, T, B), dcarry, dh_n, dout, has_dout, dxg, dhg, lens, hs,
+                        gates, *saved)
     dstate0 = cell.state0_gradient(dh, dcarry)
     empty = lens == 0  # rows with no step at all: the final state's gradient goes straight through
     if empty.any():

@@ -460,7 +460,7 @@ def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator, *, t
     one with this many scored tokens, whose mean it contributes its share of: loss and
     gradients are scaled by (this shard's tokens) / tokens, so the shards' sum is the mean."""
     out = model(batch.src, batch.trg, teacher_forcing, src_lengths=batch.src_lengths, generator=generator,
-                dropout_generator=dropout_generator)
+                dropout_generator=dropout_generator, trg_lengths=batch.trg_lengths)  # finished rows skipped
     T, B, V = out.shape
     soft = None if soft is None else model.xp.asarray(soft).reshape(-1, V)  # ((T-1)·B, V), on the model's device
     loss = loss_fn(out[1:].reshape(-1, V), batch.trg[1:].reshape(-1), soft)  # outputs[0] is never scored
