@@ -125,11 +125,23 @@ def test_hyphenated_words(g2p):
     assert (whole.phonemes, whole.source) == (["W", "EH", "L", "N", "OW", "N"], "lexicon")
     (parts,) = g2p.text("ice-cold")  # not in CMUdict: ice, then cold
     assert (parts.phonemes, parts.source) == (first("ice", "cold"), "rule")
-    (joined,) = g2p.text("re-opened")  # not in CMUdict; "reopened" is: R IY OW..., not "re" (R EY) + "opened"
-    assert (joined.phonemes, joined.source) == (first("reopened"), "rule")
-    assert first("reopened") != first("re", "opened")
+    (joined,) = g2p.text("cup-board")  # not in CMUdict; "cupboard" is: K AH B ER D, not cup + board
+    assert (joined.phonemes, joined.source) == (first("cupboard"), "rule")
+    assert first("cupboard") != first("cup", "board")
     (mixed,) = g2p.text("blue-zorbix")  # a part the lexicon lacks comes from the model
     assert (mixed.phonemes, mixed.source) == (first("blue") + g2p(["zorbix"])[0], "model")
+
+
+def test_hyphenated_prefixes_are_the_prefix_and_the_stem(g2p, stress_model):
+    # re-sign is not resign (R IH Z AY N), re-cover not recover: re- (R IY) and the stem; likewise co-,
+    # pre-, de-, before the joined spelling; the stem by every rule (op's: op + 's) or the model
+    assert first("resign") != ["R", "IY"] + first("sign")
+    assert pairs(g2p.text("re-sign re-cover co-op's pre-war de-zorbix")) == [
+        ("re-sign", ["R", "IY"] + first("sign"), "rule"), ("re-cover", ["R", "IY"] + first("cover"), "rule"),
+        ("co-op's", ["K", "OW"] + first("op") + ["S"], "rule"), ("pre-war", ["P", "R", "IY"] + first("war"), "rule"),
+        ("de-zorbix", ["D", "IY"] + g2p(["zorbix"])[0], "model")]
+    (stressed,) = stress_model.text("re-sign")  # with stress: the prefix's digit, the stem's own
+    assert stressed.phonemes == ["R", "IY1"] + list(load_cmudict(True)["sign"][0])
 
 
 def test_unknown_words_go_to_the_model_in_one_batch(g2p, monkeypatch):
