@@ -227,21 +227,45 @@ def recurrent_backward(dout, dstate_n, cache: RecurrentCache):
     empty = lens == 0  # rows with no step at all: the final state's gradient goes straight through
     if empty.any():
         dstate0[0][empty] = dh_n[empty]
-    dx, dweights = weight_gradients(x, hs, w_ih, dxg, dhg)
+    dx, dweights = weight_gradients(x, hs, w_ih, dxg, dhg, lens)
     return dx, dstate0, dweights
 
 
-def weight_gradients(x, hs, w_ih, dxg, dhg):
-    """After the time loop, three GEMMs over all T·B rows: x (T, B, I), hs (T+1, B, H), dxg and
-    dhg (T, B, G) (possibly one array) -> dx (T, B, I), (dw_ih, dw_hh, db_ih, db_hh)."""
+# Below this share of live (t, b) rows, weight_gradients gathers the live rows before its GEMMs.
+# Measured (benchmarks/NOTES.md, 2026-12-04): a G2P decoder layer's three GEMMs at (T, B, G, H) =
+# (11, 128, 1536, 384) with 69% of the rows live, one thread: 36 ms gathered against 50 over all
+# rows; a gather is one pass over the rows, so with few padded rows it would cost more than it saves.
+PACK_BELOW = 0.9
+
+
+def weight_gradients(x, hs, w_ih, dxg, dhg, lengths=None):
+    """After the time loop, three GEMMs over the T·B rows: x (T, B, I), hs (T+1, B, H), dxg and
+    dhg (T, B, G) (possibly one array) -> dx (T, B, I), (dw_ih, dw_hh, db_ih, db_hh).
+
+    dxg and dhg are zero on padded steps (t >= lengths[b]), so those rows add nothing: when
+    fewer than PACK_BELOW of the rows are live, the GEMMs run on the live rows alone, gathered
+    (PyTorch's PackedSequence keeps only those rows throughout), and dx is zero on the others."""
+    xp = array_module(dxg)
     T, B, G = dxg.shape
-    dxg2 = dxg.reshape(T * B, G)  # (T·B, G)
-    dhg2 = dhg.reshape(T * B, G)
-    dw_ih = dxg2.T @ x.reshape(T * B, -1)  # (G, I) = Σ_t dxg_tᵀ x_t
-    dw_hh = dhg2.T @ hs[:T].reshape(T * B, -1)  # (G, H) = Σ_t dhg_tᵀ h_{t-1}
+    xs, hp = x.reshape(T * B, -1), hs[:T].reshape(T * B, -1)  # (T·B, I), (T·B, H)
+    dxg2, dhg2 = dxg.reshape(T * B, G), dhg.reshape(T * B, G)  # (T·B, G)
+    rows = None
+    if lengths is not None:
+        live = (xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]).reshape(-1)  # (T·B,)
+        if int(live.sum()) < PACK_BELOW * T * B:
+            rows = xp.flatnonzero(live)  # (N,): the live rows, in order
+            xs, hp, dxg2 = xs.take(rows, axis=0), hp.take(rows, axis=0), dxg2.take(rows, axis=0)
+            dhg2 = dxg2 if dhg is dxg else dhg2.take(rows, axis=0)
+    dw_ih = dxg2.T @ xs  # (G, I) = Σ_t dxg_tᵀ x_t
+    dw_hh = dhg2.T @ hp  # (G, H) = Σ_t dhg_tᵀ h_{t-1}
     db_ih = dxg2.sum(axis=0)
     db_hh = db_ih.copy() if dhg is dxg else dhg2.sum(axis=0)
-    dx = (dxg2 @ w_ih).reshape(T, B, -1)  # (T, B, I)
+    if rows is None:
+        dx = (dxg2 @ w_ih).reshape(T, B, -1)  # (T, B, I)
+    else:
+        dx = xp.zeros((T * B, w_ih.shape[1]), dtype=dxg.dtype)
+        dx[rows] = dxg2 @ w_ih
+        dx = dx.reshape(T, B, -1)
     return dx, (dw_ih, dw_hh, db_ih, db_hh)
 
 
