@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import F64_TOL, SAME_SUMS_F64, check_close
+from conftest import F64_TOL, SAME_SUMS_F64, check_close, make_attention_seq2seq
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch_seed import make_seed_model
 
@@ -319,10 +319,21 @@ def random_batch(rng, src_lengths, trg_lengths, with_trg_lengths=False):
 ROWS = pytest.mark.parametrize("with_trg_lengths", [True, False], ids=["stops rows", "runs all"])
 
 
+def make_model(kind, seed):
+    """The seed architecture, or the attention one (Luong general, input feeding), float64."""
+    if kind == "seq2seq":
+        return make_seq2seq(seed)
+    return make_attention_seq2seq("general", True, src_vocab=SV, trg_vocab=TV, He=4, H=H, E=E, L=L, seed=seed)
+
+
+MODELS = pytest.mark.parametrize("kind", ["seq2seq", "attention"])
+
+
+@MODELS
 @ROWS
 @pytest.mark.parametrize("tf", [1.0, 0.0], ids=["teacher-forced", "free-running"])
-def test_padded_targets_add_no_loss_and_no_gradient(tf, with_trg_lengths):
-    model = make_seq2seq(1).train()
+def test_padded_targets_add_no_loss_and_no_gradient(tf, with_trg_lengths, kind):
+    model = make_model(kind, 1).train()
     rng = np.random.default_rng(11)
     batch = random_batch(rng, [5, 2, 4, 1], [3, 6, 1, 4], with_trg_lengths)
     loss, g = grads_of(model, batch, tf)
@@ -334,15 +345,16 @@ def test_padded_targets_add_no_loss_and_no_gradient(tf, with_trg_lengths):
             check_close(f"grad {k} with {extra} extra padded target steps", g2[k], g[k], SAME_SUMS_F64)
 
 
+@MODELS
 @ROWS
 @pytest.mark.parametrize("trg_lengths", [[3, 6, 1, 4, 2], [6, 4, 3, 2, 1]], ids=["unsorted", "longest first"])
 @pytest.mark.parametrize("tf", [1.0, 0.0], ids=["teacher-forced", "free-running"])
-def test_padded_batch_equals_rows_alone(tf, trg_lengths, with_trg_lengths):
+def test_padded_batch_equals_rows_alone(tf, trg_lengths, with_trg_lengths, kind):
     """The padded batch's loss and gradient are the token-weighted mean of each row's own,
     computed alone with no padding at all: source and target padding contribute nothing.
-    Longest first, the decoder's step GEMMs shrink as rows finish; unsorted, they cover every
-    row up to the last one still running."""
-    model = make_seq2seq(2).train()
+    Longest first, the decoder's step GEMMs (the attention decoder: its steps) shrink as rows
+    finish; unsorted, they cover every row up to the last one still running."""
+    model = make_model(kind, 2).train()
     rng = np.random.default_rng(12)
     src_lengths = [5, 2, 4, 1, 3]
     batch = random_batch(rng, src_lengths, trg_lengths, with_trg_lengths)

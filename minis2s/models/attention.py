@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from minis2s.backend import array_module
 from minis2s.models.seq2seq import Seq2Seq, check_forward_inputs
 from minis2s.nn import LSTM, Attention, Dropout, Embedding, Linear, Module
-from minis2s.ops.recurrent import length_mask
+from minis2s.ops.recurrent import gemm_row_counts, length_mask
 from minis2s.threads import model_call, recurrent_step_macs
 from minis2s.validate import check_float_array, check_ids
 
@@ -121,6 +122,16 @@ class AttentionDecoder(Module):
         return dh0, dc0, dfeed, dkeys, dproj
 
 
+def pad_rows(a, n, axis=1):
+    """a with m <= n rows on ``axis`` (the batch) -> n rows there, zeros after row m."""
+    m = a.shape[axis]
+    if m == n:
+        return a
+    out = array_module(a).zeros(a.shape[:axis] + (n,) + a.shape[axis + 1 :], dtype=a.dtype)
+    out[(slice(None),) * axis + (slice(0, m),)] = a
+    return out
+
+
 def join_directions(state, num_layers):
     """(2L, B, He) in torch's order (layer-major, forward then reverse) -> (L, B, 2He)."""
     _, B, He = state.shape
@@ -199,10 +210,12 @@ class AttentionSeq2Seq(Module):
 
         Teacher forcing and dropout as ``Seq2Seq.forward`` (one coin per step, kept in
         ``teacher_forcing_flips``; masks from ``dropout_generator``); the attention weights go to
-        ``attention_weights`` (T, S, B). ``trg_lengths`` is checked as ``Seq2Seq.forward`` checks
-        it, and changes nothing: this decoder runs step by step, every row at every step.
+        ``attention_weights`` (T, S, B). ``trg_lengths`` (B,), as ``Seq2Seq.forward`` takes it:
+        each row stops at its length, teacher-forced or not — step t runs the rows up to the last
+        one with trg_lengths > t (all the rows still running once they are sorted longest
+        first, as ``make_batches`` sorts them), and a stopped row's outputs and weights stay 0.
         """
-        src, trg, src_lengths, _, flips = check_forward_inputs(
+        src, trg, src_lengths, trg_lengths, flips = check_forward_inputs(
             src, trg, teacher_forcing_ratio, src_lengths, generator,
             self.encoder.embedding.num_embeddings, self.decoder.output_dim, trg_lengths)
         self.clear_tape()  # a previous forward that was never backpropagated
@@ -210,20 +223,28 @@ class AttentionSeq2Seq(Module):
         xp = self.xp
         (S, B), T = src.shape, trg.shape[0]
         state = self.init_decoder_state(src, src_lengths, generator=dropout_generator)
+        proj_shape = state[4].shape
+        # rows[t - 1]: the rows step t runs, a prefix that only shrinks (ops.gemm_row_counts)
+        rows = np.full(T - 1, B) if trg_lengths is None else gemm_row_counts(trg_lengths - 1, T - 1, B)
         outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
         weights = xp.zeros((T, S, B), dtype=self.dtype)  # (T, S, B)
         input = trg[0]  # (B,) <sos>
         for t in range(1, T):
-            outputs[t], state, weights[t] = self._step(input, state, dropout_generator)
-            input = trg[t] if flips[t - 1] else outputs[t].argmax(axis=1)
+            n = int(rows[t - 1])
+            if n == 0:  # every row has stopped (trg has more padded steps than any row needs)
+                break
+            if n < input.shape[0]:  # rows n.. have stopped: the state of the others, contiguous
+                state, input = self.select_state(state, np.arange(n)), input[:n]
+            outputs[t, :n], state, weights[t, :, :n] = self._step(input, state, dropout_generator)
+            input = trg[t, :n] if flips[t - 1] else outputs[t, :n].argmax(axis=1)
         self.attention_weights = weights
-        self._push((T, state[4].shape, outputs.shape))
+        self._push((T, proj_shape, outputs.shape, rows))
         return outputs
 
     @model_call(batch_axis=1)
     def backward(self, doutputs):
         """doutputs: (T, B, V) (row 0 unused) -> gradients accumulate into every parameter."""
-        T, proj_shape, shape = self._pop()
+        T, proj_shape, shape, rows = self._pop()
         check_float_array("doutputs", doutputs, ndim=3, shape=shape)
         hidden, c = self._pop()
         xp, L = self.xp, self.decoder.rnn.num_layers
@@ -231,9 +252,16 @@ class AttentionSeq2Seq(Module):
         dkeys = xp.zeros((proj_shape[0], shape[1], self.decoder.key_dim), dtype=doutputs.dtype)  # (S, B, Hk)
         dproj = xp.zeros(proj_shape, dtype=doutputs.dtype)
         for t in reversed(range(1, T)):
-            dh, dc, dfeed, dk, dp = self.decoder.backward(doutputs[t], dh, dc, dfeed)
-            dkeys += dk
-            dproj += dp
+            n = int(rows[t - 1])
+            if n == 0:  # a step that never ran (see forward)
+                continue
+            # the state gradients of step t + 1's rows; the rows that stopped after step t get 0
+            dh, dc = (None if g is None else pad_rows(g, n) for g in (dh, dc))  # (L, n, H)
+            dfeed = None if dfeed is None else pad_rows(dfeed, n, axis=0)  # (n, H)
+            dh, dc, dfeed, dk, dp = self.decoder.backward(doutputs[t, :n], dh, dc, dfeed)
+            dkeys[:, :n] += dk
+            dproj[:, :n] += dp
+        dh, dc = pad_rows(dh, shape[1]), pad_rows(dc, shape[1])
         dkeys += self.decoder.attention.keys_backward(dproj)
         dh_n = split_directions(self.bridge_h.backward(dh * (1.0 - hidden * hidden)), L)  # (2L, B, He)
         dc_n = split_directions(self.bridge_c.backward(dc * (1.0 - c * c)), L)
