@@ -346,6 +346,38 @@ def test_padded_targets_add_no_loss_and_no_gradient(tf, with_trg_lengths, kind):
 
 
 @MODELS
+@pytest.mark.parametrize("trg_lengths", [[3, 6, 1, 4, 2], [6, 4, 3, 2, 1]], ids=["unsorted", "longest first"])
+@pytest.mark.parametrize("tf", [1.0, 0.0], ids=["teacher-forced", "free-running"])
+def test_stopped_rows_output_zero_and_take_no_gradient(tf, trg_lengths, kind):
+    """With trg_lengths, outputs past a row's length are exactly 0 and the rest equal the
+    outputs without it (the same sums over fewer rows); a gradient given there changes nothing."""
+    rng = np.random.default_rng(13)
+    batch = random_batch(rng, [5, 2, 4, 1, 3], trg_lengths, with_trg_lengths=True)
+    model = make_model(kind, 3).train()
+    T, B = batch.trg.shape
+    stopped = np.arange(T)[:, None] >= batch.trg_lengths[None, :]  # (T, B)
+    upstream = rng.standard_normal((T, B, TV))
+    grads = []
+    for dout_at_stopped in (0.0, 1.0):
+        for with_lengths in (False, True):
+            model.zero_grad()
+            out = model(batch.src, batch.trg, tf, src_lengths=batch.src_lengths, generator=np.random.default_rng(0),
+                        trg_lengths=batch.trg_lengths if with_lengths else None)
+            if not with_lengths:
+                reference = out.copy()
+                model.clear_tape()
+                continue
+            assert not out[stopped].any(), "outputs past a row's length must be 0"
+            check_close("outputs before each row's length", out[~stopped], reference[~stopped], SAME_SUMS_F64)
+            dout = upstream.copy()
+            dout[stopped] *= dout_at_stopped
+            model.backward(dout)
+            grads.append({k: p.grad.copy() for k, p in model.named_parameters()})
+    for k in grads[0]:
+        check_close(f"grad {k}: a gradient on the stopped rows' outputs", grads[1][k], grads[0][k], SAME_SUMS_F64)
+
+
+@MODELS
 @ROWS
 @pytest.mark.parametrize("trg_lengths", [[3, 6, 1, 4, 2], [6, 4, 3, 2, 1]], ids=["unsorted", "longest first"])
 @pytest.mark.parametrize("tf", [1.0, 0.0], ids=["teacher-forced", "free-running"])

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minis2s.backend import array_module
-from minis2s.models.seq2seq import Seq2Seq, check_forward_inputs
+from minis2s.models.seq2seq import Seq2Seq, check_forward_inputs, pad_rows
 from minis2s.nn import LSTM, Attention, Dropout, Embedding, Linear, Module
 from minis2s.ops.recurrent import gemm_row_counts, length_mask
 from minis2s.threads import model_call, recurrent_step_macs
@@ -122,16 +121,6 @@ class AttentionDecoder(Module):
         return dh0, dc0, dfeed, dkeys, dproj
 
 
-def pad_rows(a, n, axis=1):
-    """a with m <= n rows on ``axis`` (the batch) -> n rows there, zeros after row m."""
-    m = a.shape[axis]
-    if m == n:
-        return a
-    out = array_module(a).zeros(a.shape[:axis] + (n,) + a.shape[axis + 1 :], dtype=a.dtype)
-    out[(slice(None),) * axis + (slice(0, m),)] = a
-    return out
-
-
 def join_directions(state, num_layers):
     """(2L, B, He) in torch's order (layer-major, forward then reverse) -> (L, B, 2He)."""
     _, B, He = state.shape
@@ -213,7 +202,8 @@ class AttentionSeq2Seq(Module):
         ``attention_weights`` (T, S, B). ``trg_lengths`` (B,), as ``Seq2Seq.forward`` takes it:
         each row stops at its length, teacher-forced or not — step t runs the rows up to the last
         one with trg_lengths > t (all the rows still running once they are sorted longest
-        first, as ``make_batches`` sorts them), and a stopped row's outputs and weights stay 0.
+        first, as ``make_batches`` sorts them), and a stopped row's outputs and weights stay 0
+        and take no gradient.
         """
         src, trg, src_lengths, trg_lengths, flips = check_forward_inputs(
             src, trg, teacher_forcing_ratio, src_lengths, generator,
@@ -237,15 +227,23 @@ class AttentionSeq2Seq(Module):
                 state, input = self.select_state(state, np.arange(n)), input[:n]
             outputs[t, :n], state, weights[t, :, :n] = self._step(input, state, dropout_generator)
             input = trg[t, :n] if flips[t - 1] else outputs[t, :n].argmax(axis=1)
+        live = None  # (T - 1, B, 1): 1 where a row still runs (rows before the last running one ran regardless)
+        if trg_lengths is not None:
+            live = length_mask(trg_lengths - 1, T - 1, self.dtype, xp)
+            outputs[1:] *= live
+            weights[1:] *= live[:, None, :, 0]
         self.attention_weights = weights
-        self._push((T, proj_shape, outputs.shape, rows))
+        self._push((T, proj_shape, outputs.shape, rows, live))
         return outputs
 
     @model_call(batch_axis=1)
     def backward(self, doutputs):
         """doutputs: (T, B, V) (row 0 unused) -> gradients accumulate into every parameter."""
-        T, proj_shape, shape, rows = self._pop()
+        T, proj_shape, shape, rows, live = self._pop()
         check_float_array("doutputs", doutputs, ndim=3, shape=shape)
+        if live is not None:  # the stopped rows' outputs were zeroed: no gradient through them
+            doutputs = doutputs.copy()
+            doutputs[1:] *= live
         hidden, c = self._pop()
         xp, L = self.xp, self.decoder.rnn.num_layers
         dh = dc = dfeed = None

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from minis2s.backend import array_module
 from minis2s.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
+from minis2s.ops.recurrent import gemm_row_counts, length_mask
 from minis2s.random import default_rng
 from minis2s.threads import model_call, recurrent_step_macs
 from minis2s.validate import check_float_array, check_ids, check_lengths, check_probability
@@ -39,6 +41,17 @@ def _rnn_class(cell: str):
 def padded_state(state):
     """An RNN state tuple -> (hidden, c): the LSTM's (h, c) as it is, (h,) as (h, None)."""
     return (state[0], state[1] if len(state) > 1 else None)
+
+
+def pad_rows(a, n, axis=1):
+    """a with m <= n rows on ``axis`` (the batch) -> n rows there, zeros after row m: the
+    gradient of the rows a decoder step did not run (minis2s/models: ``trg_lengths``)."""
+    m = a.shape[axis]
+    if m == n:
+        return a
+    out = array_module(a).zeros(a.shape[:axis] + (n,) + a.shape[axis + 1 :], dtype=a.dtype)
+    out[(slice(None),) * axis + (slice(0, m),)] = a
+    return out
 
 
 def check_forward_inputs(src, trg, teacher_forcing_ratio, src_lengths, generator, src_vocab, trg_vocab,
@@ -193,11 +206,12 @@ class Seq2Seq(Module):
         from ``dropout_generator`` (else each module's own, else minis2s's seeded generator).
 
         ``trg_lengths`` (B,): each row's length in trg, <sos> and <eos> included (the rest is
-        padding). When every step is teacher-forced, the decoder then stops each row there, so
-        outputs[t, b] for t >= trg_lengths[b] are the output layer's bias, not predictions, and
-        its step GEMMs skip the finished rows (all of them once the rows are sorted longest
-        first, as ``make_batches`` sorts them). A loss that ignores padding gets the same value
-        and gradients either way; it is what training passes.
+        padding). The decoder then stops each row there: outputs[t, b] for t >= trg_lengths[b]
+        are 0 and take no gradient, and the work skips the stopped rows (all of them once the
+        rows are sorted longest first, as ``make_batches`` sorts them): teacher-forced at every
+        step, the recurrence's step GEMMs cover the rows still running (ops.gemm_row_counts);
+        step by step, each step runs only those rows. A loss that ignores padding gets the same
+        value and gradients either way; it is what training passes.
 
         Returns outputs (T, B, V) with outputs[0] all zeros.
         """
@@ -210,20 +224,31 @@ class Seq2Seq(Module):
         self.teacher_forcing_flips = flips
         hidden, c = self.encoder(src, src_lengths, generator=dropout_generator)
         outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
+        steps = None if trg_lengths is None else trg_lengths - 1  # row b predicts trg[1 : trg_lengths[b]]
+        rows = np.full(T - 1, B) if steps is None else gemm_row_counts(steps, T - 1, B)  # step t runs rows[t - 1]
+        # (T - 1, B, 1): 1 where a row still runs. The rows before the last one running are run
+        # whether or not they have stopped (unsorted rows): their outputs are zeroed here too.
+        live = None if steps is None else length_mask(steps, T - 1, self.dtype, xp)
         sequence_mode = all(flips[:-1])
         if sequence_mode:
             # Every input is a known target token: run the decoder over the whole sequence at
             # once. Same numbers as the step loop below, much less Python per token.
-            steps = None if trg_lengths is None else trg_lengths - 1  # row b predicts trg[1 : trg_lengths[b]]
             outputs[1:], _, _ = self.decoder.forward_sequence(trg[:-1], hidden, c, lengths=steps,
                                                               generator=dropout_generator)
         else:
             input = trg[0]  # (B,) <sos>
             for t in range(1, T):
-                output, hidden, c = self.decoder(input, hidden, c, generator=dropout_generator)  # (B, V)
-                outputs[t] = output
-                input = trg[t] if flips[t - 1] else output.argmax(axis=1)
-        self._push((sequence_mode, outputs.shape))  # what backward needs, on the tape like every cache
+                n = int(rows[t - 1])
+                if n == 0:  # every row has stopped
+                    break
+                if n < input.shape[0]:  # rows n.. have stopped: go on with the others' state
+                    hidden, c, input = hidden[:, :n].copy(), None if c is None else c[:, :n].copy(), input[:n]
+                output, hidden, c = self.decoder(input, hidden, c, generator=dropout_generator)  # (n, V)
+                outputs[t, :n] = output
+                input = trg[t, :n] if flips[t - 1] else output.argmax(axis=1)
+        if live is not None:  # a stopped row's outputs -> 0 (sequence mode: the output layer's bias)
+            outputs[1:] *= live
+        self._push((sequence_mode, outputs.shape, rows, live))  # what backward needs, on the tape like every cache
         return outputs
 
     @model_call(batch_axis=1)
@@ -236,13 +261,22 @@ class Seq2Seq(Module):
         if not self._tape:
             raise RuntimeError("Seq2Seq.backward called without a matching forward")
         check_float_array("doutputs", doutputs, ndim=3, shape=self._tape[-1][1])
-        sequence_mode, shape = self._pop()  # one backward per forward: the caches are used up
+        sequence_mode, shape, rows, live = self._pop()  # one backward per forward: the caches are used up
+        if live is not None:  # the stopped rows' outputs were zeroed: no gradient through them
+            doutputs = doutputs.copy()
+            doutputs[1:] *= live
         if sequence_mode:
             dhidden, dc = self.decoder.backward_sequence(doutputs[1:])
         else:
             dhidden = dc = None
             for t in reversed(range(1, shape[0])):
-                dhidden, dc = self.decoder.backward(doutputs[t], dhidden, dc)
+                n = int(rows[t - 1])
+                if n == 0:  # a step that never ran (see forward)
+                    continue
+                # the state gradients of step t + 1's rows; the rows that stopped after step t get 0
+                dhidden, dc = (None if g is None else pad_rows(g, n) for g in (dhidden, dc))
+                dhidden, dc = self.decoder.backward(doutputs[t, :n], dhidden, dc)
+            dhidden, dc = (None if g is None else pad_rows(g, shape[1]) for g in (dhidden, dc))
         self.encoder.backward(dhidden, dc)
 
     # ---- the decoding interface used by minis2s.decode (greedy and beam search) -------------
