@@ -314,7 +314,7 @@ def random_batch(rng, src_lengths, trg_lengths, with_trg_lengths=False):
 
 
 # "stops rows": loss_and_grad passes trg_lengths (as training does), so the decoder stops each row
-# at its length and its step GEMMs skip the finished rows (ops.gemm_row_counts); "runs all": it
+# at its length and its step GEMMs skip the finished rows (ops.step_rows); "runs all": it
 # runs every row to T and the loss alone ignores the padding
 ROWS = pytest.mark.parametrize("with_trg_lengths", [True, False], ids=["stops rows", "runs all"])
 

@@ -294,7 +294,7 @@ def test_any_implementations_backward_takes_any_ones_cache(kernel_modules, cell,
                          ids=["longest first", "unsorted", "empty rows last"])
 @pytest.mark.parametrize("cell,version", [("lstm", "reference"), ("gru", "reference")] + CELL_VERSIONS)
 def test_padded_rows_equal_each_row_run_alone(kernel_modules, cell, version, lengths):
-    """The truth the GEMMs' skipped rows (ops.gemm_row_counts) must keep: a padded batch gives
+    """The truth the GEMMs' skipped rows (ops.step_rows) must keep: a padded batch gives
     each row what that row gives alone, run for its own length with no padding at all —
     outputs, final state, dx, dstate0, and weight gradients that sum over the rows. Float64;
     the two computations sum in other orders (GEMMs of B rows against one), so KERNEL's bound."""

@@ -57,7 +57,7 @@ def make_batches(src_ids, trg_ids, batch_size: int, *, rng=None, bucket_factor: 
     ``bucket_factor`` batches and the batches are shuffled; without it the order is fixed
     (sorted by length), which evaluation uses. With targets, each batch's columns are sorted by
     target length, longest first: the decoder's step GEMMs then cover only the rows still
-    running (a prefix; ops.gemm_row_counts), as with PyTorch's PackedSequence.
+    running (a prefix; ops.step_rows), as with PyTorch's PackedSequence.
     """
     n = len(src_ids)
     order = np.arange(n)

@@ -33,7 +33,7 @@ import numpy as np
 
 from minis2s.models.seq2seq import Seq2Seq, check_forward_inputs, pad_rows
 from minis2s.nn import LSTM, Attention, Dropout, Embedding, Linear, Module
-from minis2s.ops.recurrent import gemm_row_counts, length_mask
+from minis2s.ops.recurrent import length_mask, step_rows
 from minis2s.threads import model_call, recurrent_step_macs
 from minis2s.validate import check_float_array, check_ids
 
@@ -214,8 +214,8 @@ class AttentionSeq2Seq(Module):
         (S, B), T = src.shape, trg.shape[0]
         state = self.init_decoder_state(src, src_lengths, generator=dropout_generator)
         proj_shape = state[4].shape
-        # rows[t - 1]: the rows step t runs, a prefix that only shrinks (ops.gemm_row_counts)
-        rows = np.full(T - 1, B) if trg_lengths is None else gemm_row_counts(trg_lengths - 1, T - 1, B)
+        # rows[t - 1]: the rows step t runs, a prefix that only shrinks (ops.step_rows)
+        rows = np.full(T - 1, B) if trg_lengths is None else step_rows(trg_lengths - 1, T - 1, B)
         outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
         weights = xp.zeros((T, S, B), dtype=self.dtype)  # (T, S, B)
         input = trg[0]  # (B,) <sos>

@@ -24,7 +24,7 @@ import numpy as np
 
 from minis2s.backend import array_module
 from minis2s.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module
-from minis2s.ops.recurrent import gemm_row_counts, length_mask
+from minis2s.ops.recurrent import length_mask, step_rows
 from minis2s.random import default_rng
 from minis2s.threads import model_call, recurrent_step_macs
 from minis2s.validate import check_float_array, check_ids, check_lengths, check_probability
@@ -209,7 +209,7 @@ class Seq2Seq(Module):
         padding). The decoder then stops each row there: outputs[t, b] for t >= trg_lengths[b]
         are 0 and take no gradient, and the work skips the stopped rows (all of them once the
         rows are sorted longest first, as ``make_batches`` sorts them): teacher-forced at every
-        step, the recurrence's step GEMMs cover the rows still running (ops.gemm_row_counts);
+        step, the recurrence's step GEMMs cover the rows still running (ops.step_rows);
         step by step, each step runs only those rows. A loss that ignores padding gets the same
         value and gradients either way; it is what training passes.
 
@@ -225,7 +225,7 @@ class Seq2Seq(Module):
         hidden, c = self.encoder(src, src_lengths, generator=dropout_generator)
         outputs = xp.zeros((T, B, self.decoder.output_dim), dtype=self.dtype)  # (T, B, V)
         steps = None if trg_lengths is None else trg_lengths - 1  # row b predicts trg[1 : trg_lengths[b]]
-        rows = np.full(T - 1, B) if steps is None else gemm_row_counts(steps, T - 1, B)  # step t runs rows[t - 1]
+        rows = np.full(T - 1, B) if steps is None else step_rows(steps, T - 1, B)  # step t runs rows[t - 1]
         # (T - 1, B, 1): 1 where a row still runs. The rows before the last one running are run
         # whether or not they have stopped (unsorted rows): their outputs are zeroed here too.
         live = None if steps is None else length_mask(steps, T - 1, self.dtype, xp)

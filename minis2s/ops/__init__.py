@@ -39,6 +39,7 @@ from minis2s.ops.recurrent import (
     recurrent_forward,
     reverse_time,
     reverse_time_index,
+    step_rows,
     weight_gradients,
 )
 from minis2s.ops.rnn import RNN_CELL, rnn_cell_backward, rnn_cell_forward, rnn_step_backward, rnn_step_forward

@@ -70,7 +70,7 @@ def time_loops(forward_step, backward_step, matmul=matmul_into):
         backward_loop(w_hh, dhg, dh, gemm_rows, *args)   every t from the last: backward_step(t, dh, *args);
                                                          dh[:n] = dhg[t, :n] W_hh (dh_{t-1} through the GEMM)
 
-    ``gemm_rows`` (T,) from ``gemm_row_counts``: the GEMMs skip the rows after the last one with a step t
+    ``gemm_rows`` (T,) from ``step_rows``: the GEMMs skip the rows after the last one with a step t
     (their hg and dh rows are left as they were: no step reads them). Run by Python, each step is
     one GEMM call and one step call. kernels/lstm_cpu.py compiles the same two loops whole with
     Numba (``matmul`` a direct cblas call: kernels/blas_cpu.py), so a sequence is one call."""
@@ -148,7 +148,7 @@ def live_rows(t, lengths):
     return (t < lengths)[:, None], (t == lengths - 1)[:, None]
 
 
-def gemm_row_counts(lengths, T, B):
+def step_rows(lengths, T, B):
     """(T,) int64 on the host: rows[t] = 1 + the last row that has a step t (0 when none has).
 
     Why: rows past it are padded at step t, so the step's GEMM need not cover them. With the
@@ -195,10 +195,10 @@ def recurrent_forward(cell: CellType, x, state0, w_ih, w_hh, b_ih, b_hh, lengths
     saved = cell.saved(state0, T, B, H, dt, xp)
     out = xp.empty((T, B, H), dtype=dt)
     # (B, G): h_{t-1} W_hhᵀ, reused by every step; zeros, not empty: the rows a step's GEMM skips
-    # (gemm_row_counts) keep what they held, and a reference step computes on them before discarding
+    # (step_rows) keep what they held, and a reference step computes on them before discarding
     hg = xp.zeros((B, G), dtype=dt)
     lens = lengths_array(lengths, T, B, xp)
-    steps.forward_loop(hs, recurrent_weight_t(w_hh, T, xp), hg, gemm_row_counts(lengths, T, B), xg, out, lens,
+    steps.forward_loop(hs, recurrent_weight_t(w_hh, T, xp), hg, step_rows(lengths, T, B), xg, out, lens,
                        *cell.biases(b_ih, b_hh), *saved)
     state_n = (hs[T].copy(),) + tuple(s[T].copy() for s in saved[: cell.n_states - 1])
     return out, state_n, RecurrentCache(cell, steps, x, w_ih, w_hh, hs, xg, saved, lens)
@@ -221,7 +221,7 @@ def recurrent_backward(dout, dstate_n, cache: RecurrentCache):
     dh = xp.zeros((B, H), dtype=dt)  # (B, H): dhg_{t+1} W_hh, reused by every step
     dxg = xp.empty((T, B, G), dtype=dt)
     dhg = xp.empty((T, B, G), dtype=dt) if cell.separate_dhg else dxg
-    steps.backward_loop(w_hh, dhg, dh, gemm_row_counts(lens, T, B), dcarry, dh_n, dout, has_dout, dxg, dhg, lens, hs,
+    steps.backward_loop(w_hh, dhg, dh, step_rows(lens, T, B), dcarry, dh_n, dout, has_dout, dxg, dhg, lens, hs,
                         gates, *saved)
     dstate0 = cell.state0_gradient(dh, dcarry)
     empty = lens == 0  # rows with no step at all: the final state's gradient goes straight through
