@@ -189,6 +189,21 @@ def test_seq2seq_refuses_bad_src_lengths(model, lengths, exc, msg):
         model(*good_batch(), src_lengths=lengths)
 
 
+BAD_TRG_LENGTHS = [  # trg is (T, B) = (4, 3); a row needs <sos> and one target
+    (np.array([T, 1, 2]), ValueError, r"trg_lengths must be >= 2 \(<sos> and one target\), got 1"),
+    (np.array([T, 0, 2]), ValueError, r"trg_lengths must be >= 1 \(empty sequences are not allowed\), got 0"),
+    (np.array([T, T + 1, 2]), ValueError, rf"trg_lengths must be <= {T} \(the padded length\), got {T + 1}"),
+    (np.array([T, 2]), ValueError, rf"trg_lengths has 2 entries but the batch has {B}"),
+    (np.array([4.0, 2.0, 2.0]), TypeError, r"trg_lengths must be an integer array"),
+]
+
+
+@pytest.mark.parametrize("lengths,exc,msg", BAD_TRG_LENGTHS)
+def test_seq2seq_refuses_bad_trg_lengths(model, lengths, exc, msg):
+    with pytest.raises(exc, match=msg):
+        model(*good_batch(), trg_lengths=lengths)
+
+
 @pytest.mark.parametrize("lengths,exc,msg", BAD_LENGTHS)
 @pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
 def test_recurrent_refuses_bad_lengths(cls, lengths, exc, msg):
