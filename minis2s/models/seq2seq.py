@@ -242,7 +242,7 @@ class Seq2Seq(Module):
                 if n == 0:  # every row has stopped
                     break
                 if n < input.shape[0]:  # rows n.. have stopped: go on with the others' state
-                    hidden, c, input = hidden[:, :n].copy(), None if c is None else c[:, :n].copy(), input[:n]
+                    (hidden, c), input = self.select_state((hidden, c), np.arange(n)), input[:n]
                 output, hidden, c = self.decoder(input, hidden, c, generator=dropout_generator)  # (n, V)
                 outputs[t, :n] = output
                 input = trg[t, :n] if flips[t - 1] else output.argmax(axis=1)
@@ -293,5 +293,6 @@ class Seq2Seq(Module):
 
     @staticmethod
     def select_state(state, index):
-        """Rows ``index`` of every state tensor (batch axis 1): beam reordering/expansion."""
+        """Rows ``index`` of every state tensor (batch axis 1): beam reordering/expansion, or the rows
+        a decoder step still runs (``trg_lengths``)."""
         return tuple(None if s is None else s[:, index] for s in state)

@@ -251,7 +251,7 @@ def weight_gradients(x, hs, w_ih, dxg, dhg, lengths=None):
     dxg2, dhg2 = dxg.reshape(T * B, G), dhg.reshape(T * B, G)  # (T·B, G)
     rows = None
     if lengths is not None:
-        live = (xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]).reshape(-1)  # (T·B,)
+        live = length_mask(lengths, T, bool, xp).reshape(-1)  # (T·B,)
         if int(live.sum()) < PACK_BELOW * T * B:
             rows = xp.flatnonzero(live)  # (N,): the live rows, in order
             xs, hp, dxg2 = xs.take(rows, axis=0), hp.take(rows, axis=0), dxg2.take(rows, axis=0)
