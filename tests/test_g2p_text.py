@@ -18,7 +18,7 @@ from test_cli import REPO, assert_clean_error, assert_ok, minis2s
 
 from minis2s.data.cmudict import load_cmudict
 from minis2s.g2p import G2P
-from minis2s.g2p_text import SOURCES, Token, number_words, pronounce, tokenize
+from minis2s.g2p_text import SOURCES, Token, number_words, pronounce, text_lexicon, tokenize
 
 CMU = load_cmudict()
 
@@ -174,6 +174,66 @@ def test_accents_other_scripts_symbols_and_emoji_never_fail(g2p):
         ("Café", first("cafe"), "lexicon"), ("naïve", first("naive"), "lexicon"), ("Привет", [], "unknown"),
         ("😀", [], "punctuation"), ("@", first("at"), "symbol"), ("&", first("and"), "symbol"),
         ("#", [], "punctuation")]
+
+
+# ---- abbreviations and initialisms ----------------------------------------------------------------
+def dotted(entry):
+    """CMUdict's first pronunciation of a dotted entry ("u.s.a.", "j." the letter's name)."""
+    return list(text_lexicon(False)[entry][0])
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("Dr. Smith", ["Dr.", "Smith"]), ("U.S.A.'s GDP.", ["U.S.A.'s", "GDP", "."]),
+    ("at 5 p.m., i.e. late", ["at", "5", "p.m.", ",", "i.e.", "late"]), ("J. R. R. Tolkien", ["J.", "R.", "R.", "Tolkien"]),
+    # a period after an ordinary word, or a lower-case letter, stays punctuation
+    ("Stop. Drama. a.", ["Stop", ".", "Drama", ".", "a", "."]), ("to.It", ["to", ".", "It"]),
+    ("Dr.Smith", ["Dr", ".", "Smith"])])
+def test_abbreviations_are_one_token_with_their_periods(text, tokens):
+    assert [tok for tok, _ in tokenize(text)] == tokens
+
+
+def test_titles_and_initialisms_are_read_out(g2p):
+    tokens = g2p.text("Dr. Smith met Prof. Xu, Mr. Li and Ms. Ng, Jr. at 10 a.m., i.e. in the U.S.'s NLTK room, etc.")
+    got = {t.text: (t.phonemes, t.source) for t in tokens}
+    assert got["Dr."] == (first("doctor"), "rule")
+    assert got["Prof."] == (first("professor"), "rule") and got["Mr."] == (first("mister"), "rule")
+    assert got["Ms."] == (dotted("ms."), "lexicon") and got["Jr."] == (first("junior"), "rule")
+    assert got["a.m."] == (dotted("a.m."), "lexicon") == (["EY", "EH", "M"], "lexicon")
+    assert got["i.e."] == (dotted("i.") + dotted("e."), "rule") == (["AY", "IY"], "rule")  # not in CMUdict
+    assert got["U.S.'s"] == (dotted("u.s.") + ["IH", "Z"], "rule")
+    assert got["NLTK"] == ([ph for c in "nltk" for ph in dotted(c + ".")], "rule")  # no vowel: spelt
+    assert got["etc."] == (first("et", "cetera"), "rule")
+    assert [t.text for t in tokens][-1] == "etc."  # its period is the sentence's
+
+
+def test_doctor_and_saint_before_a_name_drive_and_street_elsewhere(g2p):
+    dr, smith, _, dr2, st, _, _, st2, _, dr3, _ = g2p.text("Dr. Smith Mulholland Dr. St. Louis Elm St. is Dr Who")
+    assert (dr.phonemes, dr.alternatives) == (first("doctor"), [first("drive")])
+    assert (dr2.phonemes, dr2.alternatives) == (first("drive"), [first("doctor")])
+    assert (st.phonemes, st.alternatives) == (first("saint"), [first("street")])
+    assert (st2.phonemes, st2.alternatives) == (first("street"), [first("saint")])
+    assert dr3.text == "Dr" and dr3.phonemes == first("doctor")  # without the period too
+    assert smith.phonemes == first("smith")
+
+
+def test_initials_and_letters_are_their_names(g2p):
+    j, r, _, _, _, b = g2p.text("J. R. R. Tolkien Plan B.")
+    assert (j.phonemes, r.phonemes, b.phonemes) == (dotted("j."), dotted("r."), dotted("b."))
+    assert g2p.text("A. Lincoln")[0].phonemes == ["EY"] != g2p.text("a lincoln")[0].phonemes  # the name, not AH
+
+
+def test_abbreviations_without_the_lexicon(g2p):
+    dr, _, usa, nltk = g2p.text("Dr. Smith U.S.A. NLTK", lexicon=False)
+    assert (dr.phonemes, dr.source) == (g2p(["doctor"])[0], "model")  # the reading, through the model
+    assert (usa.phonemes, usa.source) == (dotted("u.") + dotted("s.") + dotted("a."), "rule")  # names: a rule
+    assert (nltk.phonemes, nltk.source) == (g2p(["nltk"])[0], "model")  # spelling needs the lexicon's "no"
+
+
+def test_a_stress_model_stresses_letter_names(stress_model):
+    stressed = text_lexicon(True)
+    assert stress_model.text("i.e.")[0].phonemes == list(stressed["i."][0]) + list(stressed["e."][0]) == ["AY1", "IY1"]
+    assert stress_model.text("i.e.", lexicon=False)[0].phonemes == ["AY1", "IY1"]
+    assert stress_model.text("i.e.", lexicon=False, stress=False)[0].phonemes == ["AY", "IY"]
 
 
 class ConstantModel:
