@@ -17,7 +17,8 @@ The steps, each a function below, in reading order:
    "U.S.") or letter by letter ("i.e."), an all-capital word without vowels letter by letter
    ("NLTK"), titles read out ("Prof." professor), "Dr." and "St." as doctor and saint before a
    capitalised word, drive and street elsewhere.
-3. Numbers are read out as words (``number_words``, num2words) and those words pronounced.
+3. Numbers (and times, "10:30") are read out as words (``number_words``, num2words) and those
+   words pronounced.
 
 A word with several CMUdict pronunciations (``read``, ``live``) gets the first as ``phonemes``
 and the others in ``alternatives``.
@@ -60,7 +61,8 @@ class Token:
 # ---- 1. tokens ----------------------------------------------------------------------------------
 _LETTER = r"[^\W\d_]"
 _WORD = rf"{_LETTER}+(?:['’]{_LETTER}+)*(?:-{_LETTER}+(?:['’]{_LETTER}+)*)*(?:(?<=[sS])['’](?!{_LETTER}))?"
-_NUMBER = r"[$€£]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:%|(?:st|nd|rd|th|s)(?![^\W_]))?"
+_TIME = r"(?:[01]?\d|2[0-3]):[0-5]\d(?![\d:])"  # 10:30, 9:05, 23:00 (not 1:2:3, not 10:300)
+_NUMBER = _TIME + r"|[$€£]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:%|(?:st|nd|rd|th|s)(?![^\W_]))?"
 # An initialism with periods ("U.S.A.", "a.m.", "e.g.": single letters, at least one inner period),
 # a capital's initial ("J. R. R. Tolkien", "Plan B."), or a title or short form whose period
 # belongs to it (``_TITLES``); each may end in 's
@@ -229,9 +231,16 @@ def _plural(words: str) -> str:
 def number_words(token: str) -> str:
     """A number token as words (num2words, English): "1,000" -> "one thousand", "3.14" -> "three
     point one four", "22nd" -> "twenty-second", "$1.50" -> "one dollar fifty cents", "50%" ->
-    "fifty percent", "1990s" -> "nineteen nineties". A year is four digits from 1100 to 2099
-    with no comma, sign, decimals or ordinal suffix: "1998" -> "nineteen ninety-eight" (so "1500
-    people" reads "fifteen hundred people")."""
+    "fifty percent", "1990s" -> "nineteen nineties", a time "10:30" -> "ten thirty" ("9:05" nine
+    oh five, "7:00" seven o'clock). A year is four digits from 1100 to 2099 with no comma, sign,
+    decimals or ordinal suffix: "1998" -> "nineteen ninety-eight" (so "1500 people" reads "fifteen
+    hundred people")."""
+    time = re.fullmatch(r"(\d{1,2}):(\d\d)", token)
+    if time is not None:
+        hours, minutes = num2words(int(time.group(1))), int(time.group(2))
+        if minutes == 0:
+            return f"{hours} o'clock"
+        return f"{hours} {'oh ' if minutes < 10 else ''}{num2words(minutes)}"
     m = re.fullmatch(r"([$€£]?)([\d,]+)(?:\.(\d+))?(%|[a-z]*)", token.lower())
     if m is None:
         raise ValueError(f"token {token!r} is not a number")
@@ -313,7 +322,7 @@ def _plan_token(tok: str, kind: str, lex: dict | None, following=None) -> tuple[
     """A token -> (token, source, parts, alternative readings as lists of parts), parts as in
     ``_plan_word``; ``following``: the next (token, kind), which "Dr." and "St." read."""
     if kind == "number":
-        words = re.findall(r"[a-z]+", number_words(tok))
+        words = re.findall(r"[a-z]+(?:'[a-z]+)?", number_words(tok))  # "o'clock" whole
         return tok, "number", [p for w in words for p in _plan_word(w, lex)[1]], []
     capitalised_next = following is not None and following[1] == "word" and following[0][:1].isupper()
     if kind == "abbreviation":
@@ -324,7 +333,8 @@ def _plan_token(tok: str, kind: str, lex: dict | None, following=None) -> tuple[
             return tok, "unknown", [], []
         if word in _BY_CONTEXT:  # "Dr Smith", without the period
             return (tok, *_abbreviation(word, capitalised_next, lex))
-        if lex is not None and word not in lex and len(tok) > 1 and tok.isupper() and not _VOWEL.search(word):
+        if lex is not None and word not in lex and len(word) > 1 and word.isalpha() and tok.isupper() and \
+                not _VOWEL.search(word):
             return tok, "rule", _letter_names(word, lex), []  # "NLTK": no vowel to read it by
         return (tok, *_plan_word(word, lex), [])
     if tok in _SYMBOLS:

@@ -28,6 +28,12 @@ def first(*words):
     return [ph for w in words for ph in CMU[w][0]]
 
 
+def dotted(entry):
+    """CMUdict's first pronunciation of an entry of the text lexicon ("u.s.a.", "j." the letter's
+    name, "o'clock")."""
+    return list(text_lexicon(False)[entry][0])
+
+
 @pytest.fixture(scope="module")
 def g2p():
     return G2P()  # the shipped default, an unstressed model
@@ -84,6 +90,7 @@ def test_several_pronunciations_take_the_first_and_carry_the_others(g2p):
     ("$1,000", "one thousand dollars"), ("£2.01", "two pounds one penny"), ("€3", "three euros"),
     ("$3.14159", "three point one four one five nine dollars"),
     ("50%", "fifty percent"), ("2.5%", "two point five percent"),
+    ("10:30", "ten thirty"), ("9:05", "nine oh five"), ("7:00", "seven o'clock"), ("23:59", "twenty-three fifty-nine"),
 ])
 def test_numbers_are_read_out(token, words):
     assert tokenize(token) == [(token, "number")]
@@ -98,6 +105,17 @@ def test_numbers_in_a_sentence_are_pronounced_from_the_lexicon(g2p):
         "$1.50": first("one", "dollar", "fifty", "cents"), "50%": first("fifty", "percent"),
         "1,000": first("one", "thousand"), "22nd": first("twenty", "second")}
     assert [t.text for t in tokens if t.source == "punctuation"] == [",", ",", "."]
+
+
+@pytest.mark.parametrize("text, tokens", [("24:00", ["24", ":", "00"]), ("1:2:3", ["1", ":", "2", ":", "3"]),
+                                          ("10:300", ["10", ":", "300"]), ("10:30:15", ["10", ":", "30", ":", "15"])])
+def test_what_is_not_a_time_stays_numbers_and_colons(text, tokens):
+    assert [tok for tok, _ in tokenize(text)] == tokens
+
+
+def test_a_time_is_pronounced(g2p):
+    seven = g2p.text("at 7:00 p.m.")[1]
+    assert seven.phonemes == first("seven") + dotted("o'clock") and seven.source == "number"  # "o'clock": whole
 
 
 def test_a_huge_number_is_read_digit_by_digit(g2p):
@@ -177,11 +195,6 @@ def test_accents_other_scripts_symbols_and_emoji_never_fail(g2p):
 
 
 # ---- abbreviations and initialisms ----------------------------------------------------------------
-def dotted(entry):
-    """CMUdict's first pronunciation of a dotted entry ("u.s.a.", "j." the letter's name)."""
-    return list(text_lexicon(False)[entry][0])
-
-
 @pytest.mark.parametrize("text, tokens", [
     ("Dr. Smith", ["Dr.", "Smith"]), ("U.S.A.'s GDP.", ["U.S.A.'s", "GDP", "."]),
     ("at 5 p.m., i.e. late", ["at", "5", "p.m.", ",", "i.e.", "late"]), ("J. R. R. Tolkien", ["J.", "R.", "R.", "Tolkien"]),
@@ -202,6 +215,7 @@ def test_titles_and_initialisms_are_read_out(g2p):
     assert got["i.e."] == (dotted("i.") + dotted("e."), "rule") == (["AY", "IY"], "rule")  # not in CMUdict
     assert got["U.S.'s"] == (dotted("u.s.") + ["IH", "Z"], "rule")
     assert got["NLTK"] == ([ph for c in "nltk" for ph in dotted(c + ".")], "rule")  # no vowel: spelt
+    assert g2p.text("B-B")[0].phonemes == dotted("b.") * 2  # hyphenated: part by part (hypothesis found it)
     assert got["etc."] == (first("et", "cetera"), "rule")
     assert [t.text for t in tokens][-1] == "etc."  # its period is the sentence's
 
