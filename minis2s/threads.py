@@ -11,8 +11,9 @@ one: G2P training ran 1.9x slower on 2 threads than on 1 while another job held 
 How: each minis2s call that runs GEMMs opens ``blas_threads(macs, work, kind)`` with the size of
 its typical GEMM in multiply-adds: a model's forward, backward and decoding calls with that of
 one step of its decoder's recurrence (B × H × G), and a layer used on its own (LSTM, GRU, RNN,
-Linear, Attention) with its own. Below ``SMALL_GEMM_MACS`` the call runs on one BLAS thread.
-Above it, ``ThreadChoice`` measures: per kind of call and size class it keeps the mean wall time
+Linear, Attention) with its own. Below ``MEASURED_FROM_MACS`` the call runs on one BLAS thread.
+Above it, ``ThreadChoice`` measures (below ``SMALL_GEMM_MACS`` with trials of all threads spaced
+in time, ``TRIAL_GAP_S``): per kind of call and size class it keeps the mean wall time
 per unit of ``work`` (the call's tokens) on one thread and on all the caller allows, runs the
 faster, and tries the other now and then (the worse it was, the more rarely), so a change of
 load is followed within a few hundred calls. The thread count can change a float GEMM's last
@@ -45,13 +46,21 @@ import os
 import time
 
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-# One thread below this many multiply-adds per step GEMM: between the reverse demo's step GEMM
-# (B·H·G = 4.2 M), where 2 threads barely helped on the quiet 2-core machine and cost several
-# times its time beside a busy core, and G2P's (75.5 M), where they helped when quiet (figures:
-# the README's BLAS threads note, benchmarks/NOTES.md). Alone, back to back, 2 threads win from
-# much smaller GEMMs (benchmarks/blas_threads.py); amid the rest of a training step they help less
-# and, when another process holds a core, cost far more (above this size ThreadChoice decides).
+# The size rule ("size" mode): one thread below this many multiply-adds per step GEMM: between the
+# reverse demo's step GEMM (B·H·G = 4.2 M), where 2 threads barely helped on the quiet 2-core
+# machine and cost several times its time beside a busy core, and G2P's (75.5 M), where they
+# helped when quiet (figures: the README's BLAS threads note, benchmarks/NOTES.md). Alone, back to
+# back, 2 threads win from much smaller GEMMs (benchmarks/blas_threads.py); amid the rest of a
+# training step they help less and, when another process holds a core, cost far more.
 SMALL_GEMM_MACS = 16_000_000
+# "auto" mode measures from MEASURED_FROM_MACS (ThreadChoice), but below SMALL_GEMM_MACS tries all
+# threads only every TRIAL_GAP_S seconds until they have proved faster: beside a busy core each
+# such trial costs a few times a one-thread call, and OpenBLAS's worker then spins on the busy core
+# for a while after it (the reverse demo, 4.2 M, measured 1.14x one thread busy when these sizes
+# were tried by call count alone; benchmarks/NOTES.md). Quiet, two threads run these sizes ~20-35%
+# faster (the demo 0.82-0.88x one thread; the (32, 16, 128, 2) LSTM 7.7 ms against 12.3).
+MEASURED_FROM_MACS = 1_000_000
+TRIAL_GAP_S = 5.0
 
 MODE_VAR = "MINIS2S_BLAS_THREADS"
 
@@ -107,7 +116,7 @@ def chosen_threads(macs: int, allowed: int):
     if mode is None or any(os.environ.get(v) for v in ENV_VARS):
         return None
     if mode in ("auto", "size"):
-        return 1 if macs < SMALL_GEMM_MACS else allowed
+        return 1 if macs < (MEASURED_FROM_MACS if mode == "auto" else SMALL_GEMM_MACS) else allowed
     return min(mode, allowed)
 
 
@@ -134,9 +143,17 @@ class ThreadChoice:
 
     TRIALS, CLOSE, SMOOTHING, EXPLORE_EVERY, MAX_INTERVAL = 3, 1.5, 0.3, 32, 512
 
-    def __init__(self, allowed: int, busy: bool = False):
+    def __init__(self, allowed: int, busy: bool = False, gap_s: float = 0.0, clock=time.monotonic):
         self.counts = (1, allowed)
         self.busy = busy
+        # gap_s > 0 (MEASURED_FROM_MACS): all threads are tried only when gap_s seconds have passed
+        # since they last ran (or, when busy, since the choice was made), unless they are the
+        # faster; and the first call after a change of count is not timed: at these sizes it
+        # carries the pool's wake-up or wind-down (a one-call trial of 2 threads measured them
+        # 12% slower than one where a steady run was 27% faster), so a trial is two calls
+        self.gap_s, self.clock = gap_s, clock
+        self.last_allowed = clock() if busy else -math.inf  # when a trial of all threads last began
+        self.last_run = 1  # the count of the last call
         self.seconds: dict[int, float] = {}
         self.samples = dict.fromkeys(self.counts, 0)  # counted calls of each
         self.calls = 0
@@ -144,6 +161,15 @@ class ThreadChoice:
         self.confirmed = 0  # trials in a row that found the slower count slower still
 
     def next_count(self) -> int:
+        n = self._next_count()
+        one, allowed = self.counts
+        if n == allowed != self.last_run and self.gap_s > 0 and self.best() != allowed:  # a trial begins
+            if self.clock() - self.last_allowed < self.gap_s:
+                return one
+            self.last_allowed = self.clock()
+        return n
+
+    def _next_count(self) -> int:
         one, allowed = self.counts
         if self.calls == 0:
             return one  # the uncounted first call
@@ -160,8 +186,9 @@ class ThreadChoice:
 
     def record(self, n: int, seconds_per_work: float) -> None:
         self.calls += 1
-        if self.calls == 1:
-            return  # the first call: compilation, cold caches
+        switched, self.last_run = n != self.last_run, n
+        if self.calls == 1 or (switched and self.gap_s > 0):
+            return  # the first call: compilation, cold caches; at gap_s sizes, a change of count
         best = self.best()
         trial = n not in self.seconds or (best is not None and n != best)
         self.since_trial = 0 if trial else self.since_trial + 1
@@ -214,7 +241,7 @@ def choice_for(kind: str, macs: int, allowed: int) -> ThreadChoice:
     multiply-adds (one size class per power of two) when ``allowed`` threads are allowed."""
     key = (kind, int(math.log2(max(macs, 1))), allowed)
     if key not in _choices:
-        _choices[key] = ThreadChoice(allowed, busy=machine_busy())
+        _choices[key] = ThreadChoice(allowed, busy=machine_busy(), gap_s=TRIAL_GAP_S if macs < SMALL_GEMM_MACS else 0.0)
     return _choices[key]
 
 

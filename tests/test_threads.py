@@ -56,9 +56,12 @@ def seen_by_linear(monkeypatch, rows: int, n_in: int, n_out: int) -> list:
 
 
 def test_the_rule():
-    small, large = threads.SMALL_GEMM_MACS - 1, threads.SMALL_GEMM_MACS
+    small, large = threads.MEASURED_FROM_MACS - 1, threads.MEASURED_FROM_MACS  # "auto": measured from here
     assert threads.chosen_threads(small, 2) == 1 and threads.chosen_threads(large, 2) == 2
     assert threads.chosen_threads(large, 1) == 1  # never above what the caller allows
+    threads.set_blas_threads("size")  # the size rule alone: all threads from SMALL_GEMM_MACS
+    assert threads.chosen_threads(threads.SMALL_GEMM_MACS - 1, 2) == 1
+    assert threads.chosen_threads(threads.SMALL_GEMM_MACS, 2) == 2
     threads.set_blas_threads(3)
     assert threads.chosen_threads(small, 2) == 2 and threads.chosen_threads(small, 8) == 3
     threads.set_blas_threads(None)
@@ -239,6 +242,80 @@ def test_thread_choice_follows_a_change_of_load():
     assert ran[400:500].count(2) >= 95
     assert ran[600:1500].count(1) >= 880, "busy: one thread"
     assert ran[1700:2500].count(2) >= 780, "quiet again: both threads"
+
+
+class FakeClock:
+    """time.monotonic for a ThreadChoice: a driven call of relative time r advances it r x ``step`` s."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        return self.now
+
+
+def run_timed_choice(choice, clock, seconds_of, calls):
+    ran = []
+    for i in range(calls):
+        n = choice.next_count()
+        choice.record(n, seconds_of(n, i))
+        clock.now += clock.step * seconds_of(n, i)
+        ran.append(n)
+    return ran
+
+
+def test_between_the_sizes_all_threads_are_tried_only_every_gap_seconds():
+    """From MEASURED_FROM_MACS to SMALL_GEMM_MACS (gap_s): beside a busy core, where all threads
+    are 3x slower, they are tried at most once every gap_s seconds of calls; per call count alone
+    (gap 0) several times as often."""
+    slow = {1: 1.0, 2: 3.0}
+    gap = threads.TRIAL_GAP_S
+    clock = FakeClock(0.01)  # a one-thread call takes 10 ms: 2,000 calls ~20 s
+    ran = run_timed_choice(threads.ThreadChoice(2, gap_s=gap, clock=clock), clock, lambda n, i: slow[n], 2000)
+    seconds = 0.01 * sum(slow[n] for n in ran)
+    assert ran[:5] == [1, 2, 2, 1, 1], "a trial is two calls: the first after a change of count is not timed"
+    assert 1 < trials_of(ran, 2) <= seconds / gap + 1 and ran.count(2) == 2 * trials_of(ran, 2), ran.count(2)
+    clock = FakeClock(0.01)
+    ungated = run_timed_choice(threads.ThreadChoice(2, clock=clock), clock, lambda n, i: slow[n], 2000)
+    assert trials_of(ungated, 2) >= 3 * trials_of(ran, 2)
+
+
+def trials_of(ran, n):
+    """How many runs of consecutive calls on ``n`` threads ``ran`` holds."""
+    return sum(1 for i, m in enumerate(ran) if m == n and (i == 0 or ran[i - 1] != n))
+
+
+def test_between_the_sizes_the_call_after_a_change_of_count_is_not_timed():
+    """2 threads twice as fast, but the first call after each change of count pays 10x (the
+    pool waking or winding down): one-call trials would find 2 threads slower; two-call ones
+    find them faster."""
+    clock = FakeClock(0.01)
+    choice = threads.ThreadChoice(2, gap_s=threads.TRIAL_GAP_S, clock=clock)
+    last = [1]
+
+    def seconds(n, i):
+        t = {1: 1.0, 2: 0.5}[n] * (10.0 if n != last[0] else 1.0)
+        last[0] = n
+        return t
+
+    ran = run_timed_choice(choice, clock, seconds, 400)
+    assert choice.best() == 2 and ran[20:].count(2) >= 350  # one thread re-tried, two calls, every ~32
+
+
+def test_between_the_sizes_faster_threads_are_not_held_back():
+    """Quiet, all threads faster: the gap only spaces their trials while they are not the faster
+    (the close phase's turns included), then they run."""
+    clock = FakeClock(0.01)
+    choice = threads.ThreadChoice(2, gap_s=threads.TRIAL_GAP_S, clock=clock)
+    ran = run_timed_choice(choice, clock, lambda n, i: {1: 1.0, 2: 0.5}[n], 2000)
+    assert ran[:5] == [1, 2, 2, 1, 1] and choice.best() == 2 and ran[5:].count(2) >= 1900
+
+
+def test_between_the_sizes_a_busy_prior_waits_gap_seconds_before_the_first_trial():
+    clock = FakeClock(0.01)
+    choice = threads.ThreadChoice(2, busy=True, gap_s=threads.TRIAL_GAP_S, clock=clock)
+    ran = run_timed_choice(choice, clock, lambda n, i: {1: 1.0, 2: 3.0}[n], 1000)
+    assert ran.index(2) in (500, 501)  # 5 s of one-thread calls of 10 ms first (float sums: 500 or 501)
 
 
 def test_the_size_mode_keeps_the_size_rule_whatever_the_timings(monkeypatch, two_threads):

@@ -91,28 +91,30 @@ class RNNBase(Module):
         caches = []
         inp = x
         macs = recurrent_step_macs(self, B)  # the size of the GEMMs that repeat: one step's
-        for layer in range(self.num_layers):
-            outs, dir_caches = [], []
-            for d in range(D):
-                k = layer * D + d  # the state row of this layer and direction (torch's order)
-                w = [p.data for p in self.layer_params(layer, d)]
-                x_d = inp if d == 0 else ops.reverse_time(inp, rev)  # reverse: each row within its length
-                steps = dispatch.recurrent_steps(self.cell, x_d)  # the reference or a fused kernel's
-                with blas_threads(macs, work=T * B, kind=f"{type(self).__name__}.forward l{k}"):
+        # one thread count for the whole call, every layer (switching it between consecutive GEMMs
+        # wakes or idles the BLAS pool and costs more than it saves: minis2s/threads.py)
+        with blas_threads(macs, work=T * B * self.num_layers * D, kind=f"{type(self).__name__}.forward"):
+            for layer in range(self.num_layers):
+                outs, dir_caches = [], []
+                for d in range(D):
+                    k = layer * D + d  # the state row of this layer and direction (torch's order)
+                    w = [p.data for p in self.layer_params(layer, d)]
+                    x_d = inp if d == 0 else ops.reverse_time(inp, rev)  # reverse: each row within its length
+                    steps = dispatch.recurrent_steps(self.cell, x_d)  # the reference or a fused kernel's
                     out, s_n, cache = ops.recurrent_forward(self.cell, x_d, tuple(s[k] for s in state), *w,
                                                             lengths=lengths, steps=steps)
-                for f, s in zip(finals, s_n):
-                    f[k] = s
-                if self._trace is not None:  # minis2s.trace: reads the cache just made
-                    self._trace.recurrent_forward(self, layer, d, cache, s_n, rev if d else None)
-                outs.append(out if d == 0 else ops.reverse_time(out, rev))  # back to reading order
-                dir_caches.append(cache)
-            out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)  # (T, B, D·H)
-            drop = None
-            if layer < self.num_layers - 1 and self.training and self.dropout > 0:
-                out, drop = ops.dropout_forward(out, self.dropout, generator or self.rng or default_rng())
-            caches.append((dir_caches, drop))
-            inp = out
+                    for f, s in zip(finals, s_n):
+                        f[k] = s
+                    if self._trace is not None:  # minis2s.trace: reads the cache just made
+                        self._trace.recurrent_forward(self, layer, d, cache, s_n, rev if d else None)
+                    outs.append(out if d == 0 else ops.reverse_time(out, rev))  # back to reading order
+                    dir_caches.append(cache)
+                out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)  # (T, B, D·H)
+                drop = None
+                if layer < self.num_layers - 1 and self.training and self.dropout > 0:
+                    out, drop = ops.dropout_forward(out, self.dropout, generator or self.rng or default_rng())
+                caches.append((dir_caches, drop))
+                inp = out
         self._push((caches, rev, macs))
         return inp, tuple(finals)
 
@@ -123,27 +125,27 @@ class RNNBase(Module):
         D, H = self.num_directions, self.hidden_size
         ds0_layers = [None] * (self.num_layers * D)
         d = dout
-        for layer in reversed(range(self.num_layers)):
-            dir_caches, drop = caches[layer]
-            d = None if d is None else ops.dropout_backward(d, drop)
-            dx = None
-            for direction, cache in enumerate(dir_caches):  # the cache names the steps that made it
-                k = layer * D + direction
-                d_dir = d if (d is None or D == 1) else d[:, :, direction * H : (direction + 1) * H]
-                if direction == 1 and d_dir is not None:
-                    d_dir = ops.reverse_time(d_dir, rev)  # into the order the reverse pass ran in
-                ds_n = tuple(None if s is None else s[k] for s in dstate_n)
-                rows = cache.x.shape[0] * cache.x.shape[1]  # T·B
-                with blas_threads(macs, work=rows, kind=f"{type(self).__name__}.backward l{k}"):
+        rows = sum(c.x.shape[0] * c.x.shape[1] for dir_caches, _ in caches for c in dir_caches)  # Σ T·B
+        with blas_threads(macs, work=rows, kind=f"{type(self).__name__}.backward"):  # one count, as forward
+            for layer in reversed(range(self.num_layers)):
+                dir_caches, drop = caches[layer]
+                d = None if d is None else ops.dropout_backward(d, drop)
+                dx = None
+                for direction, cache in enumerate(dir_caches):  # the cache names the steps that made it
+                    k = layer * D + direction
+                    d_dir = d if (d is None or D == 1) else d[:, :, direction * H : (direction + 1) * H]
+                    if direction == 1 and d_dir is not None:
+                        d_dir = ops.reverse_time(d_dir, rev)  # into the order the reverse pass ran in
+                    ds_n = tuple(None if s is None else s[k] for s in dstate_n)
                     dx_dir, ds0_layers[k], grads = ops.recurrent_backward(d_dir, ds_n, cache)
-                if direction == 1:
-                    dx_dir = ops.reverse_time(dx_dir, rev)
-                if self._trace is not None:
-                    self._trace.recurrent_backward(cache, d_dir, ds_n, dx_dir, ds0_layers[k])
-                for p, g in zip(self.layer_params(layer, direction), grads):
-                    p.accumulate(g)
-                dx = dx_dir if dx is None else dx + dx_dir
-            d = dx
+                    if direction == 1:
+                        dx_dir = ops.reverse_time(dx_dir, rev)
+                    if self._trace is not None:
+                        self._trace.recurrent_backward(cache, d_dir, ds_n, dx_dir, ds0_layers[k])
+                    for p, g in zip(self.layer_params(layer, direction), grads):
+                        p.accumulate(g)
+                    dx = dx_dir if dx is None else dx + dx_dir
+                d = dx
         xp = array_module(d)
         dstate0 = tuple(xp.stack([ds0[k] for ds0 in ds0_layers]) for k in range(len(dstate_n)))
         return d, dstate0  # each (L·D, B, H)
