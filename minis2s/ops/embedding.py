@@ -24,14 +24,7 @@ def embedding_backward(dout, cache):
     flat_ids = ids.reshape(-1)
     flat_dout = dout.reshape(-1, wshape[1])
     if xp is np:
-        # the rows of each id summed in one pass: sort the ids (stable), then np.add.reduceat over
-        # each run of equal ids — 6x faster than np.add.at (1.9 ms -> 0.3 ms at 1,408 ids of a
-        # 43-row table, E = 128; benchmarks/NOTES.md), the same sums up to float rounding
-        order = np.argsort(flat_ids, kind="stable")
-        sorted_ids = flat_ids[order]
-        if sorted_ids.size:
-            starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # each run's first
-            dweight[sorted_ids[starts]] = np.add.reduceat(flat_dout[order], starts, axis=0)
+        np.add.at(dweight, flat_ids, flat_dout)
     else:  # pragma: no cover - GPU only
         import cupyx
 
