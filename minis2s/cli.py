@@ -83,10 +83,11 @@ def _add_run_args(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_training(args, parser, make_task, setting_classes, teacher_folders=None) -> tuple:
+def run_training(args, parser, make_task, setting_classes, teacher_folders=None, init_folder=None) -> tuple:
     """Train (or resume) into ``args.out``. ``make_task(saved)`` builds the task from the flags
     (``saved`` None) or from a resumed run's config.json; ``teacher_folders(distill_from)``: the
-    teachers' model folders (default: distill_from's comma-separated folders as they are).
+    teachers' model folders (default: distill_from's comma-separated folders as they are);
+    ``init_folder(init_from)``: the model folder init_from names (default: init_from as it is).
     Returns (task, model, state)."""
     from minis2s.random import manual_seed
 
@@ -116,8 +117,11 @@ def run_training(args, parser, make_task, setting_classes, teacher_folders=None)
     teachers = None
     if config.distill_from is not None and teacher_folders is not None:
         teachers = teacher_folders(config.distill_from)
+    start = None
+    if config.init_from is not None and init_folder is not None and not args.resume:
+        start = init_folder(config.init_from)
     state = train(task, model, config, args.out, resume=args.resume, restart_lr=args.restart_lr,
-                  progress=not args.quiet, teachers=teachers)
+                  progress=not args.quiet, teachers=teachers, init_folder=start)
     return task, model, state
 
 
@@ -233,9 +237,20 @@ def cmd_g2p_train(args, parser):
 
     # --distill-from takes shipped names too ("ensemble": its members), as --model does
     task, _, state = run_training(args, parser, make_task, (ModelConfig, DataConfig, TrainConfig),
-                                  teacher_folders=lambda names: model_folders(teacher_folders(names)))
+                                  teacher_folders=lambda names: model_folders(teacher_folders(names)),
+                                  init_folder=_init_folder)
     _report_best(task, state, args.out)
     return 0
+
+
+def _init_folder(name: str) -> str:
+    """g2p train --init-from: a model folder, or a shipped model's name (one model, not an ensemble)."""
+    from minis2s.g2p import resolve_model
+
+    try:
+        return resolve_model(name)
+    except ValueError as e:
+        raise ValueError(f"--init-from: {e}") from e
 
 
 def cmd_g2p_transfer(args, parser):

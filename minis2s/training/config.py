@@ -54,6 +54,9 @@ class TrainConfig:
                                          "softmax(logits / T) before the mean (T > 1: softer, more of its mass "
                                          "on the other tokens; 1: as it is)", low=0.0, low_open=True,
                                          resume=True)
+    init_from: str | None = setting(None, "start from this model folder's weights instead of random ones "
+                                    "(fine-tuning; under g2p also a shipped model's name): the run's architecture, "
+                                    "sizes and vocabularies; a new optimiser and schedule (None: random weights)")
     max_steps: int | None = setting(None, "stop after this many steps in all (a checkpoint and RUN/last "
                                     "are written); not saved with the run", low=1)
     time_limit: float | None = setting(None, "stop after this many minutes of this invocation (a checkpoint "
@@ -62,6 +65,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_settings(self)
+        if self.init_from is not None and not self.init_from.strip():
+            raise ValueError("init_from names no model folder (an empty string): give a folder, or None")
         if self.distill_from is not None and not self.distill_from.strip(" ,"):
             raise ValueError(f"distill_from names no teacher ({self.distill_from!r}): give a model folder, or None")
 

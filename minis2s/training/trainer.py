@@ -47,6 +47,7 @@ from minis2s.training.distributed import SkippedRunFolder, allreduce_gradients, 
 from minis2s.training.run_folder import CURVES, RunFolder
 from minis2s.training.schedule import end_of_epoch, step_lr, stop_reason
 from minis2s.training.state import RunState
+from minis2s.training.warm_start import init_from_folder
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,15 +121,22 @@ class Trainer:
         return {"train": config.saved(), "task": task.describe(), "data": task.data_settings()}
 
     @classmethod
-    def new(cls, task, model, config: TrainConfig, run_dir, **kw) -> Trainer:
+    def new(cls, task, model, config: TrainConfig, run_dir, *, init_folder=None, **kw) -> Trainer:
         """A fresh run in ``run_dir`` (refused if it holds one): config.json, then a checkpoint
-        of step 0, so that a run killed before its first step can still be resumed."""
+        of step 0, so that a run killed before its first step can still be resumed. With
+        ``config.init_from`` the model starts from that folder's weights (``init_folder``: the
+        folder it names, where a task resolves names; default: init_from itself)."""
         comm = kw.get("comm") or world()
         _check_teachers(config, kw.get("teachers"))
         if config.distill_from is not None and not isinstance(kw.get("teachers"), TeacherTargets):
             log = (kw.get("log") or log_to_stderr) if comm.is_root else _silent  # a bad teacher fails before the folder
             kw["teachers"] = _teacher_targets(task, config, kw.get("teachers"), comm, log)
-        run = _own_folder(comm, comm.from_root(lambda: RunFolder.create(run_dir, cls.describe_run(task, config))))
+        described = cls.describe_run(task, config)
+        if config.init_from is not None:  # before the folder: a model that does not fit fails first
+            described["init"] = init_from_folder(model, task, init_folder or config.init_from)
+            if comm.is_root:
+                (kw.get("log") or log_to_stderr)(f"starting from the weights of {described['init']['folder']}")
+        run = _own_folder(comm, comm.from_root(lambda: RunFolder.create(run_dir, described)))
         trainer = cls(task, model, config, run, RunState(lr=config.lr), Adam(model.parameters(), lr=config.lr), **kw)
         trainer.save_checkpoint()
         return trainer
@@ -479,11 +487,14 @@ def loss_and_grad(model, batch, loss_fn, teacher_forcing: float, generator, *, t
 
 
 def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, restart_lr: bool = False,
-          log=None, progress: bool = False, comm=None, teachers=None) -> RunState:
+          log=None, progress: bool = False, comm=None, teachers=None, init_folder=None) -> RunState:
     """Train ``model`` on ``task`` into the run folder ``run_dir``: a new run (refused if the
     folder holds one), or with ``resume=True`` the run there continued (see ``Trainer``).
     ``comm``: the processes training together (default: ``world()``, see distributed.py);
-    ``teachers``: with ``config.distill_from``, the teacher model folders or Translators."""
+    ``teachers``: with ``config.distill_from``, the teacher model folders or Translators;
+    ``init_folder``: with ``config.init_from``, the model folder it names (default: itself)."""
+    if init_folder is not None and config.init_from is None:
+        raise ValueError("init_folder was given but init_from is None: set init_from to start from a model")
     if restart_lr and not resume:
         raise ValueError("restart_lr=True restarts the learning rate of a resumed run: it needs resume=True")
     if not isinstance(config, TrainConfig):
@@ -492,7 +503,8 @@ def train(task, model, config: TrainConfig, run_dir, *, resume: bool = False, re
         trainer = Trainer.resume(task, model, config, run_dir, restart_lr=restart_lr, log=log, progress=progress,
                                  comm=comm, teachers=teachers)
     else:
-        trainer = Trainer.new(task, model, config, run_dir, log=log, progress=progress, comm=comm, teachers=teachers)
+        trainer = Trainer.new(task, model, config, run_dir, log=log, progress=progress, comm=comm, teachers=teachers,
+                              init_folder=init_folder)
     return trainer.run()
 
 
