@@ -127,15 +127,15 @@ class Trainer:
         ``config.init_from`` the model starts from that folder's weights (``init_folder``: the
         folder it names, where a task resolves names; default: init_from itself)."""
         comm = kw.get("comm") or world()
+        described = cls.describe_run(task, config)
+        if config.init_from is not None:  # before the folder (and the teachers' minutes): a misfit fails first
+            described["init"] = init_from_folder(model, task, init_folder or config.init_from)
+            if comm.is_root:
+                (kw.get("log") or log_to_stderr)(f"starting from the weights of {described['init']['folder']}")
         _check_teachers(config, kw.get("teachers"))
         if config.distill_from is not None and not isinstance(kw.get("teachers"), TeacherTargets):
             log = (kw.get("log") or log_to_stderr) if comm.is_root else _silent  # a bad teacher fails before the folder
             kw["teachers"] = _teacher_targets(task, config, kw.get("teachers"), comm, log)
-        described = cls.describe_run(task, config)
-        if config.init_from is not None:  # before the folder: a model that does not fit fails first
-            described["init"] = init_from_folder(model, task, init_folder or config.init_from)
-            if comm.is_root:
-                (kw.get("log") or log_to_stderr)(f"starting from the weights of {described['init']['folder']}")
         run = _own_folder(comm, comm.from_root(lambda: RunFolder.create(run_dir, described)))
         trainer = cls(task, model, config, run, RunState(lr=config.lr), Adam(model.parameters(), lr=config.lr), **kw)
         trainer.save_checkpoint()
