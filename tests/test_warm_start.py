@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from test_cli import assert_clean_error, minis2s
-from test_training import MODEL_CFG, TRAIN_CFG, make_task
+from test_training import MODEL_CFG, TRAIN_CFG, make_task, words_small
 
 from minis2s import safetensors
 from minis2s.checkpoint import export_model_dir, read_model_dir
@@ -29,8 +29,7 @@ from minis2s.training import RunFolder, TrainConfig, train
 
 @pytest.fixture(scope="module")
 def words():
-    train_words, dev_words = load_split("train"), load_split("dev")
-    return ({w: train_words[w] for w in list(train_words)[::400]}, {w: dev_words[w] for w in list(dev_words)[::150]})
+    return words_small()  # test_training's tiny task: 265 train words, 40 dev
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +116,8 @@ def test_a_folder_of_another_model_is_refused_before_the_run_folder(words, train
 
 def test_another_vocabulary_is_refused(words, trained, tmp_path):
     d = str(tmp_path / "warm")
-    stressed = ({w: load_split("train", True)[w] for w in words[0]}, {w: load_split("dev", True)[w] for w in words[1]})
+    train_stressed, dev_stressed = load_split("train", True), load_split("dev", True)
+    stressed = ({w: train_stressed[w] for w in words[0]}, {w: dev_stressed[w] for w in words[1]})
     task = G2PTask(MODEL_CFG, train_words=stressed[0], dev_words=stressed[1], eval_batch=64, stress=True)
     with pytest.raises(ValueError, match=r"init_from .*target vocabulary or tokenizer is not the run's"):
         train(task, task.build_model(), TrainConfig(**{**TRAIN_CFG, "init_from": trained, "max_steps": 1}), d,
