@@ -126,7 +126,8 @@ def read_model_files(folder, meta: dict) -> dict[str, bytes]:
 
 def export_model_dir(src, dst, *, stored_dtype: str = "float32") -> dict:
     """Copy a model folder, storing its weights as ``stored_dtype`` (minis2s/quantize.py):
-    "float32", "float16" (half the bytes) or "int8" (a quarter, one float32 scale per row);
+    "float32", "float16" (half the bytes), "int8" (a quarter, one float32 scale per row) or
+    "int4" (5/32: a float16 scale per 16 weights of a row; matrices of other row lengths int8);
     ``read_model_dir`` turns them back into floats. Returns the meta written."""
     check_stored_dtype(stored_dtype)
     meta, weights = read_model_dir(src)
@@ -197,8 +198,8 @@ def read_model_weights(folder, meta: dict, expect: dict | None = None) -> dict:
     w_path = os.path.join(os.fspath(folder), MODEL_WEIGHTS)
     stored = meta.get("stored_dtype", "float32")
     try:
-        if expect is not None:  # the header alone, before any data is read; int8 scales are no parameters
-            safetensors.check_header(w_path, expect, ignore_suffix=quantize.SCALE_SUFFIX)
+        if expect is not None:  # the header alone, before any data is read; scales are no parameters
+            safetensors.check_header(w_path, expect, logical=quantize.logical_shapes)
         data = _read_bytes(w_path)  # read once: for the digest, then for the tensors
         check_digest(folder, meta, data)
         return quantize.unpack(safetensors.loads(data, w_path), stored)

@@ -11,7 +11,7 @@ Presets of the same training system:
     minis2s demo reverse|sort                 train on a synthetic task, report held-out accuracy
     minis2s g2p train --out DIR [--arch seq2seq|attention] [--resume]    G2P on CMUdict
     minis2s g2p eval [--model DIR [--model DIR...]] [--split dev|test] [--beam K [--alpha A]]
-    minis2s g2p export --model DIR --out DIR [--dtype float32|float16|int8]
+    minis2s g2p export --model DIR --out DIR [--dtype float32|float16|int8|int4]
     minis2s g2p average DIR... --out DIR      (checkpoint averaging, e.g. RUN/epochs/*)
     minis2s g2p predict WORD... | --input FILE [--beam K] [--nbest N] [--model DIR] [--plot OUT.png]
     minis2s g2p explain WORD [--model M] [--plot OUT.png]   each step's top-5, gates, gradient per letter
@@ -35,6 +35,7 @@ from minis2s.checkpoint import CheckpointError
 from minis2s.g2p import DEFAULT_MODEL, PRETRAINED_ENSEMBLES, PRETRAINED_MODELS
 from minis2s.metrics import METRICS
 from minis2s.models.config import ModelConfig, parameter_shapes
+from minis2s.quantize import STORED_DTYPES
 from minis2s.settings import add_arguments, parse_assignment, settings_from_args
 from minis2s.task import DataConfig
 from minis2s.training import RunFolder, TrainConfig, TrainingDiverged, TrainingInterrupted, train
@@ -600,12 +601,13 @@ def build_parser():
     _add_beam_args(ge)
     ge.set_defaults(handler=cmd_g2p_eval)
 
-    gx = _command(g2p, "export", help="copy a model folder (e.g. RUN/best), optionally as float16 or int8")
+    gx = _command(g2p, "export", help="copy a model folder (e.g. RUN/best), optionally as float16, int8 or int4")
     gx.add_argument("--model", required=True, help="model folder to copy (or a shipped model's name)")
     gx.add_argument("--out", required=True, help="destination folder")
     store = gx.add_mutually_exclusive_group()
-    store.add_argument("--dtype", choices=["float32", "float16", "int8"], default="float32",
-                       help="how the weights are stored: int8 is a quarter of float32 (one scale per row)")
+    store.add_argument("--dtype", choices=list(STORED_DTYPES), default="float32",
+                       help="how the weights are stored: int8 is a quarter of float32 (one scale per row), "
+                            "int4 5/32 (one scale per 16 weights of a row)")
     store.add_argument("--float16", dest="dtype", action="store_const", const="float16", help="= --dtype float16")
     gx.set_defaults(handler=cmd_g2p_export)
 

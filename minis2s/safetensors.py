@@ -92,12 +92,12 @@ def loads(data: bytes, where) -> dict:
     return out
 
 
-def check_header(path, expect: dict, *, ignore_suffix: str | None = None) -> None:
-    """ValueError naming ``path`` unless its tensors (read from the header alone; those whose
-    names end in ``ignore_suffix`` left out) have exactly the shapes ``expect`` {name: shape}."""
-    found = {k: shape for k, (_, shape) in read_header(path).items()
-             if ignore_suffix is None or not k.endswith(ignore_suffix)}
-    check_shapes(found, expect, path)
+def check_header(path, expect: dict, *, logical=None) -> None:
+    """ValueError naming ``path`` unless its tensors (read from the header alone) have exactly
+    the shapes ``expect`` {name: shape}; ``logical`` maps the stored {name: shape} to the
+    shapes they stand for first (quantize.logical_shapes: scales left out, packed codes)."""
+    found = {k: shape for k, (_, shape) in read_header(path).items()}
+    check_shapes(logical(found) if logical is not None else found, expect, path)
 
 
 def check_shapes(found: dict, expect: dict, path) -> None:

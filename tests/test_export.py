@@ -1,8 +1,10 @@
-"""`minis2s g2p export`: float16 and int8 copies of a model folder shrink the weights and load back.
+"""`minis2s g2p export`: float16, int8 and int4 copies of a model folder shrink the weights and load back.
 
 int8 bound: every weight of a matrix row r comes back within half a quantisation step s_r / 2,
 s_r = max|row| / 127 (minis2s/quantize.py); the test checks that bound, and that it is tight
-enough to matter (the error is not zero, and a coarser 6-bit code would break it)."""
+enough to matter (the error is not zero, and a coarser 6-bit code would break it). int4: the
+grid of the group's float16 scale s_g (16 weights of a row), the scale of least squared error
+of candidates that include max|group| / 7, so never worse than that plain scale."""
 import json
 import os
 import subprocess
@@ -23,7 +25,7 @@ from minis2s.checkpoint import (
 from minis2s.data import Vocab
 from minis2s.g2p import G2P, LETTERS, PHONEMES
 from minis2s.models import ModelConfig, build_model
-from minis2s.quantize import SCALE_SUFFIX
+from minis2s.quantize import INT4_GROUP, INT4_SCALE_SUFFIX, SCALE_SUFFIX, dequantize_int4, quantize_int4
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,10 +105,94 @@ def test_int8_folder_with_a_missing_scale_is_a_clean_error(tmp_path):
         read_model_dir(tmp_path / "q")
 
 
+def _int4_grid(w, scale):
+    """w (R, C) on the grid of the group scales (R, C/16): s_g clip(round(w / s_g), -7, 7), float64."""
+    s = np.repeat(scale.astype(np.float64), INT4_GROUP, axis=1)
+    return np.clip(np.rint(w / s), -7, 7) * s
+
+
+def test_int4_groups_take_the_scale_of_least_error_and_keep_their_own_size():
+    rng = np.random.default_rng(0)
+    sizes = np.array([1e-3, 1.0, 30.0]).repeat(INT4_GROUP)  # three groups a row, of very different sizes
+    w = (rng.standard_normal((200, 3 * INT4_GROUP)) * sizes).astype(np.float64)
+    codes, scale = quantize_int4(w)
+    assert codes.dtype == np.uint8 and codes.shape == (200, 3 * INT4_GROUP // 2)
+    assert scale.dtype == np.float16 and scale.shape == (200, 3)
+    back = dequantize_int4(codes, scale).astype(np.float64)
+    w32 = w.astype(np.float32).astype(np.float64)  # what is quantised
+    np.testing.assert_allclose(back, _int4_grid(w32, scale), rtol=1e-6, atol=0)  # the stored codes are the grid's
+    err = ((back - w32) ** 2).reshape(200, 3, INT4_GROUP).sum(axis=2)  # (R, G)
+    plain = (np.abs(w32).reshape(200, 3, INT4_GROUP).max(axis=2) / 7).astype(np.float16)  # s_g = max|g| / 7
+    plain_err = ((_int4_grid(w32, plain) - w32) ** 2).reshape(200, 3, INT4_GROUP).sum(axis=2)
+    assert (err <= plain_err * (1 + 1e-6)).all()  # the search includes max / 7: never worse
+    assert err.sum() < 0.95 * plain_err.sum()  # and on Gaussian weights clearly better
+    inside = np.abs(w32) <= 7 * np.repeat(scale.astype(np.float64), INT4_GROUP, axis=1)
+    assert (np.abs(back - w32)[inside] <= np.repeat(scale.astype(np.float64), INT4_GROUP, axis=1)[inside] / 2 * (1 + 1e-6)).all()
+    assert (np.abs(back - w32)[:, :INT4_GROUP] < 1e-3).all()  # the small group keeps its own scale
+    q = np.rint(back / np.repeat(scale.astype(np.float64), INT4_GROUP, axis=1))
+    assert q.min() == -7 and q.max() == 7
+
+
+def test_int4_export_stores_five_bits_a_weight_and_loads_as_the_grid(tmp_path):
+    model = _tiny_model_dir(tmp_path / "full", hidden=64, embedding=32)
+    meta = export_model_dir(tmp_path / "full", tmp_path / "q", stored_dtype="int4")
+    assert meta["stored_dtype"] == "int4"
+    stored = safetensors.load_file(tmp_path / "q" / "model.safetensors")
+    _, weights = read_model_dir(tmp_path / "q")
+    assert set(weights) == {name for name, _ in model.named_parameters()}
+    int4 = 0
+    for name, p in model.named_parameters():
+        w = p.data.astype(np.float64)
+        if w.ndim == 1:
+            assert stored[name].dtype == np.float16
+            continue
+        assert w.shape[1] % INT4_GROUP == 0  # every matrix of this model is whole groups
+        int4 += w.size
+        scale = stored[name + INT4_SCALE_SUFFIX]
+        assert stored[name].dtype == np.uint8 and stored[name].shape == (w.shape[0], w.shape[1] // 2)
+        assert scale.shape == (w.shape[0], w.shape[1] // INT4_GROUP)
+        np.testing.assert_allclose(weights[name], _int4_grid(w, scale), rtol=1e-6, atol=0, err_msg=name)
+        assert not np.array_equal(weights[name], p.data)
+    assert int4 > 0.9 * sum(p.data.size for p in model.parameters())
+    export_model_dir(tmp_path / "full", tmp_path / "q8", stored_dtype="int8")
+    assert (os.path.getsize(tmp_path / "q" / "model.safetensors")
+            < 0.7 * os.path.getsize(tmp_path / "q8" / "model.safetensors"))  # 5 bits against 8, plus the header
+    loaded = G2P(str(tmp_path / "q"))
+    for name, p in loaded.model.named_parameters():
+        np.testing.assert_array_equal(p.data, weights[name])
+
+
+def test_int4_stores_a_matrix_of_partial_groups_as_int8(tmp_path):
+    _tiny_model_dir(tmp_path / "full", hidden=8, embedding=4)  # rows of 4 and 8 weights
+    export_model_dir(tmp_path / "full", tmp_path / "q", stored_dtype="int4")
+    stored = safetensors.load_file(tmp_path / "q" / "model.safetensors")
+    assert stored["encoder.embedding.weight"].dtype == np.int8
+    assert "encoder.embedding.weight" + SCALE_SUFFIX in stored
+    G2P(str(tmp_path / "q"))(["cat"])
+
+
+def test_int4_folder_with_a_misshapen_scale_is_a_clean_error(tmp_path):
+    _tiny_model_dir(tmp_path / "full", hidden=32, embedding=16)
+    export_model_dir(tmp_path / "full", tmp_path / "q", stored_dtype="int4")
+    path = tmp_path / "q" / "model.safetensors"
+    stored = safetensors.load_file(path)
+    name = "decoder.fc_out.weight"
+    stored[name + INT4_SCALE_SUFFIX] = stored[name + INT4_SCALE_SUFFIX][:, :0]
+    safetensors.save_file(stored, path)
+    seal_model_dir(tmp_path / "q")
+    with pytest.raises(CheckpointError, match=f"{name}.*scales of shape"):
+        read_model_dir(tmp_path / "q")
+    del stored[name + INT4_SCALE_SUFFIX]
+    safetensors.save_file(stored, path)
+    seal_model_dir(tmp_path / "q")
+    with pytest.raises(CheckpointError, match=f"{name}.*has no"):
+        read_model_dir(tmp_path / "q")
+
+
 def test_unknown_stored_dtype_is_refused(tmp_path):
     _tiny_model_dir(tmp_path / "full")
     with pytest.raises(ValueError, match="stored_dtype must be one of"):
-        export_model_dir(tmp_path / "full", tmp_path / "x", stored_dtype="int4")
+        export_model_dir(tmp_path / "full", tmp_path / "x", stored_dtype="int2")
     assert not os.path.exists(tmp_path / "x")
     meta = json.loads((tmp_path / "full" / "model.json").read_text())
     (tmp_path / "full" / "model.json").write_text(json.dumps({**meta, "stored_dtype": "bfloat16"}))
