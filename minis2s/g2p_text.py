@@ -62,7 +62,10 @@ class Token:
 _LETTER = r"[^\W\d_]"
 _WORD = rf"{_LETTER}+(?:['’]{_LETTER}+)*(?:-{_LETTER}+(?:['’]{_LETTER}+)*)*(?:(?<=[sS])['’](?!{_LETTER}))?"
 _TIME = r"(?:[01]?\d|2[0-3]):[0-5]\d(?![\d:])"  # 10:30, 9:05, 23:00 (not 1:2:3, not 10:300)
-_NUMBER = _TIME + r"|[$€£]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:%|(?:st|nd|rd|th|s)(?![^\W_]))?"
+# A minus sign belongs to a number where it starts a word ("-5", "(-3.5%)", "-$20"), not between two
+# ("3-2", "pages 10-12": a range or a score, read as the numbers and a hyphen)
+_SIGN = r"(?:(?<![^\s(\[{])[-−](?=[$€£]?\d))?"
+_NUMBER = _TIME + rf"|{_SIGN}[$€£]?(?:\d{{1,3}}(?:,\d{{3}})+(?!\d)|\d+)(?:\.\d+)?(?:%|(?:st|nd|rd|th|s)(?![^\W_]))?"
 # An initialism with periods ("U.S.A.", "a.m.", "e.g.": single letters, at least one inner period),
 # a capital's initial ("J. R. R. Tolkien", "Plan B."), or a title or short form whose period
 # belongs to it (``_TITLES``); each may end in 's
@@ -232,7 +235,7 @@ def _plural(words: str) -> str:
 def number_words(token: str) -> str:
     """A number token as words (num2words, English): "1,000" -> "one thousand", "3.14" -> "three
     point one four", "22nd" -> "twenty-second", "$1.50" -> "one dollar fifty cents", "50%" ->
-    "fifty percent", "1990s" -> "nineteen nineties", a time "10:30" -> "ten thirty" ("9:05" nine
+    "fifty percent", "1990s" -> "nineteen nineties", "-5" -> "minus five", a time "10:30" -> "ten thirty" ("9:05" nine
     oh five, "7:00" seven o'clock). A year is four digits from 1100 to 2099 with no comma, sign,
     decimals or ordinal suffix: "1998" -> "nineteen ninety-eight" (so "1500 people" reads "fifteen
     hundred people")."""
@@ -242,6 +245,9 @@ def number_words(token: str) -> str:
         if minutes == 0:
             return f"{hours} o'clock"
         return f"{hours} {'oh ' if minutes < 10 else ''}{num2words(minutes)}"
+    if token[:1] in ("-", "−") and token[1:2] != "":  # "-5" -> "minus five", "-$20" -> "minus twenty dollars"
+        rest = token[1:]
+        return "minus " + (_cardinal(rest) if re.fullmatch(r"\d{4}", rest) else number_words(rest))  # no year
     m = re.fullmatch(r"([$€£]?)([\d,]+)(?:\.(\d+))?(%|[a-z]*)", token.lower())
     if m is None:
         raise ValueError(f"token {token!r} is not a number")

@@ -91,6 +91,8 @@ def test_several_pronunciations_take_the_first_and_carry_the_others(g2p):
     ("$3.14159", "three point one four one five nine dollars"),
     ("50%", "fifty percent"), ("2.5%", "two point five percent"),
     ("10:30", "ten thirty"), ("9:05", "nine oh five"), ("7:00", "seven o'clock"), ("23:59", "twenty-three fifty-nine"),
+    ("-5", "minus five"), ("−7", "minus seven"), ("-3.5%", "minus three point five percent"),
+    ("-$20", "minus twenty dollars"), ("-2,000", "minus two thousand"), ("-1998", "minus one thousand, nine hundred and ninety-eight"),
 ])
 def test_numbers_are_read_out(token, words):
     assert tokenize(token) == [(token, "number")]
@@ -111,6 +113,19 @@ def test_numbers_in_a_sentence_are_pronounced_from_the_lexicon(g2p):
                                           ("10:300", ["10", ":", "300"]), ("10:30:15", ["10", ":", "30", ":", "15"])])
 def test_what_is_not_a_time_stays_numbers_and_colons(text, tokens):
     assert [tok for tok, _ in tokenize(text)] == tokens
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("3-2", ["3", "-", "2"]), ("pages 10-12", ["pages", "10", "-", "12"]), ("5 - 3", ["5", "-", "3"]),
+    ("B-52", ["B", "-", "52"]), ("--5", ["--", "5"]), ("(-4)", ["(", "-4", ")"]), ("at -5 °C", ["at", "-5", "°", "C"])])
+def test_a_minus_sign_belongs_to_a_number_only_where_it_starts_a_word(text, tokens):
+    """Between two numbers or after a letter a hyphen is a range, a score or a name: not a sign."""
+    assert [tok for tok, _ in tokenize(text)] == tokens
+
+
+def test_a_negative_number_is_pronounced(g2p):
+    (_, minus_five, _, _) = g2p.text("at -5 °C")
+    assert minus_five.source == "number" and minus_five.phonemes == first("minus", "five")
 
 
 def test_a_time_is_pronounced(g2p):
