@@ -58,6 +58,7 @@ from benchmarks.machine import (
     blas_kernel,
     busy_core,
     keep_freed_memory,
+    retrial_calls,
     settle_thread_choices,
 )
 from minis2s import dispatch
@@ -476,7 +477,7 @@ def run_benchmark(configs=CONFIGS, repeats=7, versions=False, busy=False, log=pr
 
     return {
         "benchmark": "lstm_cpu", "repeats": repeats, "statistic": "median", "settle_s": SETTLE_S,
-        "warm_runs": WARM_RUNS, "max_settle_calls": MAX_SETTLE_CALLS,
+        "warm_runs": WARM_RUNS, "max_settle_calls": MAX_SETTLE_CALLS, "retrial_calls": retrial_calls(),
         "thread_choices": threads.choices(),  # minis2s's measured BLAS thread choices at the end
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
