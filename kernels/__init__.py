@@ -9,6 +9,7 @@ nothing in minis2s.ops imports kernels; minis2s/dispatch.py picks an implementat
     activations_cpu.py     tanh and sigmoid that Numba vectorises (no libm calls)
     blas_cpu.py            a direct cblas GEMM callable from Numba (version 3's time loops)
     optim_cpu.py           Adam's update and the gradient norm, one pass each (optim.py's NumPy code)
+    embedding_cpu.py       the embedding backward's scatter-add (np.add.at compiled, the same sums)
     kernel_set.py          the CUDA kernel-set interface, and the driver's steps for any kernel set
     lstm_cell.cuh          the LSTM cell's per-element math (CUDA C, __host__ __device__)
     lstm_pointwise.cu      fused pointwise forward/backward kernels, versions 1 and 2

@@ -12,7 +12,9 @@ the cache it gets back names them, so backward always runs the implementation fo
 
 The optimizer asks ``optimizer_kernels(*arrays)`` the same way: kernels/optim_cpu.py (Adam's
 update and the gradient norm, one pass each) for C-contiguous float32/float64 NumPy arrays,
-else None and minis2s/optim.py's NumPy code runs (bit for bit the same update).
+else None and minis2s/optim.py's NumPy code runs (bit for bit the same update); the embedding's
+backward asks ``embedding_kernels(dout)`` for kernels/embedding_cpu.py's scatter-add (bit for bit
+``np.add.at``'s sums).
 
 One switch with one meaning: when it is off, every layer runs the reference, on the CPU and on
 the GPU. It is on unless the environment variable ``MINIS2S_FASTPATH=0`` or
@@ -36,17 +38,17 @@ _kernels: dict = {}  # "cpu" -> {cell name: its kernel module}, or None if they 
 
 
 def _cpu_kernels():
-    """{"lstm": minis2s.kernels.lstm_cpu, "gru": .gru_cpu, "optim": .optim_cpu}, imported on first use (they import
-    Numba), or None."""
+    """{"lstm": minis2s.kernels.lstm_cpu, "gru": .gru_cpu, "optim": .optim_cpu, "embedding": .embedding_cpu},
+    imported on first use (they import Numba), or None."""
     if "cpu" not in _kernels:
         try:
-            from minis2s.kernels import gru_cpu, lstm_cpu, optim_cpu
+            from minis2s.kernels import embedding_cpu, gru_cpu, lstm_cpu, optim_cpu
         except ImportError as e:  # no Numba (or no kernels/ next to minis2s): the reference it is
             if (e.name or "").split(".")[0] not in ("numba", "llvmlite"):
                 raise
             _kernels["cpu"] = None
         else:  # the tanh RNN has none: nothing to fuse
-            _kernels["cpu"] = {"lstm": lstm_cpu, "gru": gru_cpu, "optim": optim_cpu}
+            _kernels["cpu"] = {"lstm": lstm_cpu, "gru": gru_cpu, "optim": optim_cpu, "embedding": embedding_cpu}
     return _kernels["cpu"]
 
 
@@ -99,6 +101,14 @@ def recurrent_steps(cell, x):
     if cell.name == "lstm" and is_gpu_array(x) and switched_on():
         return _gpu_steps()
     return cell.reference
+
+
+def embedding_kernels(dout):
+    """kernels/embedding_cpu.py when the fast path is on and ``dout`` is a C-contiguous float32
+    or float64 NumPy array; else None (minis2s/ops/embedding.py's ``np.add.at`` runs)."""
+    if type(dout) is np.ndarray and dout.dtype in FLOAT_DTYPES and dout.flags.c_contiguous and enabled():
+        return _cpu_kernels()["embedding"]
+    return None
 
 
 def optimizer_kernels(*arrays):

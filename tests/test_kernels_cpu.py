@@ -455,3 +455,52 @@ def test_a_cached_kernel_recompiles_when_a_file_it_inlines_changes(tmp_path, lst
         edit_dep(("x + 1.0", "x + 5.0"))
         assert run(stamped) == ((1.0 + 5.0) * 2.0 if stamped else (1.0 + 1.0) * 2.0)  # Numba's own: stale
         edit_dep(("x + 5.0", "x + 1.0"))
+
+
+# ---- the embedding's scatter-add (kernels/embedding_cpu.py) --------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("id_dtype", [np.int64, np.int32])
+def test_embedding_scatter_add_is_np_add_at_bit_for_bit(dtype, id_dtype):
+    # Tolerance 0: the kernel adds each occurrence's row in the ids' order, from 0, with fastmath
+    # off: np.add.at's additions in np.add.at's order. Many repeats (1,408 ids of 43 rows, G2P's
+    # decoder table), so an order-changing or a last-occurrence-wins kernel fails.
+    pytest.importorskip("numba", reason="the fused CPU kernels need Numba (pip install numba)")
+    from minis2s.kernels import embedding_cpu
+
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 43, 1408).astype(id_dtype)
+    dout = (rng.standard_normal((1408, 128)) * rng.uniform(0.01, 100, (1408, 1))).astype(dtype)
+    want = np.zeros((43, 128), dtype=dtype)
+    np.add.at(want, ids, dout)
+    got = np.zeros((43, 128), dtype=dtype)
+    embedding_cpu.scatter_add(got, ids, dout)
+    np.testing.assert_array_equal(got, want)
+    shuffled = np.zeros((43, 128), dtype=dtype)
+    order = rng.permutation(1408)
+    embedding_cpu.scatter_add(shuffled, ids[order], dout[order])
+    if dtype == np.float32:  # the control: another order of the same additions rounds otherwise
+        assert not np.array_equal(shuffled, want)
+
+
+def test_the_embedding_module_takes_the_kernel_and_gives_the_references_gradient():
+    pytest.importorskip("numba", reason="the fused CPU kernels need Numba (pip install numba)")
+    from minis2s import dispatch, nn
+
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 30, (11, 64))  # (T, B), repeats throughout
+    dout = rng.standard_normal((11, 64, 16)).astype(np.float32)
+    grads = {}
+    for fast in (True, False):
+        emb = nn.Embedding(30, 16, rng=np.random.default_rng(0))
+        dispatch.set_enabled(fast)
+        try:
+            assert (dispatch.embedding_kernels(dout) is not None) == fast
+            emb(ids)
+            emb.backward(dout)
+        finally:
+            dispatch.set_enabled(None)
+        grads[fast] = emb.weight.grad
+    np.testing.assert_array_equal(grads[True], grads[False])
+    assert dispatch.embedding_kernels(dout[:, ::2]) is None, "a strided gradient goes to np.add.at"
+    assert dispatch.embedding_kernels(dout.astype(np.float16)) is None

@@ -16,14 +16,18 @@ def embedding_forward(ids, weight):
     return out, (ids, weight.shape)
 
 
-def embedding_backward(dout, cache):
-    """dout: (..., E) -> dweight (V, E), summing the rows of repeated ids."""
+def embedding_backward(dout, cache, scatter_add=None):
+    """dout: (..., E) -> dweight (V, E), summing the rows of repeated ids. ``scatter_add``: a
+    compiled ``np.add.at(dweight, ids, dout)`` to run instead (``minis2s.dispatch``'s
+    ``embedding_kernels(dout).scatter_add``; the same sums bit for bit), for ids already checked."""
     ids, wshape = cache
     xp = array_module(dout)
     dweight = xp.zeros(wshape, dtype=dout.dtype)
     flat_ids = ids.reshape(-1)
     flat_dout = dout.reshape(-1, wshape[1])
-    if xp is np:
+    if scatter_add is not None:
+        scatter_add(dweight, flat_ids, flat_dout)
+    elif xp is np:
         np.add.at(dweight, flat_ids, flat_dout)
     else:  # pragma: no cover - GPU only
         import cupyx
