@@ -84,13 +84,17 @@ def test_a_large_op_runs_on_the_count_measured_faster_and_the_count_is_restored(
     seen = spy_on_linear(monkeypatch)
     lin = nn.Linear(256, 1024)
     x = np.random.default_rng(0).standard_normal((512, 256)).astype(np.float32)
+    choice = threads.choice_for("Linear.forward", 512 * 256 * 1024, 2)  # the one the calls will use
+    best_before = []
     for _ in range(12):
+        best_before.append(choice.best())
         lin(x)
         assert blas_counts() and all(n == 2 for n in blas_counts()), "restored after every call"
     counts = [c[0] for c in seen]
     assert counts[:3] == [1, 2, 1], "the first call (not counted), then both counts tried"
-    choice = threads.choice_for("Linear.forward", 512 * 256 * 1024, 2)
-    assert choice.best() in (1, 2) and counts[8:] == [choice.best()] * 4
+    # past the first trials (at most 3 of each when close) no re-trial is due for 32 calls: each call
+    # runs the count then measured faster (which may change from call to call when they are close)
+    assert choice.best() in (1, 2) and counts[8:] == best_before[8:], (counts, best_before)
 
 
 def test_a_threadpoolctl_limit_around_the_call_is_never_raised(monkeypatch):
