@@ -328,7 +328,7 @@ def test_shipped_models_are_reachable_by_name(tmp_path):
     assert DEFAULT_MODEL == "ensemble"  # the default decodes with several shipped models at once
     assert model_folders(None) == [PRETRAINED_MODELS[name] for name in PRETRAINED_ENSEMBLES["ensemble"]]
     assert PRETRAINED_ENSEMBLES["ensemble"] == ("seq2seq", "smoothed", "attention", "smoothed-seed2", "distilled-ls",
-                                                "distilled")  # lowest dev WER
+                                                "distilled-t2")  # README: why these six
     assert resolve_model("seq2seq") == PRETRAINED_MODELS["seq2seq"]
     p = minis2s("g2p", "predict", "--model", "seq2seq", "cat", cwd=tmp_path)
     assert_ok(p)

@@ -159,12 +159,12 @@ def test_a_warm_started_run_resumes_from_its_own_checkpoints(words, trained, tmp
 
 
 def test_cli_init_from_a_shipped_name_and_clean_errors(tmp_path):
-    ok = minis2s("g2p", "train", "--out", "a", "--init-from", "distilled", "--max-steps", "1", "--train-limit",
+    ok = minis2s("g2p", "train", "--out", "a", "--init-from", "distilled-t2", "--max-steps", "1", "--train-limit",
                  "300", "--quiet", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
-    assert "starting from the weights of" in ok.stderr and "g2p-distilled" in ok.stderr
+    assert "starting from the weights of" in ok.stderr and "g2p-distilled-t2" in ok.stderr
     cfg = read_json(tmp_path / "a" / "config.json")
-    assert cfg["train"]["init_from"] == "distilled" and cfg["init"]["folder"].endswith("g2p-distilled")
+    assert cfg["train"]["init_from"] == "distilled-t2" and cfg["init"]["folder"].endswith("g2p-distilled-t2")
     p = minis2s("g2p", "train", "--out", "b", "--init-from", "ensemble", "--max-steps", "1", "--quiet", cwd=tmp_path)
     assert_clean_error(p, "--init-from", "ensemble of 6 models", last_line_only=True)
     p = minis2s("g2p", "train", "--out", "c", "--init-from", "attention", "--max-steps", "1", "--train-limit",
