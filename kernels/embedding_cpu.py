@@ -34,5 +34,11 @@ def _scatter_add(dweight, ids, dout):
 
 
 def scatter_add(dweight, ids, dout) -> None:
-    """dweight (V, E) += the rows of dout (N, E) at ids (N,), in place; repeated ids sum."""
+    """dweight (V, E) += the rows of dout (N, E) at ids (N,), in place; repeated ids sum. The
+    shapes are checked here (the loop has no bounds checks: a dout of other rows than ids would be
+    read past its end, where np.add.at raises)."""
+    if ids.ndim != 1 or dout.ndim != 2 or dweight.ndim != 2 or ids.shape[0] != dout.shape[0] \
+            or dout.shape[1] != dweight.shape[1]:
+        raise ValueError(f"dout {dout.shape} does not match ids {ids.shape} and the table {dweight.shape}: "
+                         "one row of dout per id, as wide as the table")
     _scatter_add(dweight, ids, dout)

@@ -503,4 +503,8 @@ def test_the_embedding_module_takes_the_kernel_and_gives_the_references_gradient
         grads[fast] = emb.weight.grad
     np.testing.assert_array_equal(grads[True], grads[False])
     assert dispatch.embedding_kernels(dout[:, ::2]) is None, "a strided gradient goes to np.add.at"
+    emb = nn.Embedding(30, 16, rng=np.random.default_rng(0))
+    emb(ids)
+    with pytest.raises(ValueError, match="does not match ids"):  # fewer rows than ids: refused, not read past
+        emb.backward(dout[:10].copy())
     assert dispatch.embedding_kernels(dout.astype(np.float16)) is None
