@@ -19,9 +19,8 @@ float32/float64 gradients here.
 """
 from __future__ import annotations
 
+from minis2s.kernels.lstm_cpu import JIT  # the CPU kernels' one set of Numba options (cached, no fastmath)
 from numba import njit
-
-JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
 
 
 @njit(**JIT)

@@ -29,9 +29,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from minis2s.kernels.lstm_cpu import JIT  # the CPU kernels' one set of Numba options (cached, no fastmath)
 from numba import njit
-
-JIT = {"cache": True, "fastmath": False, "error_model": "numpy", "nogil": True}
 
 
 @njit(**JIT)
